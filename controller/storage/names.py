@@ -1,0 +1,138 @@
+"""File names of the original PyCam (spec/file-formats.md): format and parse, with errors that say what is wrong.
+
+Images:  {time:%Y-%m-%dT%H%M%S}_{fltrA|fltrB}_{gain}ag_{shutter_us}ss_{type}[_darkcorr].png
+Spectra: {time:%Y-%m-%dT%H%M%S}_{int_ms}ss_{coadd}coadd_{type}.npy
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from controller.errors import FileNameError
+
+TIME_FORMAT = "%Y-%m-%dT%H%M%S"
+BANDS = {"A": "fltrA", "B": "fltrB"}
+FILTER_TO_BAND = {v: k for k, v in BANDS.items()}
+PLAIN_TYPES = ("Plume", "Dark", "Clear", "Test")
+_CELL = re.compile(r"^(\d+)ppmm$")
+
+
+def check_type(kind: str) -> str:
+    """A capture type: Plume, Dark, Clear, Test or a gas cell `<N>ppmm`. Returns it, or raises ValueError."""
+    if kind in PLAIN_TYPES or _CELL.match(kind):
+        return kind
+    raise ValueError(f"capture type {kind!r} is not one of {', '.join(PLAIN_TYPES)} or <N>ppmm")
+
+
+def cell_ppmm(kind: str) -> int | None:
+    """The gas cell column of a `<N>ppmm` type, else None."""
+    m = _CELL.match(kind)
+    return int(m.group(1)) if m else None
+
+
+def format_time(ts: float | datetime) -> str:
+    if not isinstance(ts, datetime):
+        ts = datetime.fromtimestamp(ts, tz=UTC)
+    return ts.strftime(TIME_FORMAT)
+
+
+def _parse_time(text: str, name: str) -> datetime:
+    try:
+        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
+    except ValueError as e:
+        raise FileNameError(name, f"time field {text!r} is not YYYY-MM-DDTHHMMSS") from e
+
+
+@dataclass(frozen=True)
+class ImageName:
+    time: datetime
+    band: str  # "A" or "B"
+    gain: int
+    shutter_us: int
+    kind: str  # Plume, Dark, Clear, Test, <N>ppmm
+    darkcorr: bool = False
+
+    def __str__(self) -> str:
+        suffix = "_darkcorr" if self.darkcorr else ""
+        return f"{format_time(self.time)}_{BANDS[self.band]}_{self.gain}ag_{self.shutter_us}ss_{self.kind}{suffix}.png"
+
+    @property
+    def time_key(self) -> str:
+        return format_time(self.time)
+
+    @property
+    def date_folder(self) -> str:
+        return self.time.strftime("%Y-%m-%d")
+
+    @classmethod
+    def parse(cls, name: str) -> ImageName:
+        if not name.endswith(".png"):
+            raise FileNameError(name, "an image name must end in .png")
+        parts = name[:-4].split("_")
+        darkcorr = parts[-1] == "darkcorr"
+        if darkcorr:
+            parts = parts[:-1]
+        if len(parts) != 5:
+            raise FileNameError(name, f"expected 5 fields time_fltrX_<gain>ag_<shutter>ss_<type>, found {len(parts)}")
+        time_s, fltr, gain_s, ss_s, kind = parts
+        t = _parse_time(time_s, name)
+        if fltr not in FILTER_TO_BAND:
+            raise FileNameError(name, f"filter field {fltr!r} is not fltrA or fltrB")
+        if not (gain_s.endswith("ag") and gain_s[:-2].isdigit()):
+            raise FileNameError(name, f"gain field {gain_s!r} is not <integer>ag")
+        if not (ss_s.endswith("ss") and ss_s[:-2].isdigit()):
+            raise FileNameError(name, f"shutter field {ss_s!r} is not <integer µs>ss")
+        try:
+            check_type(kind)
+        except ValueError as e:
+            raise FileNameError(name, str(e)) from e
+        return cls(t, FILTER_TO_BAND[fltr], int(gain_s[:-2]), int(ss_s[:-2]), kind, darkcorr)
+
+
+@dataclass(frozen=True)
+class SpectrumName:
+    time: datetime
+    integration_ms: int
+    coadd: int
+    kind: str
+
+    def __str__(self) -> str:
+        return f"{format_time(self.time)}_{self.integration_ms}ss_{self.coadd}coadd_{self.kind}.npy"
+
+    @property
+    def time_key(self) -> str:
+        return format_time(self.time)
+
+    @property
+    def date_folder(self) -> str:
+        return self.time.strftime("%Y-%m-%d")
+
+    @classmethod
+    def parse(cls, name: str) -> SpectrumName:
+        if not name.endswith(".npy"):
+            raise FileNameError(name, "a spectrum name must end in .npy")
+        parts = name[:-4].split("_")
+        if len(parts) != 4:
+            raise FileNameError(name, f"expected 4 fields time_<ms>ss_<n>coadd_<type>, found {len(parts)}")
+        time_s, ss_s, co_s, kind = parts
+        t = _parse_time(time_s, name)
+        if not (ss_s.endswith("ss") and ss_s[:-2].isdigit()):
+            raise FileNameError(name, f"integration field {ss_s!r} is not <integer ms>ss")
+        if not (co_s.endswith("coadd") and co_s[:-5].isdigit()):
+            raise FileNameError(name, f"co-add field {co_s!r} is not <integer>coadd")
+        try:
+            check_type(kind)
+        except ValueError as e:
+            raise FileNameError(name, str(e)) from e
+        return cls(t, int(ss_s[:-2]), int(co_s[:-5]), kind)
+
+
+def parse_name(name: str) -> ImageName | SpectrumName:
+    """Parse an image or spectrum file name (by its extension)."""
+    if name.endswith(".png"):
+        return ImageName.parse(name)
+    if name.endswith(".npy"):
+        return SpectrumName.parse(name)
+    raise FileNameError(name, "not a station data file (expected .png image or .npy spectrum)")

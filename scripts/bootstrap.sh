@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Creates or updates the project's virtual environment (.venv) with the given extras.
+# Sourced by scripts/sim and scripts/test; safe to run again (does nothing when up to date).
+set -euo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+extras=${1:-processing,dev}
+venv="$top/.venv"
+
+need_apt=()
+python3 -c "import ensurepip, venv" 2>/dev/null || need_apt+=(python3-venv)
+[ -e /usr/lib/x86_64-linux-gnu/libusb-1.0.so.0 ] || [ -e /usr/lib/aarch64-linux-gnu/libusb-1.0.so.0 ] \
+  || need_apt+=(libusb-1.0-0)
+command -v ip >/dev/null || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing system packages: ${need_apt[*]}" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "bootstrap: please install these system packages first: ${need_apt[*]}" >&2
+  fi
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "bootstrap: creating $venv" >&2
+  python3 -m venv "$venv"
+fi
+stamp="$venv/.installed-$(cat "$top/pyproject.toml" | sha256sum | cut -c1-16)-${extras//,/_}"
+if [ ! -e "$stamp" ]; then
+  echo "bootstrap: installing the project with extras [$extras] (first run takes a few minutes)" >&2
+  "$venv/bin/python" -m pip install -q --upgrade "pip>=23" >&2
+  "$venv/bin/python" -m pip install -q -e "$top[$extras]" >&2
+  rm -f "$venv"/.installed-*
+  touch "$stamp"
+fi
