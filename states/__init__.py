@@ -1,0 +1,1 @@
+"""The station's state machines, declared as data (states + transition tables). No I/O here."""
