@@ -105,6 +105,9 @@ class ScheduleConfig:
     dark_time_utc: str = field(default="23:10", metadata={"doc": "daily dark series, HH:MM UTC"})
     shutdown_after_process: bool = False
     wittypi_margin_min: int = field(default=10, metadata=_range(0, 120))
+    process_min: int = field(
+        default=30, metadata=_range(0, 720, "minutes after a window (and the dark series) for the process phase")
+    )
 
     def check(self, prefix: str) -> None:
         if abs(60.0 / self.period_s - round(60.0 / self.period_s)) > 1e-9:
