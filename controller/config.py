@@ -260,6 +260,19 @@ class ProcessingConfig:
     calibration_window_s: float = field(default=1800.0, metadata=_range(10, 86_400))
     ring_buffer: int = field(default=64, metadata=_range(2, 100_000))
     velocity_method: Literal["flow", "xcorr", "sim_truth"] = "flow"
+    pcs_line_normals: tuple[str, ...] = field(
+        default=(), metadata={"doc": "per PCS line: 'left' or 'right' normal (pyplis LineOnImage); missing: right"}
+    )
+    sky_side: Literal["auto", "left", "right"] = field(
+        default="auto", metadata={"doc": "image side with clear sky for background reference areas"}
+    )
+    wind_direction_deg: float | None = field(
+        default=None, metadata=_range(0, 360, "meteorological (from); unset: plume normal to the viewing direction")
+    )
+    flow_pyrlevel: int = field(default=1, metadata=_range(0, 4, "Gauss pyramid level for optical flow"))
+    default_calibration_slope: float = field(
+        default=6.8e18, metadata=_range(0, 1e21, "molecules/cm² per unit AA when neither DOAS nor cells calibrate")
+    )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,179 @@
+"""Plume speed: Farneback optical flow with pyplis's histogram analysis, and cross-correlation between two lines.
+
+Optical flow runs on consecutive AA images reduced `flow_pyrlevel` times (a 648 x 486 image at level 1 costs
+~20 ms). pyplis's `OptflowFarneback.local_flow_params` finds the predominant displacement direction and length in
+the rotated ROI around each plume cross-section line (multi-Gauss fit of the orientation histogram, moments of the
+length histogram); `get_veff` projects it on the line's normal with its uncertainty.
+
+Cross-correlation: the integrated column amount (ICA) along a line and along a parallel line `gap` pixels
+downstream; the time lag of the best Pearson correlation (pyplis `find_signal_correlation`, on a series resampled to
+a quarter of the frame period as pyplis does for time series) gives v = gap · pixel size / lag.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from pyplis import Img, LineOnImage, OptflowFarneback
+from pyplis.plumespeed import find_signal_correlation, get_veff
+
+from controller.logging import get_logger
+
+log = get_logger("processing.flow")
+
+SIGMA_TOL = 2  # pyplis default: expectation interval of the histogram analysis in sigmas
+
+
+@dataclass(frozen=True)
+class LineVelocity:
+    """Effective velocity normal to a line (m/s) with error and the quality fractions of the original's CSV."""
+
+    v_eff: float
+    v_err: float
+    frac_ok: float = float("nan")
+    frac_ok_ica: float = float("nan")
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.v_eff))
+
+
+NO_VELOCITY = LineVelocity(float("nan"), float("nan"), 0.0, 0.0)
+
+
+def contrast_range(img: np.ndarray) -> tuple[float, float]:
+    """Byte-scaling range for flow input: robust percentiles, so bright terrain does not flatten the plume."""
+    lo, hi = np.percentile(img[np.isfinite(img)], [1.0, 99.5])
+    if hi <= lo:
+        hi = lo + 1e-6
+    return float(lo), float(hi)
+
+
+class FlowVelocity:
+    """Keeps the previous AA image and gives per-line velocities from the flow to the current one."""
+
+    def __init__(self, pyrlevel: int = 1, **farneback_settings: float) -> None:
+        self.pyrlevel = pyrlevel
+        self.engine = OptflowFarneback(**farneback_settings)
+        self.engine.settings.auto_update = False
+        self._prev: Img | None = None
+        self._lines: dict[str, LineOnImage] = {}
+        self.has_flow = False
+
+    def update(self, aa: np.ndarray, time: datetime) -> bool:
+        """Add the next AA image; True when a flow field to the previous image is available."""
+        img = Img(np.asarray(aa, dtype=np.float32), start_acq=time)
+        img.pyr_down(self.pyrlevel)
+        prev, self._prev = self._prev, img
+        self.has_flow = False
+        if prev is None or prev.img.shape != img.img.shape or (time - prev.meta["start_acq"]).total_seconds() <= 0:
+            return False
+        s = self.engine.settings
+        s.i_min, s.i_max = contrast_range(prev.img)
+        self.engine.set_images(prev, img)
+        self.engine.calc_flow()
+        self.has_flow = True
+        return True
+
+    def _line_at_level(self, line: LineOnImage) -> LineOnImage:
+        key = f"{line.line_id}:{line.x0},{line.y0},{line.x1},{line.y1}:{line.normal_orientation}"
+        if key not in self._lines:
+            self._lines[key] = line.convert(to_pyrlevel=self.pyrlevel)
+        return self._lines[key]
+
+    def line_velocity(self, line: LineOnImage, pix_size_m: float, columns: np.ndarray | None = None) -> LineVelocity:
+        """Velocity normal to `line` (full-resolution coordinates); `pix_size_m` at full resolution.
+
+        `columns` (the column profile along the line, full resolution) weights frac_ok_ica.
+        """
+        if not self.has_flow:
+            return NO_VELOCITY
+        lvl_line = self._line_at_level(line)
+        res = self.engine.local_flow_params(line=lvl_line)
+        if not np.isfinite(res["_len_mu_norm"]) or not np.isfinite(res["_dir_mu"]):
+            return NO_VELOCITY
+        pix_m = pix_size_m * 2**self.pyrlevel
+        v, verr = get_veff(
+            lvl_line.normal_vector, res["_dir_mu"], res["_dir_sigma"], res["_len_mu_norm"],
+            res["_len_sigma_norm"], pix_dist_m=pix_m, del_t=1.0, sigma_tol=SIGMA_TOL,
+        )  # fmt: skip
+        frac, frac_ica = self._fractions_ok(lvl_line, res, columns)
+        return LineVelocity(float(v), float(verr), frac, frac_ica)
+
+    def _fractions_ok(self, line: LineOnImage, res: dict, columns: np.ndarray | None) -> tuple[float, float]:
+        """Fraction of line pixels whose own flow vector agrees with the histogram result (and ICA-weighted)."""
+        flow = self.engine.flow
+        fx = line.get_line_profile(flow[:, :, 0])
+        fy = line.get_line_profile(flow[:, :, 1])
+        lens = np.hypot(fx, fy)
+        angles = np.rad2deg(np.arctan2(fx, -fy))
+        d = (angles - res["_dir_mu"] + 180.0) % 360.0 - 180.0
+        ok = (np.abs(d) <= SIGMA_TOL * res["_dir_sigma"]) & (lens > self.engine.settings.min_length)
+        frac = float(ok.mean()) if ok.size else 0.0
+        if columns is None or columns.size == 0:
+            return frac, frac
+        w = np.interp(np.linspace(0, 1, ok.size), np.linspace(0, 1, columns.size), np.clip(columns, 0, None))
+        total = float(w.sum())
+        return frac, (float(w[ok].sum()) / total if total > 0 else frac)
+
+
+class CrossCorrelationVelocity:
+    """Plume speed from the lag between the ICA series of a line and of a parallel line downstream."""
+
+    def __init__(self, gap_px: float, maxlen: int, min_samples: int = 8) -> None:
+        self.gap_px = gap_px
+        self.min_samples = min_samples
+        self.times: deque[float] = deque(maxlen=maxlen)
+        self.first: deque[float] = deque(maxlen=maxlen)
+        self.second: deque[float] = deque(maxlen=maxlen)
+
+    def add(self, time: datetime, ica_first: float, ica_second: float) -> None:
+        if self.times and time.timestamp() <= self.times[-1]:
+            return
+        self.times.append(time.timestamp())
+        self.first.append(ica_first)
+        self.second.append(ica_second)
+
+    def velocity(self, pix_size_m: float) -> LineVelocity:
+        if len(self.times) < self.min_samples:
+            return NO_VELOCITY
+        lag_s, r = xcorr_lag(np.asarray(self.times), np.asarray(self.first), np.asarray(self.second))
+        if not np.isfinite(lag_s) or lag_s <= 0:
+            return NO_VELOCITY
+        v = self.gap_px * pix_size_m / lag_s
+        # The lag is known to about half a resampling step; the error follows from dv/v = dlag/lag.
+        step = _grid_step(np.asarray(self.times))
+        return LineVelocity(float(v), float(v * 0.5 * step / lag_s), float(max(r, 0.0)), float(max(r, 0.0)))
+
+
+def _grid_step(times: np.ndarray) -> float:
+    dt = float(np.median(np.diff(times)))
+    return max(dt / 4.0, 1e-3)
+
+
+def xcorr_lag(
+    times: np.ndarray, first: np.ndarray, second: np.ndarray, max_shift_percent: float = 50.0
+) -> tuple[float, float]:
+    """Lag (s) by which `second` follows `first`, and the correlation coefficient at that lag."""
+    ok = np.isfinite(first) & np.isfinite(second)
+    times, first, second = times[ok], first[ok], second[ok]
+    if times.size < 4 or np.std(first) == 0 or np.std(second) == 0:
+        return float("nan"), float("nan")
+    step = _grid_step(times)
+    grid = np.arange(times[0], times[-1] + step / 2, step)
+    s1 = np.interp(grid, times, first)
+    s2 = np.interp(grid, times, second)
+    lag_idx, coeffs, *_ = find_signal_correlation(s1, s2, max_shift_percent=max_shift_percent, sigma_smooth=1)
+    k = int(lag_idx)
+    if not 0 <= k < len(coeffs):
+        return float("nan"), float("nan")
+    frac = 0.0
+    if 0 < k < len(coeffs) - 1:  # parabolic refinement of the peak between grid steps
+        y0, y1, y2 = coeffs[k - 1], coeffs[k], coeffs[k + 1]
+        den = y0 - 2 * y1 + y2
+        if den < 0:
+            frac = float(np.clip(0.5 * (y0 - y2) / den, -0.5, 0.5))
+    return (k + frac) * step, float(coeffs[k])
