@@ -1,0 +1,1 @@
+"""The station simulator: one deterministic, seeded plume scene shared by the sim cameras and spectrometer."""
