@@ -1,0 +1,316 @@
+"""The external control port: an asyncio TCP server speaking spec/ext-protocol.md.
+
+One task reads each client and one task writes to it, through a bounded queue: a slow or stuck client is dropped
+when its queue overflows instead of stalling anyone else. Any client may vanish at any moment; its bookkeeping is
+removed once, by its own task (bug 1). The listening socket uses SO_REUSEADDR so a restarted supervisor binds the
+same port at once (bug 3); when another program holds the port, the configured fallbacks are tried in order.
+
+Access control, in the order applied: the client's address must lie in `network.allowed_networks` (else
+`ERR NET` and close), at most `network.max_clients` at once (else `ERR MAX` and close), and when
+`network.auth_token` is set the first message must be `AUTH <token> END` (else `ERR AUTH` and close). Messages
+longer than `network.max_message_bytes` are answered `ERR MSG` and skipped; the connection stays usable.
+
+Accepted settings and actions are echoed to every connected client (as the original did); ERR replies and
+replies marked `"private"` (the answers to LOG 0 / LOG 1) go to the client that asked only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hmac
+import ipaddress
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from controller.config import Config
+from controller.errors import PycamError
+from controller.extport import protocol
+from controller.extport.control import ExtController, Reply
+from controller.logging import get_logger
+
+READ_CHUNK = 65536
+QUEUE_LIMIT = 256  # replies waiting for one client before it counts as stuck and is dropped
+AUTH_TIMEOUT_S = 10.0
+
+
+class PortUnavailable(PycamError, OSError):
+    """None of the external port and its fallbacks could be bound."""
+
+
+@dataclass(eq=False)
+class _Client:
+    number: int
+    peer: str
+    writer: asyncio.StreamWriter
+    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    identity: str = protocol.EXTERNAL
+    authenticated: bool = False
+    closed: bool = False
+    writer_task: asyncio.Task | None = None
+
+
+class ExtServer:
+    """`await start()` -> bound port; `broadcast(reply)`; `await stop()`. Owns its listening socket and clients."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        controller: ExtController,
+        *,
+        ports: Sequence[int] | None = None,
+        bind: str | None = None,
+        queue_limit: int = QUEUE_LIMIT,
+        auth_timeout_s: float = AUTH_TIMEOUT_S,
+    ):
+        net = cfg.network
+        self.controller = controller
+        self.ports = tuple(ports) if ports is not None else (net.ext_port, *net.ext_port_fallbacks)
+        self.bind = bind if bind is not None else net.ext_bind
+        self.max_clients = net.max_clients
+        self.max_message_bytes = net.max_message_bytes
+        self.allowed = tuple(ipaddress.ip_network(n, strict=False) for n in net.allowed_networks)
+        self._token = net.auth_token.encode("utf-8")
+        self._queue_limit = queue_limit
+        self._auth_timeout_s = auth_timeout_s
+        self._server: asyncio.base_events.Server | None = None
+        self._clients: dict[int, _Client] = {}
+        self._clients_changed = asyncio.Condition()
+        self._tasks: set[asyncio.Task] = set()
+        self._numbers = itertools.count(1)
+        self.bound_port: int | None = None
+        self._log = get_logger("extport.server")
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> int:
+        last_error: OSError | None = None
+        for port in self.ports:
+            try:
+                self._server = await asyncio.start_server(
+                    self._serve, host=self.bind, port=port, reuse_address=True, limit=READ_CHUNK
+                )
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise PortUnavailable(e.errno, f"cannot bind {self.bind}:{port}: {e.strerror or e}") from e
+                self._log.warning("ext_port_taken", port=port, bind=self.bind)
+                last_error = e
+                continue
+            self.bound_port = self._server.sockets[0].getsockname()[1]
+            self._log.info("ext_port_listening", port=self.bound_port, bind=self.bind)
+            return self.bound_port
+        ports = ", ".join(str(p) for p in self.ports)
+        raise PortUnavailable(errno.EADDRINUSE, f"ports {ports} on {self.bind} are all in use") from last_error
+
+    async def stop(self) -> None:
+        """Close the listening socket and every client; idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for client in list(self._clients.values()):
+            self._drop(client, "server stopping")
+        tasks = list(self._tasks)
+        if tasks:
+            # Aborted transports end the read loops; cancel only those stuck in a command (e.g. a slow slave).
+            _, stuck = await asyncio.wait(tasks, timeout=2.0)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+        if self.bound_port is not None:
+            self._log.info("ext_port_closed", port=self.bound_port)
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    async def wait_for_clients(self, count: int, timeout_s: float) -> bool:
+        """Wait until exactly `count` clients are connected (tests, status); False on timeout."""
+        async with self._clients_changed:
+            try:
+                await asyncio.wait_for(self._clients_changed.wait_for(lambda: len(self._clients) == count), timeout_s)
+            except TimeoutError:
+                return False
+        return True
+
+    async def _notify_clients_changed(self) -> None:
+        async with self._clients_changed:
+            self._clients_changed.notify_all()
+
+    # ------------------------------------------------------------------------------------------------ sending
+
+    def broadcast(self, reply: Reply) -> None:
+        """Send one reply to every authenticated client (e.g. DFC when a dark series finished)."""
+        data = protocol.encode_reply(reply)
+        for client in list(self._clients.values()):
+            if client.authenticated:
+                self._send(client, data)
+
+    def _send(self, client: _Client, data: bytes) -> None:
+        if client.closed:
+            return
+        try:
+            client.queue.put_nowait(data)
+        except asyncio.QueueFull:
+            self._drop(client, f"more than {self._queue_limit} replies waiting (client not reading)")
+
+    def _drop(self, client: _Client, why: str) -> None:
+        if client.closed:
+            return
+        client.closed = True
+        self._log.info("ext_client_dropped", client=client.number, peer=client.peer, why=why)
+        # abort(): its reader task sees the end at once and cleans up; nothing waits on a peer that stopped reading.
+        client.writer.transport.abort()
+
+    async def _write_loop(self, client: _Client) -> None:
+        try:
+            while True:
+                data = await client.queue.get()
+                if data is None:  # close requested once everything before it is sent
+                    return
+                client.writer.write(data)
+                await client.writer.drain()
+        except (ConnectionError, OSError) as e:
+            self._drop(client, f"write failed: {e}")
+
+    async def _reply_and_close(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            writer.write(protocol.encode_reply(reply))
+            await asyncio.wait_for(writer.drain(), 1.0)
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            writer.close()
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    # ------------------------------------------------------------------------------------------------ serving
+
+    def _peer_allowed(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if ip.version == 6 and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self.allowed)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        peername = writer.get_extra_info("peername")
+        host = str(peername[0]) if peername else "?"
+        peer = f"{host}:{peername[1]}" if peername else "?"
+        try:
+            if not self._peer_allowed(host):
+                self._log.warning("ext_client_refused", peer=peer, why="address not in network.allowed_networks")
+                await self._reply_and_close(
+                    writer, protocol.err_reply(protocol.ERR_NETWORK, protocol.MASTER_IDENTITY, "")
+                )
+                return
+            if len(self._clients) >= self.max_clients:
+                self._log.warning("ext_client_refused", peer=peer, why=f"max_clients {self.max_clients} reached")
+                await self._reply_and_close(
+                    writer, protocol.err_reply(protocol.ERR_MAX_CLIENTS, protocol.MASTER_IDENTITY, "")
+                )
+                return
+            client = _Client(next(self._numbers), peer, writer, asyncio.Queue(self._queue_limit))
+            client.authenticated = not self._token
+            self._clients[client.number] = client
+            client.writer_task = asyncio.create_task(self._write_loop(client), name=f"ext-writer-{client.number}")
+            self._log.info("ext_client_connected", client=client.number, peer=peer, clients=len(self._clients))
+            await self._notify_clients_changed()
+            try:
+                await self._read_loop(client, reader)
+            finally:
+                self._clients.pop(client.number, None)
+                client.closed = True
+                client.writer_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await client.writer_task
+                writer.transport.abort()
+                self._log.info("ext_client_disconnected", client=client.number, peer=peer, clients=len(self._clients))
+                await self._notify_clients_changed()
+        except asyncio.CancelledError:
+            # Only stop() cancels a connection task. It is the outermost frame of that task: end it quietly
+            # (asyncio's stream callback would otherwise report the cancellation as an error).
+            self._log.info("ext_client_cancelled", peer=peer)
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _read_loop(self, client: _Client, reader: asyncio.StreamReader) -> None:
+        decoder = protocol.MessageDecoder(self.max_message_bytes)
+        while not client.closed:
+            try:
+                if client.authenticated:
+                    data = await reader.read(READ_CHUNK)
+                else:
+                    data = await asyncio.wait_for(reader.read(READ_CHUNK), self._auth_timeout_s)
+            except TimeoutError:
+                self._send(client, protocol.encode_reply(self._err(protocol.ERR_AUTH)))
+                await self._close_after_flush(client, "no AUTH in time")
+                return
+            except (ConnectionError, OSError):
+                return
+            if not data:
+                return
+            for item in decoder.feed(data):
+                if client.closed:
+                    return
+                if isinstance(item, protocol.FrameError):
+                    self._log.info("ext_bad_message", client=client.number, reason=item.reason)
+                    self._send(client, protocol.encode_reply(self._err(protocol.ERR_MESSAGE)))
+                elif not client.authenticated:
+                    if not self._check_auth(item):
+                        self._send(client, protocol.encode_reply(self._err(protocol.ERR_AUTH)))
+                        await self._close_after_flush(client, "wrong or missing AUTH token")
+                        return
+                    client.authenticated = True
+                else:
+                    await self._handle(client, item)
+
+    def _check_auth(self, message: protocol.Message) -> bool:
+        if len(message.pairs) != 1 or message.pairs[0][0] != "AUTH":
+            return False
+        return hmac.compare_digest(message.pairs[0][1].encode("utf-8"), self._token)
+
+    async def _close_after_flush(self, client: _Client, why: str) -> None:
+        """Let the writer send what is queued (the ERR), then close."""
+        self._log.warning("ext_client_refused", client=client.number, peer=client.peer, why=why)
+        try:
+            client.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+        else:
+            if client.writer_task is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(client.writer_task), 1.0)
+        self._drop(client, why)
+
+    @staticmethod
+    def _err(key: str) -> Reply:
+        return protocol.err_reply(key, protocol.MASTER_IDENTITY, "")
+
+    async def _handle(self, client: _Client, message: protocol.Message) -> None:
+        commands, refusals = protocol.parse_message(message)
+        for cmd in commands:
+            if cmd.key == "IDN":
+                client.identity = cmd.value
+        for refusal in refusals:
+            self._log.info("ext_refused", client=client.number, key=refusal.key, reason=refusal.reason)
+        replies = [r.reply() for r in refusals]
+        try:
+            replies += await self.controller.handle_message(commands, client.identity)
+        except Exception:  # the controller's bug must not end this connection or the port
+            self._log.exception("ext_controller_failed", client=client.number, keys=[c.key for c in commands])
+            replies += [self._err(c.key) for c in commands if c.key != "IDN"]
+        for reply in replies:
+            data = protocol.encode_reply(reply)
+            if "ERR" in reply or reply.get("private"):
+                self._send(client, data)
+            else:
+                for other in list(self._clients.values()):
+                    if other.authenticated:
+                        self._send(other, data)
