@@ -27,6 +27,7 @@ from controller.config import ProcessingConfig
 from controller.errors import FileNameError, ProcessingError
 from controller.storage.atomic import atomic_write_text
 from controller.storage.names import SpectrumName
+from processing.images import read_spectrum
 from processing.references import ReferenceSpectra
 
 __all__ = [
@@ -58,18 +59,13 @@ class Spectrum:
 def load_spectrum(path: str | Path) -> Spectrum:
     """Read a `.npy` spectrum (2, N): row 0 wavelengths (nm), row 1 counts; the name gives time and type."""
     p = Path(path)
-    try:
-        arr = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ProcessingError(f"{p}: cannot read spectrum: {e}") from e
-    if arr.ndim != 2 or arr.shape[0] != 2 or arr.shape[1] < 10:
-        raise ProcessingError(f"{p}: spectrum must have shape (2, N), found {arr.shape}")
+    wl, counts = read_spectrum(p)
     try:
         name = SpectrumName.parse(p.name)
         time, kind, int_ms = name.time, name.kind, name.integration_ms
     except FileNameError:
-        time, kind, int_ms = None, "Plume", None
-    return Spectrum(arr[0].astype(np.float64), arr[1].astype(np.float64), time, kind, int_ms, str(p))
+        time, kind, int_ms = None, "unknown", None  # not a station name: never calibration input
+    return Spectrum(wl, counts, time, kind, int_ms, str(p))
 
 
 @dataclass(frozen=True)
@@ -93,6 +89,7 @@ class DoasResult:
     stray_light: float
     ldf: float = 0.0  # light dilution is not fitted; 0 keeps the original's column meaningful
     source: str = ""
+    kind: str = "Plume"  # file type of the spectrum: only Plume spectra feed the calibration (known failure 6)
     fit: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -339,6 +336,7 @@ class DoasRetrieval:
             ppmm_factor=self.ppmm_factor,
             stray_light=stray,
             source=spectrum.source,
+            kind=spectrum.kind,
             fit={"wavelengths_nm": g.lam, "measured": y_counts, "model": (y - resid) * norm},
         )
 
