@@ -1,0 +1,328 @@
+"""What both link ends share: a session per connection, heartbeats and dead-peer detection, requests and
+replies, the time exchange, listeners and the link state machine (states/link.py).
+
+Messages (JSON headers; only `file` carries a payload):
+
+    hello     {role, version, boot_id, station}          first message each way
+    hb        {}                                         every heartbeat_s; silence for link_timeout_s = dead peer
+    req       {id, kind, body}  -> rep {id, ok, body | error}
+    time_req  {id}              -> time_rep {id, t1, t2}  (receive and send times on the answering clock)
+    file      {name, sha256, size} + payload  -> ack {name, status} | nack {name, reason}
+
+Link timers (heartbeat, timeouts, backoff) run on the event loop's real time: they are properties of the
+network, and under a compressed sim clock they would fire absurdly fast. The injected clock gives time stamps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ClassVar
+
+from controller.clock import Clock
+from controller.config import Config
+from controller.errors import LinkError, ProtocolError
+from controller.link.framing import DEFAULT_LIMITS, FrameLimits, Message, encode_prefix_and_header, read_message
+from controller.logging import get_logger
+from states.link import TABLE
+from states.machine import StateModel, build_machine
+
+PROTOCOL_VERSION = 1
+
+RequestHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+class RequestFailed(LinkError):
+    """The peer received the request but its handler refused or failed; the message says why."""
+
+
+def header_field(header: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    """A typed field of a received header; ProtocolError names the field when it is missing or mistyped."""
+    value = header.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(f"{header.get('type')!r} message: field {key!r} missing or of the wrong type")
+    return value
+
+
+class Session:
+    """One TCP connection to the peer. Owns its stream and its tasks; `close` is idempotent."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        limits: FrameLimits,
+        timeout_s: float,
+    ):
+        self.reader = reader
+        self.writer = writer
+        self.limits = limits
+        self.timeout_s = timeout_s
+        self.peer: dict[str, Any] = {}
+        self.pending: dict[int, asyncio.Future] = {}
+        self.in_flight: dict[str, int] = {}  # slave: file name -> spool seq, sent and not yet answered
+        self.tasks: set[asyncio.Task] = set()
+        self.closed = False
+        peername = writer.get_extra_info("peername")
+        self.address = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
+
+    async def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        if self.closed or self.writer.is_closing():
+            raise LinkError("session closed")
+        frame_head = encode_prefix_and_header(header, len(payload), self.limits)
+        try:
+            # Both writes happen before any await, so frames from concurrent senders never interleave.
+            self.writer.write(frame_head)
+            if payload:
+                self.writer.write(payload)
+            await asyncio.wait_for(self.writer.drain(), self.timeout_s)
+        except TimeoutError as e:
+            raise LinkError(f"peer stopped reading for {self.timeout_s} s") from e
+        except (ConnectionError, OSError) as e:
+            raise LinkError(f"send failed: {e}") from e
+
+    async def recv(self) -> Message:
+        try:
+            msg = await asyncio.wait_for(read_message(self.reader, self.limits), self.timeout_s)
+        except TimeoutError as e:
+            raise LinkError(f"peer silent for {self.timeout_s} s") from e
+        except (ConnectionError, OSError) as e:
+            raise LinkError(f"receive failed: {e}") from e
+        if msg is None:
+            raise LinkError("connection closed by the peer")
+        return msg
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def close(self, reason: str = "closed") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        # abort, not close: a stalled peer must not keep buffered data (and us) waiting.
+        self.writer.transport.abort()
+        for task in list(self.tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(LinkError(f"link went down before the reply ({reason})"))
+        self.pending.clear()
+
+
+class LinkEndpoint:
+    """Base of MasterLink and SlaveLink."""
+
+    role: ClassVar[str]
+    peer_role: ClassVar[str]
+
+    def __init__(self, cfg: Config, clock: Clock, *, limits: FrameLimits = DEFAULT_LIMITS):
+        self.cfg = cfg
+        self.net = cfg.network
+        self.clock = clock
+        self.limits = limits
+        self.boot_id = uuid.uuid4().hex
+        self._log = get_logger("link", role=self.role)
+        self._model = StateModel()
+        self._machine = build_machine(self._model, TABLE, "link", self._log, asynchronous=False)
+        self._listeners: list[Listener] = []
+        self._handlers: dict[str, RequestHandler] = {}
+        self._session: Session | None = None
+        self._connected = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._closing = False
+
+    # ------------------------------------------------------------------------------------------- public API
+
+    @property
+    def state(self) -> str:
+        return self._model.state
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None and self.state == "connected"
+
+    @property
+    def peer(self) -> dict[str, Any]:
+        return dict(self._session.peer) if self._session is not None else {}
+
+    def add_listener(self, callback: Listener) -> None:
+        """callback(event, info) for "connected", "disconnected", "file_stored" (master), "file_acked" (slave)."""
+        self._listeners.append(callback)
+
+    def on_request(self, kind: str, handler: RequestHandler) -> None:
+        """Register `async handler(body) -> dict` for requests of `kind` from the peer."""
+        if not isinstance(kind, str) or not kind:
+            raise ValueError("request kind must be a non-empty string")
+        self._handlers[kind] = handler
+
+    async def request(self, kind: str, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Ask the peer; its handler's reply. LinkError at once when the link is down, or on timeout."""
+        session = self._session
+        if session is None or not self.connected:
+            raise LinkError(f"link down: cannot send the {kind!r} request")
+        rid = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        session.pending[rid] = fut
+        try:
+            await session.send({"type": "req", "id": rid, "kind": kind, "body": body})
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError as e:
+            raise LinkError(f"{kind!r} request: no reply within {timeout_s} s") from e
+        finally:
+            session.pending.pop(rid, None)
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        if self.connected:
+            return True
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return self.connected
+
+    # ----------------------------------------------------------------------------------------- internals
+
+    def _fire(self, trigger: str, **kwargs: Any) -> None:
+        self._model.trigger(trigger, **kwargs)
+
+    def _emit(self, event: str, **info: Any) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(event, info)
+            except Exception:  # a listener's bug must not take the link down
+                self._log.exception("listener_failed", event_name=event)
+
+    def _hello(self) -> dict[str, Any]:
+        return {
+            "type": "hello",
+            "role": self.role,
+            "version": PROTOCOL_VERSION,
+            "boot_id": self.boot_id,
+            "station": self.cfg.station.name,
+        }
+
+    def _check_hello(self, msg: Message) -> dict[str, Any]:
+        h = msg.header
+        if msg.type != "hello":
+            raise ProtocolError(f"expected hello, got {msg.type!r}")
+        role = header_field(h, "role", str)
+        if role != self.peer_role:
+            raise ProtocolError(f"peer says it is {role!r}; a {self.role} only talks to a {self.peer_role}")
+        version = header_field(h, "version", int)
+        if version != PROTOCOL_VERSION:
+            raise ProtocolError(f"peer speaks link protocol {version}, this end {PROTOCOL_VERSION}")
+        peer = {"role": role, "version": version, "boot_id": header_field(h, "boot_id", str)}
+        if isinstance(h.get("station"), str):
+            peer["station"] = h["station"]
+        return peer
+
+    def _new_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Session:
+        return Session(reader, writer, self.limits, self.net.link_timeout_s)
+
+    def _session_up(self, session: Session) -> None:
+        self._session = session
+        self._connected.set()
+        self._log.info("link_up", peer=session.peer, address=session.address)
+        self._emit("connected", peer=dict(session.peer), address=session.address)
+
+    def _session_down(self, session: Session, reason: str) -> bool:
+        """Close `session`; True if it was the current one (so the caller moves the state machine)."""
+        session.close(reason)
+        if self._session is not session:
+            return False
+        self._session = None
+        self._connected.clear()
+        self._log.warning("link_down", reason=reason, address=session.address)
+        self._emit("disconnected", reason=reason, peer=dict(session.peer))
+        return True
+
+    def _session_tasks(self, session: Session) -> list[Coroutine[Any, Any, Any]]:
+        """Extra loops a subclass runs while a session is up (the slave's file sender)."""
+        return []
+
+    async def _serve(self, session: Session) -> str:
+        """Run a connected session until something fails; the reason."""
+        tasks = [
+            session.spawn(self._reader_loop(session)),
+            session.spawn(self._heartbeat_loop(session)),
+            *(session.spawn(c) for c in self._session_tasks(session)),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+        for task in done:
+            if task.cancelled():
+                continue
+            error = task.exception()
+            if error is not None:
+                return f"{type(error).__name__}: {error}"
+        return "session ended"
+
+    async def _reader_loop(self, session: Session) -> None:
+        while True:
+            msg = await session.recv()
+            await self._dispatch(session, msg)
+
+    async def _heartbeat_loop(self, session: Session) -> None:
+        while True:
+            await asyncio.sleep(self.net.heartbeat_s)
+            await session.send({"type": "hb"})
+
+    async def _dispatch(self, session: Session, msg: Message) -> None:
+        kind = msg.type
+        h = msg.header
+        if kind == "hb":
+            return
+        if kind == "time_req":
+            t1 = self.clock.time()
+            rid = header_field(h, "id", int)
+            await session.send({"type": "time_rep", "id": rid, "t1": t1, "t2": self.clock.time()})
+        elif kind == "req":
+            session.spawn(self._answer(session, h))
+        elif kind in ("rep", "time_rep"):
+            fut = session.pending.get(header_field(h, "id", int))
+            if fut is None or fut.done():
+                return  # the asker gave up already
+            if kind == "time_rep" or h.get("ok") is True:
+                fut.set_result(h if kind == "time_rep" else h.get("body", {}))
+            else:
+                fut.set_exception(RequestFailed(str(h.get("error", "request failed on the peer"))))
+        else:
+            await self._on_message(session, msg)
+
+    async def _on_message(self, session: Session, msg: Message) -> None:
+        raise ProtocolError(f"unexpected message type {msg.type!r}")
+
+    async def _answer(self, session: Session, h: dict[str, Any]) -> None:
+        rid = h.get("id")
+        if not isinstance(rid, int) or isinstance(rid, bool):
+            self._log.warning("request_without_id")
+            return
+        kind, body = h.get("kind"), h.get("body")
+        handler = self._handlers.get(kind) if isinstance(kind, str) else None
+        if handler is None or not isinstance(body, dict):
+            error = f"no handler for request kind {kind!r}" if handler is None else "request body must be an object"
+            with contextlib.suppress(LinkError):
+                await session.send({"type": "rep", "id": rid, "ok": False, "error": error})
+            return
+        try:
+            result = await handler(body)
+            if not isinstance(result, dict):
+                raise TypeError(f"handler for {kind!r} returned {type(result).__name__}, not a dict")
+            await session.send({"type": "rep", "id": rid, "ok": True, "body": result})
+        except LinkError:
+            return  # the session is gone; the asker gets LinkError on its side
+        except Exception as e:  # a handler failure is the peer's answer, not a link failure
+            self._log.warning("request_handler_failed", kind=kind, error=repr(e))
+            with contextlib.suppress(LinkError):
+                await session.send({"type": "rep", "id": rid, "ok": False, "error": f"{type(e).__name__}: {e}"})

@@ -1,0 +1,99 @@
+"""The master's end of file transfer: verify, store atomically (fsynced), and say whether it was new.
+
+`accept` is blocking (hashing, writing, fsync): the link calls it in an executor thread. Two copies of the same
+name may arrive at once (a resend racing a replaced session), so each name is handled under its own lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+from typing import Literal, Protocol
+
+from controller.errors import ProtocolError
+from controller.logging import get_logger
+from controller.storage.atomic import atomic_write_bytes
+from controller.storage.names import parse_name
+
+
+class ChecksumMismatch(ProtocolError):
+    """The received bytes do not match the sender's sha256: the transfer was corrupted; ask for it again."""
+
+
+class ByteStore(Protocol):
+    def save_bytes(self, name: str, data: bytes) -> Path: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def path_for(self, name: str) -> Path: ...
+
+
+class DateFolderStore:
+    """root/YYYY-MM-DD/name, written atomically. Used when no DataStore is given."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path_for(self, name: str) -> Path:
+        return self.root / parse_name(name).date_folder / name
+
+    def save_bytes(self, name: str, data: bytes) -> Path:
+        return atomic_write_bytes(self.path_for(name), data)
+
+    def exists(self, name: str) -> bool:
+        return self.path_for(name).is_file()
+
+
+def open_store(root: str | Path) -> ByteStore:
+    """The project's DataStore on `root` when it is available, else the plain date-folder store."""
+    try:
+        from controller.storage.datastore import DataStore
+    except ImportError:
+        return DateFolderStore(root)
+    return DataStore(root)
+
+
+class FileReceiver:
+    def __init__(self, datastore: ByteStore | str | Path):
+        self.store: ByteStore = open_store(datastore) if isinstance(datastore, str | Path) else datastore
+        self._log = get_logger("receiver")
+        self._locks_guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    def accept(self, name: str, sha256_hex: str, data: bytes) -> Literal["stored", "duplicate"]:
+        """Verify and store one file. Raises ChecksumMismatch, FileNameError (bad name), StorageError."""
+        parse_name(name)  # never a path from the network: only a valid station file name goes further
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256_hex:
+            raise ChecksumMismatch(f"{name}: sha256 {digest} != sender's {sha256_hex}")
+        lock = self._acquire(name)
+        try:
+            if self.store.exists(name):
+                existing = hashlib.sha256(self.store.path_for(name).read_bytes()).hexdigest()
+                if existing != digest:
+                    # The file on disk is complete (atomic writes) and acked once; never overwrite stored data.
+                    self._log.error("file_conflict", file=name, stored_sha256=existing, received_sha256=digest)
+                return "duplicate"
+            self.store.save_bytes(name, data)
+            return "stored"
+        finally:
+            self._release(name, lock)
+
+    def _acquire(self, name: str) -> threading.Lock:
+        with self._locks_guard:
+            lock, users = self._locks.get(name, (None, 0))
+            if lock is None:
+                lock = threading.Lock()
+            self._locks[name] = (lock, users + 1)
+        lock.acquire()
+        return lock
+
+    def _release(self, name: str, lock: threading.Lock) -> None:
+        lock.release()
+        with self._locks_guard:
+            _, users = self._locks[name]
+            if users <= 1:
+                del self._locks[name]
+            else:
+                self._locks[name] = (lock, users - 1)
