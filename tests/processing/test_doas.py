@@ -10,6 +10,7 @@ import pytest
 
 from controller.config import ProcessingConfig
 from controller.errors import ProcessingError
+from processing.bench_spectral import bench_doas, shared_references_config
 from processing.doas import (
     DOAS_CSV_COLUMNS,
     DoasRetrieval,
@@ -28,15 +29,7 @@ PLUME_TIMES = ("124407", "124408", "124409", "124410", "124411", "124412")
 
 
 def spectra_config(shared_data: Path, **changes) -> ProcessingConfig:
-    ref = shared_data / "references"
-    cfg = ProcessingConfig(
-        solar_reference=str(ref / "sao2010.txt"),
-        so2_xsec=str(ref / "SO2_293K.txt"),
-        o3_xsec=str(ref / "O3_Voigt_223K.txt"),
-        ring_spectrum=str(ref / "Ring.txt"),
-        ils=str(shared_data / "spectra-2019-05-29" / "2019-07-03_302nm_ILS.txt"),
-    )
-    return replace(cfg, **changes)
+    return replace(shared_references_config(shared_data), **changes)
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +205,9 @@ def test_write_doas_results_csv(tmp_path, real_results):
     assert len(df) == 12
     assert df["Column density"].iloc[-1] == pytest.approx(rows[-1].so2, rel=1e-6)
     assert pd.to_datetime(df["Time"]).is_monotonic_increasing
+
+
+def test_bench_doas_reports_figures(shared_data):
+    out = bench_doas(shared_data, repeats=1)
+    assert out["n_spectra"] == 12 and out["doas_ms_per_spectrum"] > 0
+    assert min(out["so2_molecules_cm2"][t] for t in PLUME_TIMES) > 2.5e18
