@@ -1,0 +1,88 @@
+"""The master's power-handoff GPIO lines through gpiozero.
+
+Wiring (DESIGN.md): master GPIO 23 -> slave GPIO 3 (pulling GPIO 3 low wakes a halted Pi); master GPIO 16 -> the
+slave's gpio-shutdown pin (low asks it to halt). Both lines are active low and idle high.
+In simulation the pin factory is gpiozero's MockFactory; `mock_station_factory` wires master 23 to slave 3 with a
+MockConnectedPin so tests read the slave pin's recorded `states`.
+"""
+
+from __future__ import annotations
+
+from controller.config import GpioConfig
+from controller.errors import DeviceUnavailable
+from controller.logging import get_logger
+
+
+def make_pin_factory(backend: str):
+    """The gpiozero pin factory for `backend` ("mock", "lgpio", "native"), imported lazily."""
+    try:
+        if backend == "mock":
+            from gpiozero.pins.mock import MockFactory
+
+            return MockFactory()
+        if backend == "lgpio":
+            from gpiozero.pins.lgpio import LGPIOFactory
+
+            return LGPIOFactory()
+        if backend == "native":
+            from gpiozero.pins.native import NativeFactory
+
+            return NativeFactory()
+    except (ImportError, OSError, RuntimeError) as e:
+        raise DeviceUnavailable("gpio", f"pin factory {backend!r} unavailable: {e}") from e
+    raise DeviceUnavailable("gpio", f"unknown gpio backend {backend!r}")
+
+
+def mock_station_factory(cfg: GpioConfig):
+    """A MockFactory with master wake_pin connected to the slave's wake pin. Returns (factory, slave_pin)."""
+    from gpiozero.pins.mock import MockConnectedPin, MockFactory
+
+    factory = MockFactory()
+    slave_pin = factory.pin(cfg.slave_wake_pin)
+    factory.pin(cfg.wake_pin, pin_class=MockConnectedPin, input_pin=slave_pin)
+    return factory, slave_pin
+
+
+class GpioPowerLines:
+    """PowerLines on two active-low gpiozero outputs."""
+
+    def __init__(self, cfg: GpioConfig, factory=None):
+        from gpiozero import DigitalOutputDevice
+
+        self.cfg = cfg
+        self.slave_pin = None
+        if factory is None:
+            if cfg.backend == "mock":
+                factory, self.slave_pin = mock_station_factory(cfg)
+            else:
+                factory = make_pin_factory(cfg.backend)
+        self.factory = factory
+        self._log = get_logger("hardware", device="gpio", backend=cfg.backend)
+        self._wake = DigitalOutputDevice(cfg.wake_pin, active_high=False, initial_value=False, pin_factory=factory)
+        try:
+            self._halt = DigitalOutputDevice(cfg.halt_pin, active_high=False, initial_value=False,
+                                             pin_factory=factory)  # fmt: skip
+        except Exception:
+            self._wake.close()
+            raise
+
+    def _pulse(self, device, seconds: float, line: str) -> None:
+        self._log.info("gpio_pulse", line=line, pin=device.pin.info.name if device.pin else None, seconds=seconds)
+        # gpiozero times the pulse on its own thread; background=False returns when the pulse is over
+        device.blink(on_time=seconds, off_time=0.0, n=1, background=False)
+
+    def pulse_wake(self, seconds: float) -> None:
+        self._pulse(self._wake, seconds, "wake")
+
+    def pulse_halt(self, seconds: float) -> None:
+        self._pulse(self._halt, seconds, "halt")
+
+    def close(self) -> None:
+        for device in (self._wake, self._halt):
+            device.close()  # idempotent in gpiozero
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
