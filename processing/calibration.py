@@ -18,10 +18,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from controller.config import ProcessingConfig
+from controller.config import Config, ProcessingConfig
 from controller.errors import ProcessingError
 from controller.logging import get_logger
 from controller.storage.atomic import atomic_write_text
@@ -29,8 +30,11 @@ from controller.storage.names import cell_ppmm
 from processing.darks import DarkLibrary
 from processing.doas import DoasResult
 from processing.fov import FovResult, find_fov
-from processing.images import PLUME_KIND, ImageFile, read_image, scan_folder
+from processing.images import PLUME_KIND, FolderScan, ImageFile, read_image, scan_folder
 from processing.outputs import CALIBRATION_COLUMNS, fmt
+
+if TYPE_CHECKING:
+    from processing.pipeline import Calibration
 
 log = get_logger("processing.calibration")
 
@@ -43,6 +47,7 @@ __all__ = [
     "PlumeFrame",
     "cell_calibration",
     "cell_calibration_from_folder",
+    "cell_calibration_from_scan",
     "weighted_linear_fit",
     "write_calibration_series",
 ]
@@ -231,13 +236,32 @@ def _log_scatter(vals: np.ndarray) -> float:
     return float(np.log(vals).std(ddof=1) / np.sqrt(vals.size)) if vals.size > 1 else 0.0
 
 
+def _scan_cells(scan: FolderScan, ppmm_factor: float, **kwargs) -> CellCalibration:
+    if not scan.cells:
+        raise ProcessingError("no gas-cell (<N>ppmm) images")
+    return cell_calibration(scan.cells, DarkLibrary.from_files(scan.darks), ppmm_factor, **kwargs)
+
+
 def cell_calibration_from_folder(folder: str | Path, ppmm_factor: float, **kwargs) -> CellCalibration:
     """Scan a folder (e.g. an original Cal_N archive) and calibrate with its cells and darks."""
-    scan = scan_folder(folder)
-    if not scan.cells:
-        raise ProcessingError(f"{folder}: no gas-cell (<N>ppmm) images")
-    darks = DarkLibrary.from_files(scan.darks)
-    return cell_calibration(scan.cells, darks, ppmm_factor, **kwargs)
+    try:
+        return _scan_cells(scan_folder(folder), ppmm_factor, **kwargs)
+    except ProcessingError as e:
+        raise ProcessingError(f"{folder}: {e}") from e
+
+
+def cell_calibration_from_scan(cfg: Config, scan: FolderScan) -> Calibration | None:
+    """The pipeline's hook: a `processing.pipeline.Calibration` from the scan's cells, None when unusable."""
+    from processing.pipeline import Calibration  # lazy: the pipeline imports this module lazily too
+
+    try:
+        cal = _scan_cells(scan, cfg.processing.ppmm_to_molecules_cm2)
+    except ProcessingError as e:
+        log.warning("cell_calibration_failed", error=str(e))
+        return None
+    f = cal.fit
+    cells = ", ".join(f"{c.ppmm}ppmm AA {c.aa:.3f}" for c in cal.cells)
+    return Calibration(f.slope, f.slope_err, f.offset, f.offset_err, method="cells", detail=cells, r2=f.r2, mse=f.mse)
 
 
 # ---------------------------------------------------------------------- DOAS calibration

@@ -17,6 +17,7 @@ from processing.calibration import (
     DoasCalibration,
     PlumeFrame,
     cell_calibration_from_folder,
+    cell_calibration_from_scan,
     weighted_linear_fit,
     write_calibration_series,
 )
@@ -155,3 +156,15 @@ def test_darkcorr_copies_never_feed_fov_calibration():
     name = ImageName(T0, "A", 1, 100000, "Plume", darkcorr=True)
     with pytest.raises(ProcessingError, match="darkcorr"):
         PlumeFrame.from_files(ImageFile(Path(str(name)), name), _image_file("Plume", "B"), np.zeros((4, 4)))
+
+
+def test_cell_calibration_from_scan_feeds_the_pipeline(shared_data, cal1):
+    from controller.config import Config
+    from processing.images import scan_folder
+
+    cal = cell_calibration_from_scan(Config(), scan_folder(shared_data / "villarrica-2018-03-26" / "Cal_1"))
+    assert cal is not None and cal.method == "cells"
+    assert cal.slope == pytest.approx(cal1.fit.slope) and cal.slope_err == pytest.approx(cal1.fit.slope_err)
+    assert "1257ppmm" in cal.detail
+    # a scan without cells gives no calibration (the pipeline then falls back), not a crash
+    assert cell_calibration_from_scan(Config(), scan_folder(shared_data / "spectra-2019-05-29")) is None
