@@ -1,0 +1,110 @@
+"""The station's data store: date folders under the data root, atomic writes, original file names and formats.
+
+Every file goes to root/YYYY-MM-DD/<name> with <name> validated by parse_name (names from the network are never
+used as paths). Readers skip temp files and files with a `<name>.lock` sidecar. When `flat_copy_dir` is set, each
+new file is also hard-linked there (the original kept a flat folder for its FTP client).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from controller.errors import FileNameError, StorageError
+from controller.logging import get_logger
+from controller.storage.atomic import atomic_write_bytes, is_temp_or_locked
+from controller.storage.names import ImageName, SpectrumName, parse_name
+from controller.storage.png import encode_png16
+
+KINDS = ("image", "spectrum")
+
+
+def spectrum_bytes(array: np.ndarray) -> bytes:
+    """The `numpy.save` bytes of a (2, N) float64 spectrum."""
+    arr = np.asarray(array, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] != 2:
+        raise ValueError(f"a spectrum is a (2, N) array, got {arr.shape}")
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    return buf.getvalue()
+
+
+class DataStore:
+    """Date-folder storage rooted at `root`."""
+
+    def __init__(self, root: str | Path, flat_copy_dir: str | Path | None = None):
+        self.root = Path(root)
+        self.flat_copy_dir = Path(flat_copy_dir) if flat_copy_dir else None
+        self._log = get_logger("storage", root=str(self.root))
+
+    def _validated(self, name: str) -> ImageName | SpectrumName:
+        if not isinstance(name, str) or name != Path(name).name or "\x00" in name or name.startswith("."):
+            raise FileNameError(str(name), "must be a bare file name")
+        return parse_name(name)
+
+    def path_for(self, name: str | ImageName | SpectrumName) -> Path:
+        """root/YYYY-MM-DD/name for a valid station file name."""
+        parsed = self._validated(str(name))
+        return self.root / parsed.date_folder / str(parsed)
+
+    def save_image(self, name: ImageName, pixels: np.ndarray) -> Path:
+        return self.save_bytes(str(name), encode_png16(np.asarray(pixels, dtype=np.uint16)))
+
+    def save_spectrum(self, name: SpectrumName, array: np.ndarray) -> Path:
+        return self.save_bytes(str(name), spectrum_bytes(array))
+
+    def save_bytes(self, name: str, data: bytes) -> Path:
+        """Store `data` under a validated station file name, atomically; returns the final path."""
+        path = self.path_for(name)
+        atomic_write_bytes(path, data)
+        if self.flat_copy_dir is not None:
+            self._link_flat(path)
+        self._log.debug("file_saved", name=path.name, bytes=len(data))
+        return path
+
+    def _link_flat(self, path: Path) -> None:
+        target = self.flat_copy_dir / path.name
+        try:
+            self.flat_copy_dir.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                target.unlink()
+            os.link(path, target)
+        except OSError as e:
+            raise StorageError(e.errno, f"cannot link {path.name} into {self.flat_copy_dir}: {e.strerror}") from e
+
+    def exists(self, name: str) -> bool:
+        return self.path_for(name).is_file()
+
+    def free_bytes(self) -> int:
+        """Free bytes for unprivileged writes on the data root's filesystem (or its nearest existing parent)."""
+        folder = self.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        st = os.statvfs(folder)
+        return st.f_bavail * st.f_frsize
+
+    def iter_files(self, kind: str | None = None) -> Iterator[Path]:
+        """Complete station files, oldest date folder first. `kind`: "image", "spectrum", a capture type
+        ("Plume", "Dark", "1257ppmm" ...) or None for all. Temp files, `.lock`ed files and foreign names are
+        skipped."""
+        if not self.root.is_dir():
+            return
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for path in sorted(folder.iterdir()):
+                if not path.is_file() or is_temp_or_locked(path):
+                    continue
+                try:
+                    parsed = parse_name(path.name)
+                except FileNameError:
+                    continue
+                if kind is None:
+                    yield path
+                elif kind in KINDS:
+                    if (kind == "image") == isinstance(parsed, ImageName):
+                        yield path
+                elif parsed.kind == kind:
+                    yield path

@@ -1,0 +1,87 @@
+"""DataStore: date folders, atomic writes in the original formats, .lock sidecars, flat copies, names only."""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from controller.errors import FileNameError
+from controller.storage.datastore import DataStore
+from controller.storage.names import ImageName, SpectrumName
+from controller.storage.png import decode_png16
+
+T = datetime(2019, 9, 18, 7, 43, 35, tzinfo=UTC)
+
+
+def test_save_image_and_spectrum_in_date_folders(tmp_path):
+    store = DataStore(tmp_path / "data")
+    img_name = ImageName(T, "A", 1, 999904, "Plume")
+    pixels = np.arange(12, dtype=np.uint16).reshape(3, 4) * 80
+    path = store.save_image(img_name, pixels)
+    assert path == tmp_path / "data" / "2019-09-18" / "2019-09-18T074335_fltrA_1ag_999904ss_Plume.png"
+    np.testing.assert_array_equal(decode_png16(path.read_bytes()), pixels)
+    spec_name = SpectrumName(T, 1000, 1, "Plume")
+    arr = np.vstack([np.linspace(242, 404, 5), np.arange(5.0)])
+    spath = store.save_spectrum(spec_name, arr)
+    loaded = np.load(spath)
+    assert loaded.dtype == np.float64 and loaded.shape == (2, 5)
+    np.testing.assert_array_equal(loaded, arr)
+    assert store.exists(str(img_name)) and store.exists(str(spec_name))
+    assert [p.name for p in store.iter_files("image")] == [path.name]
+    assert [p.name for p in store.iter_files("spectrum")] == [spath.name]
+    assert [p.name for p in store.iter_files("Plume")] == sorted([path.name, spath.name])
+    assert list(store.iter_files("Dark")) == []
+
+
+def test_readers_skip_temp_locked_and_foreign_files(tmp_path):
+    store = DataStore(tmp_path)
+    done = store.save_bytes("2019-09-18T074335_fltrB_1ag_199994ss_Plume.png", b"x")
+    locked = store.save_bytes("2019-09-18T074340_fltrB_1ag_199971ss_Plume.png", b"y")
+    (locked.parent / (locked.name + ".lock")).touch()
+    (done.parent / ".tmp-2019-09-18T074345_fltrB_1ag_1ss_Plume.png.abc").write_bytes(b"partial")
+    (done.parent / "notes.txt").write_text("hello")
+    assert [p.name for p in store.iter_files()] == [done.name]
+    (locked.parent / (locked.name + ".lock")).unlink()
+    assert len(list(store.iter_files())) == 2
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../2019-09-18T074335_fltrA_1ag_1ss_Plume.png", "/etc/passwd", "a/b.png", ".hidden.png", "x.npy", "", "a\x00.png"],
+)
+def test_names_from_outside_never_become_paths(tmp_path, name):
+    with pytest.raises(FileNameError):
+        DataStore(tmp_path).save_bytes(name, b"data")
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_flat_copy_is_a_hard_link(tmp_path):
+    store = DataStore(tmp_path / "data", flat_copy_dir=tmp_path / "flat")
+    path = store.save_bytes("2019-09-18T074335_1000ss_1coadd_Plume.npy", b"1")
+    flat = tmp_path / "flat" / path.name
+    assert flat.exists() and os.path.samefile(flat, path)
+    store.save_bytes(path.name, b"2")  # rewriting relinks to the new content
+    assert flat.read_bytes() == b"2"
+
+
+def test_free_bytes_of_missing_root_uses_parent(tmp_path):
+    store = DataStore(tmp_path / "not" / "yet")
+    st = os.statvfs(tmp_path)
+    assert abs(store.free_bytes() - st.f_bavail * st.f_frsize) < 64 * 1024 * 1024
+
+
+def test_spectrum_must_be_2xN(tmp_path):
+    with pytest.raises(ValueError, match=r"\(2, N\)"):
+        DataStore(tmp_path).save_spectrum(SpectrumName(T, 1, 1, "Dark"), np.zeros(5))
+
+
+def test_saved_spectrum_is_plain_numpy_save(tmp_path):
+    arr = np.ones((2, 3))
+    path = DataStore(tmp_path).save_spectrum(SpectrumName(T, 5, 2, "Dark"), arr)
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    assert path.read_bytes() == buf.getvalue()
