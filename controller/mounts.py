@@ -146,6 +146,8 @@ def check_storage(storage: Any, mountinfo: str | None = None, by_uuid: Path = BY
             raise StorageError(f"cannot create data_root {data_root}: {e}") from e
         if not os.access(data_root, os.W_OK):
             raise StorageError(f"data_root {data_root} is not writable by uid {os.getuid()}")
+    result["ok"] = True
+    result["kind"] = "ssd" if result["on_ssd"] else "fallback"
     result["summary"] = (
         f"{data_root} on {'SSD' if result['on_ssd'] else 'FALLBACK'} {mount.mount_point} ({mount.source}, "
         f"{mount.fstype}{', matched by ' + result['matched_by'] if result['matched_by'] else ''})"

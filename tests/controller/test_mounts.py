@@ -32,6 +32,7 @@ def test_parse_mountinfo_handles_optional_fields_and_escapes():
 def test_data_root_on_the_mounted_ssd_by_mount_point():
     result = check_storage(storage(mount_point="/mnt/pycam"), WITH_SSD)
     assert result["on_ssd"] and result["matched_by"] == "mount_point" and not result["fallback"]
+    assert result["ok"] and result["kind"] == "ssd"
     assert "SSD /mnt/pycam (/dev/sda1" in result["summary"]
 
 
