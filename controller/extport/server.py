@@ -34,6 +34,7 @@ from controller.logging import get_logger
 READ_CHUNK = 65536
 QUEUE_LIMIT = 256  # replies waiting for one client before it counts as stuck and is dropped
 AUTH_TIMEOUT_S = 10.0
+LINGER_S = 1.0  # how long a refused client may take to read its ERR
 
 
 class PortUnavailable(PycamError, OSError):
@@ -79,6 +80,7 @@ class ExtServer:
         self._clients: dict[int, _Client] = {}
         self._clients_changed = asyncio.Condition()
         self._tasks: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self._numbers = itertools.count(1)
         self.bound_port: int | None = None
         self._log = get_logger("extport.server")
@@ -111,6 +113,8 @@ class ExtServer:
             server.close()
         for client in list(self._clients.values()):
             self._drop(client, "server stopping")
+        for writer in list(self._writers):  # refused connections still lingering over their ERR
+            writer.transport.abort()
         tasks = list(self._tasks)
         if tasks:
             # Aborted transports end the read loops; cancel only those stuck in a command (e.g. a slow slave).
@@ -176,13 +180,27 @@ class ExtServer:
         except (ConnectionError, OSError) as e:
             self._drop(client, f"write failed: {e}")
 
-    async def _reply_and_close(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            writer.write(protocol.encode_reply(reply))
-            await asyncio.wait_for(writer.drain(), 1.0)
+    async def _reply_and_close(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: Reply | None
+    ) -> None:
+        """Send `reply`, then close politely: FIN first, and discard what the client still sends for a moment.
+
+        Closing a socket with unread input makes the kernel send RST, and a RST can destroy the ERR on its way
+        to the client before it is read — the client would see "connection reset" instead of why.
+        """
         with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-            writer.close()
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+            if reply is not None:
+                writer.write(protocol.encode_reply(reply))
+            await asyncio.wait_for(writer.drain(), LINGER_S)
+            if writer.can_write_eof():
+                writer.write_eof()
+            await asyncio.wait_for(self._discard_until_eof(reader), LINGER_S)
+        writer.transport.abort()
+
+    @staticmethod
+    async def _discard_until_eof(reader: asyncio.StreamReader) -> None:
+        while await reader.read(READ_CHUNK):
+            pass
 
     # ------------------------------------------------------------------------------------------------ serving
 
@@ -199,21 +217,18 @@ class ExtServer:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+        self._writers.add(writer)
         peername = writer.get_extra_info("peername")
         host = str(peername[0]) if peername else "?"
         peer = f"{host}:{peername[1]}" if peername else "?"
         try:
             if not self._peer_allowed(host):
                 self._log.warning("ext_client_refused", peer=peer, why="address not in network.allowed_networks")
-                await self._reply_and_close(
-                    writer, protocol.err_reply(protocol.ERR_NETWORK, protocol.MASTER_IDENTITY, "")
-                )
+                await self._reply_and_close(reader, writer, self._err(protocol.ERR_NETWORK))
                 return
             if len(self._clients) >= self.max_clients:
                 self._log.warning("ext_client_refused", peer=peer, why=f"max_clients {self.max_clients} reached")
-                await self._reply_and_close(
-                    writer, protocol.err_reply(protocol.ERR_MAX_CLIENTS, protocol.MASTER_IDENTITY, "")
-                )
+                await self._reply_and_close(reader, writer, self._err(protocol.ERR_MAX_CLIENTS))
                 return
             client = _Client(next(self._numbers), peer, writer, asyncio.Queue(self._queue_limit))
             client.authenticated = not self._token
@@ -237,6 +252,7 @@ class ExtServer:
             # (asyncio's stream callback would otherwise report the cancellation as an error).
             self._log.info("ext_client_cancelled", peer=peer)
         finally:
+            self._writers.discard(writer)
             if task is not None:
                 self._tasks.discard(task)
 
@@ -250,7 +266,7 @@ class ExtServer:
                     data = await asyncio.wait_for(reader.read(READ_CHUNK), self._auth_timeout_s)
             except TimeoutError:
                 self._send(client, protocol.encode_reply(self._err(protocol.ERR_AUTH)))
-                await self._close_after_flush(client, "no AUTH in time")
+                await self._close_after_flush(client, reader, "no AUTH in time")
                 return
             except (ConnectionError, OSError):
                 return
@@ -265,7 +281,7 @@ class ExtServer:
                 elif not client.authenticated:
                     if not self._check_auth(item):
                         self._send(client, protocol.encode_reply(self._err(protocol.ERR_AUTH)))
-                        await self._close_after_flush(client, "wrong or missing AUTH token")
+                        await self._close_after_flush(client, reader, "wrong or missing AUTH token")
                         return
                     client.authenticated = True
                 else:
@@ -276,18 +292,16 @@ class ExtServer:
             return False
         return hmac.compare_digest(message.pairs[0][1].encode("utf-8"), self._token)
 
-    async def _close_after_flush(self, client: _Client, why: str) -> None:
-        """Let the writer send what is queued (the ERR), then close."""
+    async def _close_after_flush(self, client: _Client, reader: asyncio.StreamReader, why: str) -> None:
+        """Let the writer send what is queued (the ERR), then close politely."""
         self._log.warning("ext_client_refused", client=client.number, peer=client.peer, why=why)
-        try:
+        with contextlib.suppress(asyncio.QueueFull):
             client.queue.put_nowait(None)
-        except asyncio.QueueFull:
-            pass
-        else:
             if client.writer_task is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(client.writer_task), 1.0)
-        self._drop(client, why)
+                    await asyncio.wait_for(asyncio.shield(client.writer_task), LINGER_S)
+        client.closed = True  # nothing more is queued for it
+        await self._reply_and_close(reader, client.writer, None)
 
     @staticmethod
     def _err(key: str) -> Reply:

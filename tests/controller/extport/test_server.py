@@ -166,6 +166,12 @@ def test_one_malformed_number_does_not_kill_the_client(tmp_path):
         async with _client(st) as c:
             replies = await c.command([("PXC", "12x4"), ("CAD", 4)])
             assert {"ERR": "PXC", "IDN": "CM1"} in replies and {"CAD": "4", "IDN": "SPC"} in replies
+            assert await c.command([("IDN", "XYZ"), ("SSB", "nan")]) == [
+                {"ERR": "IDN", "IDN": "CM1"},
+                {"ERR": "SSB", "IDN": "CM2"},
+            ]
+            await c.send_raw(b"\x00\xff" * 100 + b"\r\n")
+            assert await c.receive() == {"ERR": protocol.ERR_MESSAGE, "IDN": "CM1"}
             await c.ping()
         await st.server.stop()
 
