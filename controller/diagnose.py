@@ -1,0 +1,214 @@
+"""`pycam diagnose`: look for the station's hardware and say what is missing and what to do.
+
+Each check returns a Finding; the command prints a readable report (or JSON) and exits 1 when something the
+config requires is missing. It never shows a traceback: every probe catches the vendor library's errors.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import click
+
+from controller.config import Config, load_config
+from controller.errors import ConfigError, StorageError
+
+OK, WARN, MISSING = "ok", "warn", "missing"
+
+
+@dataclass(frozen=True)
+class Finding:
+    item: str
+    status: str  # ok, warn, missing
+    detail: str
+    action: str = ""
+    required: bool = True
+
+    @property
+    def fails(self) -> bool:
+        return self.status == MISSING and self.required
+
+
+def check_cameras(cfg: Config) -> list[Finding]:
+    if cfg.camera.backend == "sim":
+        return [Finding("camera", OK, "simulated camera (camera.backend = sim): no hardware needed")]
+    try:
+        from picamera2 import Picamera2
+    except ImportError as e:
+        return [Finding("camera", MISSING, f"picamera2 cannot be imported ({e})",
+                        "sudo apt install python3-picamera2, and create the venv with --system-site-packages")]  # fmt: skip
+    try:
+        cameras = Picamera2.global_camera_info()
+    except Exception as e:  # libcamera raises many kinds of errors; report any as "cannot list"
+        return [Finding("camera", MISSING, f"picamera2 cannot list cameras: {e}", "check the camera ribbon cable")]
+    if not cameras:
+        return [Finding("camera", MISSING, "picamera2 finds no camera",
+                        "check the ribbon cable (contacts facing the right way), then `rpicam-hello --list-cameras`")]  # fmt: skip
+    names = ", ".join(str(c.get("Model", "?")) for c in cameras)
+    return [Finding("camera", OK, f"{len(cameras)} camera(s): {names}")]
+
+
+def check_spectrometer(cfg: Config) -> list[Finding]:
+    backend = cfg.spectrometer.backend
+    if backend == "none":
+        return [Finding("spectrometer", OK, "none configured (spectrometer.backend = none)", required=False)]
+    if backend == "sim":
+        return [Finding("spectrometer", OK, "simulated spectrometer: no hardware needed")]
+    required = cfg.role == "slave" or cfg.source is not None
+    try:
+        from seabreeze.spectrometers import list_devices
+    except ImportError as e:
+        return [Finding("spectrometer", MISSING, f"seabreeze cannot be imported ({e})",
+                        "pip install seabreeze (the `pi` extra), then `seabreeze_os_setup` for the udev rules",
+                        required)]  # fmt: skip
+    try:
+        devices = list_devices()
+    except Exception as e:  # seabreeze/libusb errors
+        return [Finding("spectrometer", MISSING, f"seabreeze cannot list devices: {e}",
+                        "run `seabreeze_os_setup` (udev rules) and replug the USB cable", required)]  # fmt: skip
+    if not devices:
+        return [Finding("spectrometer", MISSING, "no Ocean Optics spectrometer on USB",
+                        "plug in the spectrometer's USB cable; `lsusb` should list Ocean Optics (2457)", required)]  # fmt: skip
+    return [Finding("spectrometer", OK, "found " + ", ".join(str(d) for d in devices))]
+
+
+def check_gpio(cfg: Config) -> list[Finding]:
+    if cfg.gpio.backend == "mock":
+        return [Finding("gpio", OK, "mock pins (gpio.backend = mock): no hardware needed")]
+    chips = sorted(glob.glob("/dev/gpiochip*"))
+    findings = []
+    if not chips:
+        findings.append(Finding("gpio", MISSING, "no /dev/gpiochip* (not a Raspberry Pi, or the GPIO driver is off)",
+                                "run on the Pi; check that the user is in the `gpio` group"))  # fmt: skip
+    module = {"lgpio": "lgpio", "native": "gpiozero.pins.native"}[cfg.gpio.backend]
+    try:
+        __import__(module)
+    except ImportError as e:
+        findings.append(Finding("gpio", MISSING, f"pin factory {cfg.gpio.backend!r} unavailable ({e})",
+                                "pip install lgpio (the `pi` extra)"))  # fmt: skip
+    if not findings:
+        findings.append(Finding("gpio", OK, f"{', '.join(chips)}; pin factory {cfg.gpio.backend}"))
+    return findings
+
+
+def check_storage(cfg: Config) -> list[Finding]:
+    root = Path(cfg.storage.data_root)
+    findings = []
+    try:
+        from controller.mounts import check_storage as check_mount
+
+        mount = check_mount(cfg.storage)
+        where = f"on {mount['mount_point']} ({mount['source']}, {mount['fstype']})"
+        if mount.get("fallback"):
+            findings.append(Finding("storage", WARN, f"{root} is {where}, not the SSD: {mount.get('problem', '')}",
+                                    "mount the SSD; fallback is allowed by storage.allow_fallback", False))  # fmt: skip
+    except StorageError as e:
+        findings.append(Finding("storage", MISSING, str(e), "mount the SSD (check /etc/fstab and the USB cable)"))
+        where = ""
+    except (OSError, ValueError) as e:
+        findings.append(Finding("storage", WARN, f"cannot read the mount table: {e}", required=False))
+        where = ""
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not root.is_dir():
+        writable = os.access(existing, os.W_OK)
+        status = WARN if writable else MISSING
+        findings.append(Finding("storage", status, f"data root {root} does not exist"
+                                + (" (it will be created)" if writable else f" and {existing} is not writable"),
+                                f"mkdir -p {root} and give the pycam user write access"))  # fmt: skip
+    else:
+        try:
+            with tempfile.NamedTemporaryFile(dir=root, prefix=".diagnose-"):
+                pass
+        except OSError as e:
+            findings.append(Finding("storage", MISSING, f"cannot write in {root}: {e.strerror}",
+                                    f"chown the data root to the pycam user, or remount {root} read-write"))  # fmt: skip
+    st = os.statvfs(existing)
+    free_mb = st.f_bavail * st.f_frsize / 1e6
+    if free_mb < cfg.storage.min_free_mb:
+        findings.append(Finding("storage", WARN, f"only {free_mb:.0f} MB free (below storage.min_free_mb "
+                                f"{cfg.storage.min_free_mb})", "free space or replace the SSD", False))  # fmt: skip
+    if not any(f.status != OK for f in findings):
+        findings.append(Finding("storage", OK, f"{root} writable {where}, {free_mb:.0f} MB free".replace("  ", " ")))
+    return findings
+
+
+def check_clock(cfg: Config) -> list[Finding]:
+    from controller.clocksource import NtpSource, RtcSource
+
+    findings = []
+    rtc = RtcSource().status()
+    if rtc.get("available"):
+        findings.append(Finding("clock", OK if rtc.get("synchronised") else WARN,
+                                f"RTC {rtc.get('chip', '')}: offset {rtc.get('offset_s', 0):+.1f} s", required=False))  # fmt: skip
+    else:
+        findings.append(Finding("clock", WARN, "no RTC (/dev/rtc0)",
+                                "master: fit the WittyPi and enable its RTC overlay", required=False))  # fmt: skip
+    ntp = NtpSource().status()
+    if not ntp.get("available"):
+        findings.append(Finding("clock", WARN, "neither chronyc nor timedatectl answers",
+                                "sudo apt install chrony", required=False))  # fmt: skip
+    else:
+        text = f"{ntp.get('daemon')}: " + ("synchronised" if ntp.get("synchronised") else "not synchronised")
+        findings.append(Finding("clock", OK if ntp.get("synchronised") else WARN, text,
+                                "" if ntp.get("synchronised") else "check the network / NTP servers", False))  # fmt: skip
+    return findings
+
+
+CHECKS = (check_cameras, check_spectrometer, check_gpio, check_storage, check_clock)
+
+
+def run_checks(cfg: Config) -> list[Finding]:
+    findings: list[Finding] = []
+    for check in CHECKS:
+        try:
+            findings.extend(check(cfg))
+        except Exception as e:  # a probe that breaks is itself a finding, never a traceback
+            findings.append(Finding(check.__name__.removeprefix("check_"), MISSING, f"check failed: {e!r}"))
+    return findings
+
+
+def format_report(findings: list[Finding], title: str) -> str:
+    lines = [title]
+    for f in findings:
+        tag = {OK: "ok", WARN: "warn", MISSING: "MISSING" if f.required else "absent"}[f.status]
+        lines.append(f"  [{tag:>7}] {f.item:<12} {f.detail}")
+        if f.action and f.status != OK:
+            lines.append(f"  {'':>9} {'':<12} -> {f.action}")
+    failed = [f.item for f in findings if f.fails]
+    lines.append("result: " + (f"required hardware missing: {', '.join(dict.fromkeys(failed))}" if failed else "ok"))
+    return "\n".join(lines)
+
+
+@click.command("diagnose")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="station config (default: built-in)")
+@click.option("--json", "as_json", is_flag=True, help="print the findings as JSON")
+def diagnose_cmd(config_file: str | None, as_json: bool) -> None:
+    """Look for cameras, spectrometer, GPIO, storage and clock; exit 1 when something required is missing."""
+    if config_file:
+        try:
+            cfg = load_config(config_file)
+        except ConfigError as e:
+            click.echo(f"config {config_file}: {e}", err=True)
+            raise SystemExit(1) from None
+        # a site config names its hardware: its real backends are required
+        title = f"pycam diagnose: {config_file} (role {cfg.role})"
+    else:
+        # no config: assume a real station Pi and look for all of its hardware
+        base = Config()
+        cfg = replace(base, camera=replace(base.camera, backend="picamera2"),
+                      spectrometer=replace(base.spectrometer, backend="seabreeze"),
+                      gpio=replace(base.gpio, backend="lgpio"))  # fmt: skip
+        title = "pycam diagnose: no --config, looking for real station hardware (spectrometer: slave only)"
+    findings = run_checks(cfg)
+    if as_json:
+        click.echo(json.dumps([asdict(f) | {"fails": f.fails} for f in findings], indent=2))
+    else:
+        click.echo(format_report(findings, title))
+    raise SystemExit(1 if any(f.fails for f in findings) else 0)
