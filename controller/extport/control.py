@@ -33,6 +33,8 @@ the next free slot, a dark series runs in the background and its end is announce
 A hook refuses by raising (a PycamError with a readable message): the client gets ERR, the log gets the reason.
 Device arguments are identities: "CM1" camera A, "CM2" camera B, "SPC" spectrometer; group arguments are
 "cameras" / "spectrometer". Setting changes reach the devices through `store.add_listener` / `store.config`.
+`DeviceControl(..., live_values=f)`: `f(identity) -> {"SSA": us, ...}` makes LOG 1 report the values the devices
+use right now where they differ from the settings (the shutter auto exposure chose).
 """
 
 from __future__ import annotations
@@ -278,17 +280,17 @@ class MasterControl(_SingleKey):
         rest = [c for c in commands if c not in pings]
         lifecycle = [c for c in rest if c.spec.kind == "lifecycle"]
         normal = [c for c in rest if c.spec.kind != "lifecycle"]
-        replies: list[Reply] = [{"LOG": 0, "private": True} for _ in pings[:1]]
+        pong: list[Reply] = [{"LOG": 0, "private": True} for _ in pings[:1]]  # last, like LOG in order_units
         if self.remote is None:
-            return replies + await self.local.handle_message(normal + lifecycle, sender)
+            return await self.local.handle_message(normal + lifecycle, sender) + pong
         local_r, remote_r = await asyncio.gather(
             self.local.handle_message(normal, sender), self.remote.handle_message(normal, sender)
         )
-        replies += local_r + remote_r
+        replies = local_r + remote_r
         if lifecycle:
             replies += await self.remote.handle_message(lifecycle, sender)
             replies += await self.local.handle_message(lifecycle, sender)
-        return replies
+        return replies + pong
 
 
 def ext_request_handler(control: ExtController) -> Callable[[dict], Awaitable[dict]]:

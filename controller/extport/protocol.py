@@ -313,7 +313,7 @@ def parse_message(message: Message) -> tuple[list[Command], list[Refusal]]:
         try:
             value = parse_value(spec, raw)
         except ValueError as e:
-            refusals.append(Refusal(key, f"{key}: {e}", who))
+            refusals.append(Refusal(key, str(e), who))
             continue
         commands.append(Command(key, value, raw))
     return commands, refusals

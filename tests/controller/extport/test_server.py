@@ -378,3 +378,20 @@ def test_a_client_that_does_not_read_is_dropped_without_stalling_others(tmp_path
         await st.server.stop()
 
     run(body(), timeout_s=60)
+
+
+def test_a_client_pipelining_many_messages_is_served_in_order(tmp_path):
+    kinds = ["Test", "Dark", "Clear", "Plume"]
+
+    async def body():
+        st = await _started(tmp_path)
+        async with _client(st) as c:
+            messages = [protocol.encode_command([("TPA", kinds[i % 4]), ("LOG", 0)]) for i in range(1000)]
+            await c.send_raw(b"".join(messages))
+            for i in range(1000):
+                assert await c.receive() == {"TPA": kinds[i % 4], "IDN": "CM1"}
+                assert await c.receive() == {"LOG": "0"}
+        assert len(st.master_actions.calls) == 1000
+        await st.server.stop()
+
+    run(body(), timeout_s=60)
