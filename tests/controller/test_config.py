@@ -1,0 +1,145 @@
+"""Typed config: every error names its key; the examples in conf/ load; dict round trips."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+
+import pytest
+from click.testing import CliRunner
+
+from controller.cli import main
+from controller.config import Config, config_from_dict, config_to_dict, load_config
+from controller.errors import ConfigError
+
+SECTIONS = [f.name for f in dataclasses.fields(Config) if f.name != "source"]
+
+
+def error_key(data: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert str(info.value).startswith(info.value.key + ":")  # the message starts with the key
+    return info.value.key
+
+
+def test_examples_in_conf_load(repo_root):
+    files = sorted((repo_root / "conf").glob("*.toml"))
+    assert {"master.toml", "slave.toml", "sim.toml"} <= {f.name for f in files}
+    for path in files:
+        cfg = load_config(path)
+        assert cfg.source == path.resolve()
+    assert load_config(repo_root / "conf" / "slave.toml").role == "slave"
+
+
+def test_defaults_are_the_originals():
+    cfg = Config()
+    assert cfg.schedule.period_s == 4.0  # 0.25 Hz
+    assert (cfg.camera.min_saturation, cfg.camera.max_saturation) == (0.7, 0.9)
+    assert cfg.camera.shutter_list_us[:3] == (1, 2, 3) and cfg.camera.shutter_list_us[-1] == 6_000_000
+    assert cfg.spectrometer.integration_list_ms[-1] == 10_000
+    assert (cfg.camera.width, cfg.camera.height) == (648, 486)
+
+
+def test_unknown_key_and_section():
+    assert error_key({"camera": {"shuter_us": 5}}) == "camera.shuter_us"
+    assert error_key({"cameras": {}}) == "cameras"
+    assert error_key({"camera": 5}) == "camera"
+    with pytest.raises(ConfigError, match="allowed keys: .*shutter_us"):
+        config_from_dict({"camera": {"shuter_us": 5}})
+
+
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("camera", "width", "wide"), ("camera", "width", 64.5), ("camera", "width", True),
+        ("camera", "gain", "x"), ("camera", "auto_exposure", 1), ("station", "name", 3),
+        ("camera", "backend", "webcam"), ("camera", "shutter_list_us", 5), ("storage", "data_root", 7),
+        ("spectrometer", "saturation_window_nm", [300]), ("logging", "level", "loud"),
+    ],
+)  # fmt: skip
+def test_wrong_type_names_the_key(section, key, value):
+    assert error_key({section: {key: value}}) == f"{section}.{key}"
+
+
+def test_wrong_element_type_names_the_index():
+    assert error_key({"camera": {"shutter_list_us": [1, 2, "x"]}}) == "camera.shutter_list_us[2]"
+
+
+def _ranged_fields():
+    for section in SECTIONS:
+        cls = typing.get_type_hints(Config)[section]
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            lo, hi = f.metadata.get("range", (None, None))
+            if lo is None and hi is None:
+                continue
+            tp = hints[f.name]
+            if typing.get_origin(tp) in (typing.Union, types.UnionType):
+                tp = next(a for a in typing.get_args(tp) if a is not type(None))
+            yield section, f.name, tp, lo, hi
+
+
+@pytest.mark.parametrize("section, name, tp, lo, hi", list(_ranged_fields()))
+def test_every_out_of_range_value_names_its_key_and_range(section, name, tp, lo, hi):
+    for bad in ([lo - max(1, abs(lo) / 2)] if lo is not None else []) + (
+        [hi + max(1, abs(hi) / 2)] if hi is not None else []
+    ):
+        value = int(bad) if tp is int else float(bad)
+        with pytest.raises(ConfigError) as info:
+            config_from_dict({section: {name: value}})
+        assert info.value.key == f"{section}.{name}"
+        assert "out of range" in str(info.value) and str(lo) in str(info.value) and str(hi) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"camera": {"min_saturation": 0.9, "max_saturation": 0.8}}, "camera.min_saturation"),
+        ({"camera": {"saturation_rows": 0}}, "camera.saturation_rows"),
+        ({"camera": {"frame_rate_hz": 0.0}}, "camera.frame_rate_hz"),
+        ({"camera": {"shutter_list_us": [10, 5]}}, "camera.shutter_list_us"),
+        ({"spectrometer": {"min_saturation": 0.5, "max_saturation": 0.4}}, "spectrometer.min_saturation"),
+        ({"spectrometer": {"saturation_window_nm": [340, 300]}}, "spectrometer.saturation_window_nm"),
+        ({"spectrometer": {"integration_list_ms": [3, 3]}}, "spectrometer.integration_list_ms"),
+        ({"schedule": {"period_s": 7.0}}, "schedule.period_s"),
+        ({"schedule": {"windows_utc": []}}, "schedule.windows_utc"),
+        ({"schedule": {"windows_utc": [["11:00", "25:00"]]}}, "schedule.windows_utc[0]"),
+        ({"schedule": {"dark_time_utc": "noon"}}, "schedule.dark_time_utc"),
+        ({"network": {"allowed_networks": ["10.0.0.0/8", "nonsense"]}}, "network.allowed_networks[1]"),
+        ({"network": {"heartbeat_s": 5.0, "link_timeout_s": 4.0}}, "network.link_timeout_s"),
+        ({"storage": {"min_free_mb": 100, "resume_free_mb": 50}}, "storage.resume_free_mb"),
+    ],
+)
+def test_cross_field_errors_name_their_key(data, key):
+    assert error_key(data) == key
+
+
+def test_round_trip_through_dict(repo_root):
+    for cfg in (Config(), load_config(repo_root / "conf" / "sim.toml")):
+        again = config_from_dict(config_to_dict(cfg), source=cfg.source)
+        assert again == cfg
+
+
+def test_base_supplies_unset_values():
+    base = config_from_dict({"camera": {"shutter_us": 1234}, "sim": {"seed": 9}})
+    changed = config_from_dict({"camera": {"gain": 2.0}}, base=base)
+    assert (changed.camera.shutter_us, changed.camera.gain, changed.sim.seed) == (1234, 2.0, 9)
+
+
+def test_config_check_cli_names_the_key(tmp_path, repo_root):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[camera]\nmax_saturation = 2.0\n")
+    result = CliRunner().invoke(main, ["config", "check", str(bad), str(repo_root / "conf" / "master.toml")])
+    assert result.exit_code == 1
+    assert "camera.max_saturation" in result.output and "0.1 to 1.0" in result.output
+    assert "master.toml: ok" in result.output
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[camera\n")
+    assert error_key_file(broken) == "<file>"
+
+
+def error_key_file(path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value.key
