@@ -166,7 +166,7 @@ class SimSpectrometer(_SimDevice):
 
     def wavelengths(self) -> np.ndarray:
         self._check_usable("wavelengths")
-        return self.scene.render_spectrum(0.0, 1, 1, dark=True)[0]
+        return self.scene.spectrometer_wavelengths_nm
 
     def capture(self, coadd: int = 1) -> Spectrum:
         garbage = self._check_capture()

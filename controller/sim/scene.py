@@ -268,6 +268,10 @@ class SimScene:
         return float(self.peak_column * self._shape(self._xx[mask], self._yy[mask], t).mean())
 
     @property
+    def spectrometer_wavelengths_nm(self) -> np.ndarray:
+        return self._spec_wavelengths.copy()
+
+    @property
     def references(self) -> References:
         if self._refs is None:
             self._refs = load_references(self.sim.references_dir)
