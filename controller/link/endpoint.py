@@ -260,13 +260,12 @@ class LinkEndpoint:
         finally:
             for task in tasks:
                 task.cancel()
-        for task in done:
-            if task.cancelled():
-                continue
-            error = task.exception()
-            if error is not None:
-                return f"{type(error).__name__}: {error}"
-        return "session ended"
+        reasons = [
+            f"{type(error).__name__}: {error}"
+            for task in done
+            if not task.cancelled() and (error := task.exception()) is not None
+        ]
+        return reasons[0] if reasons else "session ended"
 
     async def _reader_loop(self, session: Session) -> None:
         while True:

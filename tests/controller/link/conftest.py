@@ -90,11 +90,20 @@ def port() -> int:
 
 
 def run(coro, timeout_s: float = 15.0):
-    """Run a coroutine in a fresh loop with a hard timeout (no pytest-asyncio in this project)."""
+    """Run a coroutine in a fresh loop with a hard timeout (no pytest-asyncio in this project). On timeout the
+    stacks of all tasks are printed, so a hang shows where it waits."""
     import asyncio
 
     async def bounded():
-        return await asyncio.wait_for(coro, timeout_s)
+        task = asyncio.ensure_future(coro)
+        done, _ = await asyncio.wait([task], timeout=timeout_s)
+        if not done:
+            for other in asyncio.all_tasks():
+                if other is not asyncio.current_task():
+                    other.print_stack(limit=4)
+            task.cancel()
+            raise TimeoutError(f"scenario did not finish within {timeout_s} s")
+        return task.result()
 
     return asyncio.run(bounded())
 

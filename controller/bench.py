@@ -1,0 +1,28 @@
+"""`pycam bench ...`: benchmarks that print figures (JSON). Owned by S2; LINK created it with the link command."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.group("bench")
+def bench_group() -> None:
+    """Benchmarks that print figures."""
+
+
+@bench_group.command("link")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default output too).")
+@click.option("--files", default=200, show_default=True, help="Image-size files in the backlog.")
+@click.option("--restarts", default=5, show_default=True, help="Peer restarts for the reconnect timing.")
+@click.option("--backoff-max-s", default=0.5, show_default=True, help="network.backoff_max_s for the run.")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Where to spool and store.")
+def link_cmd(as_json: bool, files: int, restarts: int, backoff_max_s: float, work_dir: str | None) -> None:
+    """Link throughput draining a backlog of images, and reconnect time after a peer restart."""
+    from controller.bench_link import run_link_bench
+    from controller.logging import configure_logging
+
+    configure_logging("console", "warning")
+    result = run_link_bench(files=files, restarts=restarts, backoff_max_s=backoff_max_s, work_dir=work_dir)
+    click.echo(json.dumps(result, indent=None if as_json else 2))
