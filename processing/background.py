@@ -22,6 +22,8 @@ log = get_logger("processing.background")
 
 # Dark-corrected intensities at or below this (counts per second of exposure) are clipped: ln(I0/I) needs I > 0.
 MIN_INTENSITY = 1e-3
+SKY_FIT_ROUNDS = 4
+SKY_CLIP_SIGMA = 1.5
 
 
 @dataclass(frozen=True)
@@ -113,13 +115,31 @@ class BandBackground:
             mean, _, _ = self.model.mean_in_rects(plume_arr)
             mask = plume_arr > 0.9 * mean
             if mask.sum() < 0.02 * mask.size:
-                mask = np.ones_like(mask)
+                mask = np.ones_like(mask, dtype=bool)
             tau = self._tau_surface_fit(plume_arr, mask)
         else:
             tau = self.model.get_tau_image(plume, _img(self.clear), check_state=False).img
         return np.asarray(tau, dtype=np.float64)
 
     def _tau_surface_fit(self, plume: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Mode 0 with sigma clipping: refit the sky surface without the pixels the last fit shows absorbing.
+
+        A single intensity threshold keeps the plume's wings (and, with vignetting, bright plume pixels at the
+        image centre) in the fit and pulls the sky down; two clipping rounds remove them.
+        """
+        tau = self._surface_fit_once(plume, mask)
+        for _ in range(SKY_FIT_ROUNDS):
+            sky = tau[mask]
+            med = float(np.median(sky))
+            spread = 1.4826 * float(np.median(np.abs(sky - med)))
+            new_mask = mask & (tau < med + SKY_CLIP_SIGMA * max(spread, 1e-3))
+            if new_mask.sum() < 0.02 * mask.size:
+                break
+            mask = new_mask
+            tau = self._surface_fit_once(plume, mask)
+        return tau
+
+    def _surface_fit_once(self, plume: np.ndarray, mask: np.ndarray) -> np.ndarray:
         # pyplis fits at pyramid level 4 and needs the shape divisible by 16: pad by edge values, crop after.
         h, w = plume.shape
         step = 2**self.model.surface_fit_pyrlevel

@@ -44,6 +44,19 @@ class LineVelocity:
 NO_VELOCITY = LineVelocity(float("nan"), float("nan"), 0.0, 0.0)
 
 
+class FineBinFarneback(OptflowFarneback):
+    """pyplis's Farneback engine with sub-pixel bins in the displacement-length histogram.
+
+    pyplis bins lengths in whole pixels; at the pyramid levels that suit 648 x 486 images a plume moves 1-4 px per
+    frame, so whole-pixel bins quantise the speed by up to 30 %. Everything else is pyplis's analysis.
+    """
+
+    LENGTH_BIN_PX = 0.05
+
+    def flow_length_histo(self, pix_mask=None, bin_res_pix=None, min_length=1.0, **kwargs):  # noqa: ANN001, ANN201
+        return super().flow_length_histo(pix_mask, self.LENGTH_BIN_PX, min_length, **kwargs)
+
+
 def contrast_range(img: np.ndarray) -> tuple[float, float]:
     """Byte-scaling range for flow input: robust percentiles, so bright terrain does not flatten the plume."""
     lo, hi = np.percentile(img[np.isfinite(img)], [1.0, 99.5])
@@ -57,7 +70,7 @@ class FlowVelocity:
 
     def __init__(self, pyrlevel: int = 1, **farneback_settings: float) -> None:
         self.pyrlevel = pyrlevel
-        self.engine = OptflowFarneback(**farneback_settings)
+        self.engine = FineBinFarneback(**farneback_settings)
         self.engine.settings.auto_update = False
         self._prev: Img | None = None
         self._lines: dict[str, LineOnImage] = {}

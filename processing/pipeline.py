@@ -40,6 +40,15 @@ from processing.registration import Registration
 
 log = get_logger("processing.pipeline")
 
+
+def quiet_pyplis() -> None:
+    """pyplis logs every aborted histogram fit at warning level; our own events say what matters."""
+    import logging
+
+    for name in ("pyplis", "pyplis_print"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 METHODS = ("flow", "xcorr")
 # Flow between two AA images further apart than this is meaningless (the plume has changed): start again.
 MAX_FLOW_GAP_S = 60.0
@@ -320,6 +329,7 @@ def process_folder(
     progress: Callable[[Iterable[ImagePair]], Iterable[ImagePair]] | None = None,
 ) -> dict:
     """Process every pair (and spectrum) in `folder`; write CSVs, calibration series, plot and summary to `out`."""
+    quiet_pyplis()
     folder, out = Path(folder), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scan = scan_folder(folder)

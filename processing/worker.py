@@ -1,0 +1,429 @@
+"""The processing worker: a child process (multiprocessing, spawn) that processes pairs and spectra as they land.
+
+Parent side (`ProcessingWorker`, used by the supervisor): `start()`, `stop()`, `notify(name)` ("file stored: name",
+from the link receiver / capture), `state`, a `crashed` callback; a watcher thread blocks on the child's sentinel and
+restarts the child (with a backoff) when it dies.
+
+Child side (`run_child`): blocks on its command queue; each notification is parsed (a station file name, never a
+path from outside) and the pair it completes is processed at once; a slow periodic rescan of the data root (and
+the first scan at start, which drains any backlog) catches what no notification announced. Memory is bounded:
+the PairProcessor keeps the previous AA image and ring buffers, unpaired halves are kept for a bounded number of
+slots. Progress is journaled atomically after each pair, and CSV rows are unique by datetime, so a restart after a
+crash neither reprocesses nor duplicates rows.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from controller.config import Config
+from controller.errors import FileNameError, ProcessingError
+from controller.logging import get_logger
+from controller.storage.atomic import atomic_write_text
+from controller.storage.names import ImageName, SpectrumName, parse_name
+
+log = get_logger("processing.worker")
+
+JOURNAL_NAME = "worker_journal.json"
+RESCAN_S = 60.0
+JOURNAL_KEEP = timedelta(days=2)
+RESTART_BACKOFF_S = (0.5, 2.0, 10.0, 30.0)
+
+
+# ------------------------------------------------------------------------------------------------- journal
+
+
+class Journal:
+    """Keys (slot times) of the pairs and spectra already processed, persisted atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, set[str]] = {"pairs": set(), "spectra": set()}
+        if path.exists():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                self.done = {k: set(data.get(k, [])) for k in self.done}
+            except (OSError, ValueError) as e:
+                log.warning("journal_unreadable", path=str(path), error=str(e))
+
+    def __contains__(self, item: tuple[str, str]) -> bool:
+        return item[1] in self.done[item[0]]
+
+    def mark(self, kind: str, key: str) -> None:
+        self.done[kind].add(key)
+        self._trim(key)
+        atomic_write_text(self.path, json.dumps({k: sorted(v) for k, v in self.done.items()}))
+
+    def _trim(self, newest: str) -> None:
+        # keys are %Y-%m-%dT%H%M%S strings: they sort as times
+        horizon = (datetime.strptime(newest, "%Y-%m-%dT%H%M%S") - JOURNAL_KEEP).strftime("%Y-%m-%dT%H%M%S")
+        for v in self.done.values():
+            for k in [k for k in v if k < horizon]:
+                v.discard(k)
+
+
+# ------------------------------------------------------------------------------------------------- child
+
+
+class _ChildState:
+    """Everything the child process holds. Bounded: pending halves are limited to `max_pending` slots."""
+
+    def __init__(self, cfg: Config, data_root: Path, out_dir: Path, events: Any) -> None:
+        from processing.pipeline import quiet_pyplis
+
+        quiet_pyplis()
+        self.cfg = cfg
+        self.data_root = data_root
+        self.out_dir = out_dir
+        self.events = events
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(out_dir / JOURNAL_NAME)
+        self.pending: OrderedDict[str, dict[str, Path]] = OrderedDict()
+        self.max_pending = max(8, cfg.processing.ring_buffer * 4)
+        self.processor = None
+        self.writer = None
+        self.doas = None
+        self.doas_csv = None
+        self._setup_key: tuple[int, int] | None = None
+
+    def emit(self, *event: Any) -> None:
+        if self.events is not None:
+            self.events.send(event)
+
+    # -- setup from darks / clears found in the data root
+    def ensure_setup(self, scan: Any) -> None:
+        from processing.pipeline import CalibrationRun, PairProcessor, ResultWriter, build_setup
+
+        key = (len(scan.darks), len(scan.clears) + 1000 * len(scan.cells))
+        if self.processor is not None and key == self._setup_key:
+            return
+        cal = CalibrationRun(self.cfg, _no_spectra(scan), self.out_dir).initial()
+        setup = build_setup(self.cfg, scan, cal)
+        self.processor = PairProcessor(self.cfg, setup)
+        extra = {"background": setup.background.description, "calibration": setup.calibration.description}
+        self.writer = ResultWriter(self.out_dir, self.cfg, self.processor, extra)
+        self._setup_key = key
+        log.info("worker_setup", darks=len(scan.darks), clears=len(scan.clears), calibration=cal.method)
+
+    def full_scan(self) -> None:
+        """Scan the data root: set up, then process every complete pair and spectrum not yet done (oldest first)."""
+        from processing.images import scan_folder
+        from processing.pairing import pair_images
+
+        if not self.data_root.is_dir():
+            return
+        scan = scan_folder(self.data_root, self._recent_files())
+        self.ensure_setup(scan)
+        pairs, unpaired = pair_images(scan.plume, self.cfg.processing.pair_tolerance_s)
+        for half in unpaired[-self.max_pending :]:
+            self._remember(half.name, half.path)
+        todo = [p for p in pairs if ("pairs", p.key) not in self.journal]
+        if todo:
+            self.emit("backlog", len(todo))
+        for pair in todo:
+            self._process_pair(pair)
+        for spec in scan.spectra:
+            self._process_spectrum(spec.path, spec.name)
+        self.emit("idle", len(todo))
+
+    def _recent_files(self) -> list[Path]:
+        """Files of the two newest date folders (the journal spans two days), or of a flat root."""
+        days = sorted(p for p in self.data_root.iterdir() if p.is_dir() and _is_date(p.name))
+        folders = days[-2:] if days else [self.data_root]
+        files = [p for p in self.data_root.iterdir() if p.is_file()] if days else []
+        for folder in folders:
+            files += [p for p in folder.rglob("*") if p.is_file()]
+        return files
+
+    def _remember(self, name: ImageName, path: Path) -> dict[str, Path]:
+        slot = self.pending.setdefault(name.time_key, {})
+        slot[name.band] = path
+        self.pending.move_to_end(name.time_key)
+        while len(self.pending) > self.max_pending:
+            self.pending.popitem(last=False)
+        return slot
+
+    def on_stored(self, name: str) -> None:
+        """A file was stored under the data root: process what it completes."""
+        try:
+            parsed = parse_name(name)
+        except FileNameError as e:
+            log.warning("worker_bad_name", name=name, error=str(e))
+            return
+        path = self.data_root / parsed.date_folder / name
+        if not path.is_file():
+            path = self.data_root / name  # flat layout
+        if not path.is_file():
+            return
+        if isinstance(parsed, SpectrumName):
+            self._process_spectrum(path, parsed)
+            return
+        if parsed.kind != "Plume" or parsed.darkcorr:
+            self._setup_key = None  # new dark / clear / cell: rebuild the setup at the next full scan
+            return
+        self._add_half(parsed, path)
+
+    def _add_half(self, name: ImageName, path: Path) -> None:
+        from processing.images import ImageFile
+        from processing.pairing import pair_images
+
+        if self.processor is None or self._setup_key is None:
+            self.full_scan()
+            return
+        self._remember(name, path)
+        tol = self.cfg.processing.pair_tolerance_s
+        t = name.time.timestamp()
+        other = "B" if name.band == "A" else "A"
+        match = None
+        for key, slot in self.pending.items():
+            if other in slot:
+                dt = abs(ImageName.parse(slot[other].name).time.timestamp() - t)
+                if dt <= tol and (match is None or dt < match[0]):
+                    match = (dt, key)
+        if match is None:
+            return
+        other_path = self.pending[match[1]].pop(other)
+        if not self.pending[match[1]]:
+            del self.pending[match[1]]
+        mine = self.pending.get(name.time_key, {})
+        mine.pop(name.band, None)
+        if not mine:
+            self.pending.pop(name.time_key, None)
+        files = [ImageFile(p, ImageName.parse(p.name)) for p in (path, other_path)]
+        for pair in pair_images(files, tol)[0]:
+            if ("pairs", pair.key) not in self.journal:
+                self._process_pair(pair)
+
+    def _process_pair(self, pair: Any) -> None:
+        try:
+            result = self.processor.process(pair)
+        except (ProcessingError, OSError, ValueError) as e:
+            log.warning("pair_failed", pair=pair.key, error=str(e))
+            self.journal.mark("pairs", pair.key)  # a broken pair is not retried forever
+            return
+        rows = self.writer.write(result)
+        self.journal.mark("pairs", pair.key)
+        self.emit("pair", pair.key, rows)
+
+    def _process_spectrum(self, path: Path, name: SpectrumName) -> None:
+        if name.kind != "Plume" or ("spectra", name.time_key) in self.journal:
+            return
+        try:
+            if self.doas is None:
+                from processing.doas import DOAS_CSV_COLUMNS, DoasRetrieval
+                from processing.outputs import CsvSeries
+                from processing.references import load_references
+
+                self.doas = DoasRetrieval(load_references(self.cfg.processing), self.cfg.processing)
+                ppmm = self.cfg.processing.ppmm_to_molecules_cm2
+                self.doas_csv = CsvSeries(
+                    self.out_dir / "doas_results.csv", DOAS_CSV_COLUMNS,
+                    ["# SO2 column density and CD error in molecules/cm2", f"# 1 ppm.m = {ppmm:.4g} molecules/cm2"],
+                )  # fmt: skip
+            from processing.doas import load_spectrum
+
+            r = self.doas.fit(load_spectrum(path))
+        except (ProcessingError, OSError, ValueError) as e:
+            log.warning("spectrum_failed", file=path.name, error=str(e))
+            self.journal.mark("spectra", name.time_key)
+            return
+        self.doas_csv.append((r.time, r.so2, r.so2_err, r.ldf))
+        self.journal.mark("spectra", name.time_key)
+        self.emit("spectrum", name.time_key)
+
+
+def _is_date(text: str) -> bool:
+    try:
+        datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
+
+
+def _no_spectra(scan: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(scan, spectra=[])
+
+
+def run_child(cfg: Config, data_root: str, out_dir: str, commands: Any, events: Any) -> None:
+    """Child process entry point: block on the command queue; rescan every RESCAN_S seconds."""
+    from controller.logging import configure_logging
+
+    configure_logging(cfg.logging.format, cfg.logging.level)
+    state = _ChildState(cfg, Path(data_root), Path(out_dir), events)
+    state.full_scan()
+    while True:
+        try:
+            cmd = commands.get(timeout=RESCAN_S)
+        except queue.Empty:
+            state.full_scan()
+            continue
+        if cmd[0] == "stop":
+            state.emit("stopped")
+            return
+        if cmd[0] == "stored":
+            state.on_stored(str(cmd[1]))
+        elif cmd[0] == "rescan":
+            state.full_scan()
+
+
+# ------------------------------------------------------------------------------------------------- parent
+
+
+class ProcessingWorker:
+    """Parent-side handle of the worker child process; restarts it when it dies."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        data_root: str | Path,
+        out_dir: str | Path,
+        crashed: Callable[[int | None], None] | None = None,
+        auto_restart: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.data_root = Path(data_root)
+        self.out_dir = Path(out_dir)
+        self.crashed = crashed
+        self.auto_restart = auto_restart
+        self._ctx = mp.get_context("spawn")
+        # events of all child generations end up here (a pump thread per child reads its pipe)
+        self.events: queue.Queue = queue.Queue()
+        self._commands = None
+        self._proc = None
+        self._state = "stopped"
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.restarts = 0
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _set_state(self, new: str) -> None:
+        old, self._state = self._state, new
+        if old != new:
+            log.info("state_change", machine="worker", old=old, new=new)
+
+    def _spawn(self) -> None:
+        # Fresh queue and pipe per child: a child killed while holding a queue's lock must not block the next.
+        self._commands = self._ctx.Queue()
+        reader, writer = self._ctx.Pipe(duplex=False)
+        self._proc = self._ctx.Process(
+            target=run_child,
+            args=(self.cfg, str(self.data_root), str(self.out_dir), self._commands, writer),
+            name="pycam-processing",
+            daemon=True,
+        )
+        self._proc.start()
+        writer.close()  # the child holds the only write end: EOF here when it exits
+        threading.Thread(target=self._pump, args=(reader,), name="worker-events", daemon=True).start()
+
+    def _pump(self, reader: Any) -> None:
+        try:
+            while True:
+                self.events.put(reader.recv())
+        except (EOFError, OSError):
+            pass
+        finally:
+            reader.close()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._state in ("running", "starting"):
+                return
+            self._stopping.clear()
+            self._set_state("starting")
+            self._spawn()
+            self._set_state("running")
+            self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        """Block on the child's sentinel; restart it (with backoff) when it dies unasked."""
+        while not self._stopping.is_set():
+            proc = self._proc
+            proc.join()
+            if self._stopping.is_set():
+                return
+            code = proc.exitcode
+            self._set_state("crashed")
+            log.error("worker_crashed", exitcode=code, restarts=self.restarts)
+            if self.crashed is not None:
+                try:
+                    self.crashed(code)
+                except Exception:  # a faulty callback must not stop the restarts
+                    log.exception("worker_crash_callback_failed")
+            if not self.auto_restart:
+                return
+            delay = RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
+            if self._stopping.wait(delay):
+                return
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.restarts += 1
+                self._set_state("restarting")
+                self._spawn()
+                self._set_state("running")
+
+    def notify(self, name: str) -> None:
+        """Tell the child a file was stored under the data root (its name only)."""
+        if self._commands is not None and self._state == "running":
+            self._commands.put(("stored", name))
+
+    def rescan(self) -> None:
+        if self._commands is not None:
+            self._commands.put(("rescan",))
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        with self._lock:
+            if self._proc is None:
+                self._set_state("stopped")
+                return
+            self._stopping.set()
+            self._set_state("stopping")
+            proc = self._proc
+        try:
+            self._commands.put(("stop",))
+        except (OSError, ValueError):
+            pass
+        proc.join(timeout_s)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5.0)
+        if self._watcher is not None:
+            self._watcher.join(5.0)
+        self._proc = None
+        self._set_state("stopped")
+
+    def wait_event(self, kind: str, timeout_s: float) -> tuple | None:
+        """Next event of `kind` from the child ("pair", "idle", "backlog", "spectrum"), or None on timeout."""
+        deadline = datetime.now() + timedelta(seconds=timeout_s)
+        while True:
+            left = (deadline - datetime.now()).total_seconds()
+            if left <= 0:
+                return None
+            try:
+                ev = self.events.get(timeout=left)
+            except queue.Empty:
+                return None
+            if ev[0] == kind:
+                return ev
+
+
+__all__ = ["Journal", "ProcessingWorker", "run_child"]

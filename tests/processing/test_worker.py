@@ -1,0 +1,91 @@
+"""The processing worker child process: backlog, notifications, crash and restart without duplicate rows."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from controller.config import load_config
+from processing.outputs import read_series
+from processing.worker import Journal, ProcessingWorker
+
+SEQ = "villarrica-2018-03-26"
+
+
+def _data_root(shared_data: Path, tmp_path: Path, n_plume: int | None = None) -> Path:
+    """A station data root (date folder) of links to the real Villarrica files."""
+    day = tmp_path / "data" / "2018-03-26"
+    day.mkdir(parents=True)
+    src = shared_data / SEQ
+    plume = sorted((src / "Seq_1").glob("*.png"))
+    for f in plume[:n_plume] + [f for f in (src / "Cal_1").glob("*.png") if "_Dark" in f.name or "_Clear" in f.name]:
+        (day / f.name).symlink_to(f)
+    return tmp_path / "data"
+
+
+def _rows(out: Path) -> dict[str, list]:
+    return {p.name: read_series(p)["datetime"] for p in sorted(out.glob("emission_rates_*.csv"))}
+
+
+def test_journal_survives_restart_and_trims(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "j.json")
+    j.mark("pairs", "2024-01-01T120000")
+    j.mark("pairs", "2024-01-05T120000")  # the first is now older than the kept horizon
+    j2 = Journal(tmp_path / "j.json")
+    assert ("pairs", "2024-01-05T120000") in j2 and ("pairs", "2024-01-01T120000") not in j2
+
+
+@pytest.mark.slow
+def test_worker_restarts_after_crash_without_duplicate_rows(shared_data: Path, tmp_path: Path, repo_root: Path) -> None:
+    cfg = load_config(repo_root / "conf" / "villarrica.toml")
+    root = _data_root(shared_data, tmp_path)
+    out = tmp_path / "out"
+    crashes = []
+    worker = ProcessingWorker(cfg, root, out, crashed=crashes.append)
+    worker.start()
+    try:
+        for _ in range(3):
+            assert worker.wait_event("pair", 120) is not None
+        first_pid = worker.pid
+        os.kill(first_pid, signal.SIGKILL)  # the child we started, by its pid
+        ev = worker.wait_event("idle", 120)  # the restarted child drained the rest of the backlog
+        assert ev is not None
+        assert worker.state == "running" and worker.pid != first_pid and worker.restarts == 1
+        assert crashes == [-signal.SIGKILL]
+    finally:
+        worker.stop()
+    assert worker.state == "stopped"
+    rows = _rows(out)
+    assert rows, "no emission rows written"
+    for name, times in rows.items():
+        assert len(times) == len(set(times)), f"duplicate rows in {name}"
+    journal = Journal(out / "worker_journal.json")
+    assert len(journal.done["pairs"]) == 10
+
+
+@pytest.mark.slow
+def test_worker_processes_notified_pairs(shared_data: Path, tmp_path: Path, repo_root: Path) -> None:
+    cfg = load_config(repo_root / "conf" / "villarrica.toml")
+    root = _data_root(shared_data, tmp_path, n_plume=4)  # 144408 A+B, 144412 B, 144416 A
+    out = tmp_path / "out"
+    worker = ProcessingWorker(cfg, root, out)
+    worker.start()
+    try:
+        assert worker.wait_event("idle", 120) is not None
+        assert len(Journal(out / "worker_journal.json").done["pairs"]) == 1
+        # the B half of 144416 lands: the supervisor tells the worker its name
+        src = shared_data / SEQ / "Seq_1" / "2018-03-26T144416_fltrB_1ag_99957ss_Plume.png"
+        (root / "2018-03-26" / src.name).symlink_to(src)
+        worker.notify(src.name)
+        ev = worker.wait_event("pair", 60)
+        assert ev is not None and ev[1] == "2018-03-26T144416"
+        worker.notify("../../etc/passwd")  # not a station name: ignored, never a path
+        worker.notify(src.name)  # a duplicate notification does not reprocess
+        worker.rescan()
+        assert worker.wait_event("idle", 60) == ("idle", 0)
+    finally:
+        worker.stop()
+    assert all(len(t) == len(set(t)) for t in _rows(out).values())
