@@ -57,7 +57,9 @@ class Session:
         writer: asyncio.StreamWriter,
         limits: FrameLimits,
         timeout_s: float,
+        log: Any,
     ):
+        self.log = log
         self.reader = reader
         self.writer = writer
         self.limits = limits
@@ -99,8 +101,18 @@ class Session:
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._reap)
         return task
+
+    def _reap(self, task: asyncio.Task) -> None:
+        # Every task's outcome is collected here: link failures are expected (the session reports them);
+        # anything else is a bug and is logged rather than lost in "exception never retrieved".
+        self.tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, LinkError | ProtocolError):
+            self.log.error("session_task_failed", address=self.address, error=repr(error), exc_info=error)
 
     def close(self, reason: str = "closed") -> None:
         if self.closed:
@@ -225,7 +237,7 @@ class LinkEndpoint:
         return peer
 
     def _new_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Session:
-        return Session(reader, writer, self.limits, self.net.link_timeout_s)
+        return Session(reader, writer, self.limits, self.net.link_timeout_s, self._log)
 
     def _session_up(self, session: Session) -> None:
         self._session = session

@@ -84,6 +84,33 @@ class LinkPair:
         return by_name
 
 
+class EventCounter:
+    """Counts one listener event of a link end; tests wait on it instead of polling."""
+
+    def __init__(self, link, event: str):
+        import asyncio
+
+        self.event = event
+        self.infos: list[dict] = []
+        self._changed = asyncio.Event()
+        link.add_listener(self._on_event)
+
+    def _on_event(self, event: str, info: dict) -> None:
+        if event == self.event:
+            self.infos.append(info)
+            self._changed.set()
+
+    async def wait(self, count: int = 1, timeout_s: float = 3.0) -> None:
+        import asyncio
+
+        async def reached() -> None:
+            while len(self.infos) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(reached(), timeout_s)
+
+
 @pytest.fixture
 def port() -> int:
     return free_port()

@@ -18,7 +18,7 @@ from controller.link.receiver import FileReceiver
 from controller.link.slave import SlaveLink
 from controller.link.spool import Spool
 
-from .conftest import LinkPair, link_config, proxied_pair, run, station_names
+from .conftest import EventCounter, LinkPair, link_config, proxied_pair, run, station_names
 
 
 def spool_files(spool: Spool, names: list[str], size: int = 2000) -> dict[str, bytes]:
@@ -91,9 +91,12 @@ def test_request_when_down_fails_at_once_and_timeout_is_a_link_error(tmp_path, p
         assert loop.time() - t0 < 0.1
         master = await pair.start_master()
         assert await slave.wait_connected(3)
-        never = asyncio.Event()
+        never, calls = asyncio.Event(), []
+        called = asyncio.Event()
 
         async def slow(body):
+            calls.append(body)
+            called.set()
             await never.wait()
             return {}
 
@@ -101,11 +104,14 @@ def test_request_when_down_fails_at_once_and_timeout_is_a_link_error(tmp_path, p
         with pytest.raises(LinkError, match="no reply"):
             await slave.request("slow", {}, 0.2)
         # a request in flight when the link drops fails at once instead of waiting for its timeout
+        called.clear()
         pending = asyncio.create_task(slave.request("slow", {}, 30))
-        await asyncio.sleep(0.05)
+        await called.wait()
+        t0 = loop.time()
         await master.stop()
         with pytest.raises(LinkError):
-            await asyncio.wait_for(pending, 2)
+            await pending
+        assert loop.time() - t0 < 2 and len(calls) == 2
         await slave.stop()
 
     run(scenario())
@@ -221,9 +227,10 @@ def test_stalled_peer_is_detected_and_the_link_recovers(tmp_path, port):
             slave = await pair.start_slave()
             assert await slave.wait_connected(3)
             seen = await events(slave)
+            slave_down, master_down = EventCounter(slave, "disconnected"), EventCounter(master, "disconnected")
             proxy.stall()  # nothing passes, nobody closes anything: only the heartbeat timeout can tell
-            while slave.connected or master.connected:
-                await asyncio.sleep(0.05)
+            await slave_down.wait()
+            await master_down.wait()
             proxy.resume()
             assert await slave.wait_connected(3) and await master.wait_connected(3)
             assert [e for e, _ in seen] == ["disconnected", "connected"]
@@ -335,11 +342,8 @@ def test_reconnect_after_slave_restart_resumes_the_spool(tmp_path, port):
         pair = LinkPair(tmp_path, link_config(port), window=2)
         await pair.start_master()
         content = spool_files(pair.spool, station_names(60), size=30_000)
-        acked: list[str] = []
         slave = await pair.start_slave()
-        slave.add_listener(lambda e, info: acked.append(info["name"]) if e == "file_acked" else None)
-        while len(acked) < 10:
-            await asyncio.sleep(0.005)
+        await EventCounter(slave, "file_acked").wait(10)
         await slave.stop()
         left = len(Spool(pair.spool_dir))
         assert 0 < left < 60
