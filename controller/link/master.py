@@ -18,7 +18,7 @@ from controller.config import Config
 from controller.errors import FileNameError, LinkError, ProtocolError, StorageError
 from controller.link.endpoint import LinkEndpoint, Session, header_field
 from controller.link.framing import DEFAULT_LIMITS, FrameLimits, Message
-from controller.link.receiver import ChecksumMismatch, FileReceiver
+from controller.link.receiver import ChecksumMismatch, FileReceiver, NameConflict
 
 # Files being stored at once per session; the slave's window keeps it below this, so reading never stalls.
 MAX_CONCURRENT_STORES = 32
@@ -37,7 +37,7 @@ class MasterLink(LinkEndpoint):
         self._connections: dict[asyncio.Task, Session] = {}
         self._writes: set[asyncio.Future] = set()
         self._store_slots = asyncio.Semaphore(MAX_CONCURRENT_STORES)
-        self.stats = {"stored": 0, "duplicate": 0, "checksum": 0, "invalid": 0, "storage": 0}
+        self.stats = {"stored": 0, "duplicate": 0, "checksum": 0, "conflict": 0, "invalid": 0, "storage": 0}
 
     @property
     def port(self) -> int | None:
@@ -132,6 +132,9 @@ class MasterLink(LinkEndpoint):
         except ChecksumMismatch as e:
             await self._answer_file(session, name, "checksum", e)
             return
+        except NameConflict as e:
+            await self._answer_file(session, name, "conflict", e)
+            return
         except FileNameError as e:
             await self._answer_file(session, name, "invalid", e)
             return
@@ -145,7 +148,7 @@ class MasterLink(LinkEndpoint):
 
     async def _answer_file(self, session: Session, name: str, reason: str, error: Exception) -> None:
         self.stats[reason] += 1
-        log = self._log.error if reason == "storage" else self._log.warning
+        log = self._log.warning if reason == "checksum" else self._log.error
         log("file_refused", file=name, reason=reason, error=str(error))
         with contextlib.suppress(LinkError):
             await session.send({"type": "nack", "name": name, "reason": reason, "error": str(error)[:500]})

@@ -21,6 +21,10 @@ class ChecksumMismatch(ProtocolError):
     """The received bytes do not match the sender's sha256: the transfer was corrupted; ask for it again."""
 
 
+class NameConflict(ProtocolError):
+    """A different file under a name the master already stored: neither copy may be lost or overwritten."""
+
+
 class ByteStore(Protocol):
     def save_bytes(self, name: str, data: bytes) -> Path: ...
 
@@ -62,7 +66,8 @@ class FileReceiver:
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
 
     def accept(self, name: str, sha256_hex: str, data: bytes) -> Literal["stored", "duplicate"]:
-        """Verify and store one file. Raises ChecksumMismatch, FileNameError (bad name), StorageError."""
+        """Verify and store one file. Raises ChecksumMismatch, NameConflict, FileNameError (bad name),
+        StorageError."""
         parse_name(name)  # never a path from the network: only a valid station file name goes further
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256_hex:
@@ -72,8 +77,10 @@ class FileReceiver:
             if self.store.exists(name):
                 existing = hashlib.sha256(self.store.path_for(name).read_bytes()).hexdigest()
                 if existing != digest:
-                    # The file on disk is complete (atomic writes) and acked once; never overwrite stored data.
+                    # The stored file is complete (atomic writes) and was acked once: never overwrite it. The
+                    # sender keeps its copy aside for a person instead of deleting it.
                     self._log.error("file_conflict", file=name, stored_sha256=existing, received_sha256=digest)
+                    raise NameConflict(f"{name}: a different file of this name is already stored")
                 return "duplicate"
             self.store.save_bytes(name, data)
             return "stored"

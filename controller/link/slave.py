@@ -3,7 +3,8 @@
 Reconnection uses capped exponential backoff (network.backoff_max_s) with jitter, so a master that comes back is
 reached within about backoff_max_s. Files go oldest first with at most `window` unanswered at a time; a file
 leaves the spool only on the master's ack (stored or duplicate). A nack "checksum" resends it, "storage" pauses
-sending for a while (master disk trouble), "invalid" moves it aside for a person (it can never be accepted).
+sending for a while (master disk trouble), "invalid" or "conflict" (a different file of that name is already on
+the master) moves it aside in the spool's rejected/ folder for a person: it can never be accepted.
 """
 
 from __future__ import annotations
@@ -232,7 +233,8 @@ class SlaveLink(LinkEndpoint):
             if reason == "checksum":
                 self.stats["resent"] += 1
                 self._log.warning("file_resend", file=name, error=error)
-            elif reason == "invalid":
+            elif reason in ("invalid", "conflict"):
+                # The master can never accept this file: keep it aside for a person rather than retry forever.
                 self.stats["rejected"] += 1
                 await loop.run_in_executor(None, self.spool.reject, name, str(error))
             else:

@@ -193,6 +193,25 @@ def test_file_sent_twice_is_stored_once(tmp_path, port):
     run(scenario())
 
 
+def test_conflicting_file_is_kept_aside_on_the_slave_not_lost(tmp_path, port):
+    async def scenario():
+        pair = LinkPair(tmp_path, link_config(port))
+        name = station_names(1)[0]
+        await pair.start_master()
+        pair.spool.add(name, b"first capture")
+        slave = await pair.start_slave()
+        assert await slave.flush(3)
+        pair.spool.add(name, b"another capture, same name")
+        slave.spool_notify()
+        assert await slave.flush(3)
+        assert pair.master.stats["conflict"] == 1 and slave.stats["rejected"] == 1
+        assert pair.stored()[name].read_bytes() == b"first capture"
+        assert (pair.spool_dir / "rejected" / name).read_bytes() == b"another capture, same name"
+        await pair.stop()
+
+    run(scenario())
+
+
 def test_storage_failure_is_a_nack_not_a_dead_link(tmp_path, port):
     class FailingReceiver(FileReceiver):
         failures = 3

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from controller.errors import FileNameError
-from controller.link.receiver import ChecksumMismatch, FileReceiver
+from controller.link.receiver import ChecksumMismatch, FileReceiver, NameConflict
 
 from .conftest import station_names
 
@@ -39,7 +39,8 @@ def test_conflicting_content_never_overwrites_what_was_acked(tmp_path):
     rx = FileReceiver(tmp_path)
     name = station_names(1)[0]
     rx.accept(name, sha(b"first"), b"first")
-    assert rx.accept(name, sha(b"second"), b"second") == "duplicate"
+    with pytest.raises(NameConflict):
+        rx.accept(name, sha(b"second"), b"second")
     assert (tmp_path / "2024-03-26" / name).read_bytes() == b"first"
 
 
