@@ -304,8 +304,12 @@ class LinkEndpoint:
             fut = session.pending.get(header_field(h, "id", int))
             if fut is None or fut.done():
                 return  # the asker gave up already
-            if kind == "time_rep" or h.get("ok") is True:
-                fut.set_result(h if kind == "time_rep" else h.get("body", {}))
+            if kind == "time_rep":
+                fut.set_result(h)
+            elif h.get("ok") is True and isinstance(h.get("body"), dict):
+                fut.set_result(h["body"])
+            elif h.get("ok") is True:
+                fut.set_exception(RequestFailed("malformed reply: body is not an object"))
             else:
                 fut.set_exception(RequestFailed(str(h.get("error", "request failed on the peer"))))
         else:
