@@ -24,6 +24,8 @@ log = get_logger("processing.background")
 MIN_INTENSITY = 1e-3
 SKY_FIT_ROUNDS = 4
 SKY_CLIP_SIGMA = 1.5
+# floor of the sky spread (optical depth): noise-free or very smooth skies must not clip the sky away
+SKY_MIN_SPREAD = 0.01
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ class BandBackground:
             sky = tau[mask]
             med = float(np.median(sky))
             spread = 1.4826 * float(np.median(np.abs(sky - med)))
-            new_mask = mask & (tau < med + SKY_CLIP_SIGMA * max(spread, 1e-3))
+            new_mask = mask & (tau < med + SKY_CLIP_SIGMA * max(spread, SKY_MIN_SPREAD))
             if new_mask.sum() < 0.02 * mask.size:
                 break
             mask = new_mask

@@ -155,3 +155,61 @@ def read_spectrum(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if arr.ndim != 2 or arr.shape[0] != 2:
         raise ProcessingError(f"spectrum {path} has shape {arr.shape}, expected (2, N)")
     return arr[0].astype(np.float64), arr[1].astype(np.float64)
+
+
+# ------------------------------------------------------------------------------------- pyplis test data adapter
+
+ECII_BANDS = {"F01": "A", "F02": "B"}  # pyplis's ECII camera: F01 on-band (310 nm), F02 off-band
+ECII_DARKS = ("D0L", "D1L")  # offset and dark at the low read gain
+
+
+def import_ecii_fits(src: str | Path, dst: str | Path) -> list[Path]:
+    """Write pyplis's ECII test images (FITS, `pyplis/data/testdata_minimal`) as station files under `dst`.
+
+    pyplis reads them as camera type "ecII" (`custom_image_import.load_ecII_fits`): acquisition time (STIME) and
+    exposure (EXP, µs) from the FITS header, the filter from the file name. On-band F01 becomes camera A, off-band
+    F02 camera B, the low-gain offset and dark images Dark images of both bands. Times are whole seconds in our
+    names, and the ECII filter wheel takes A and B ~1.7 s apart: process with `pair_tolerance_s` = 2.
+    """
+    from datetime import UTC, datetime
+
+    from astropy.io import fits
+
+    from controller.storage.names import ImageName
+
+    written = []
+    for path in sorted(Path(src).glob("*.fts")):
+        acro = path.stem.split("_")[4]
+        if acro not in ECII_BANDS and acro not in ECII_DARKS:
+            continue
+        with fits.open(path) as hdu:
+            header, data = hdu[0].header, np.asarray(hdu[0].data)
+        time = datetime.strptime(header["STIME"], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC, microsecond=0)
+        shutter_us = max(1, int(round(float(header["EXP"]))))
+        bands = [ECII_BANDS[acro]] if acro in ECII_BANDS else ["A", "B"]
+        kind = "Plume" if acro in ECII_BANDS else "Dark"
+        for band in bands:
+            name = ImageName(time, band, 1, shutter_us, kind)
+            out = Path(dst) / name.date_folder / str(name)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _write_png16(out, data.astype(np.uint16))
+            written.append(out)
+    return written
+
+
+def _write_png16(path: Path, arr: np.ndarray) -> None:
+    try:
+        from controller.storage.png import encode_png16
+    except ImportError:
+        encode_png16 = None
+    from controller.storage.atomic import atomic_write_bytes
+
+    if encode_png16 is not None:
+        atomic_write_bytes(path, encode_png16(arr))
+        return
+    import cv2
+
+    ok, buf = cv2.imencode(".png", arr)
+    if not ok:
+        raise ProcessingError(f"cannot encode {path}")
+    atomic_write_bytes(path, buf.tobytes())

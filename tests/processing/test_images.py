@@ -112,16 +112,16 @@ def test_background_choice_recorded() -> None:
 
 @pytest.mark.parametrize("mode", [0, 1, 5])
 def test_optical_depth_of_a_synthetic_plume(mode: int) -> None:
-    h, w = 120, 160
+    h, w = 243, 324
     yy, xx = np.mgrid[0:h, 0:w]
     sky = 1000.0 * (1.0 + 0.2 * yy / h + 0.1 * xx / w)
-    tau_true = 0.3 * np.exp(-(((yy - 60) / 12.0) ** 2)) * (xx < 90)
+    tau_true = 0.3 * np.exp(-(((yy - 120) / 20.0) ** 2)) * (xx < 180)
     plume = sky * np.exp(-tau_true)
     bb = BandBackground(mode, sky if mode else None, sky_side="right")
     tau = bb.tau(plume)
     assert tau.dtype == np.float64
-    assert abs(tau[60, 40] - 0.3) < 0.05
-    assert abs(np.median(tau[5:20, 120:150])) < 0.02
+    assert abs(tau[120, 80] - 0.3) < 0.05
+    assert abs(np.median(tau[5:40, 240:300])) < 0.02
 
 
 def test_registration_keeps_negative_and_fractional_optical_depth() -> None:
