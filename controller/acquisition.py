@@ -1,0 +1,496 @@
+"""Captures on master time: the slot plan, one runner per device, and the slot loop that drives them.
+
+Both Pis run the same `SlotLoop`. The master's plan is sent to the slave ("schedule" request); each Pi sleeps until
+slot k on ITS clock corrected by the measured offset (master - local; 0 on the master), captures in an executor
+thread and names the file with the slot's master time, so A and B of one slot carry the same timestamp string.
+A device that fails is retried with backoff while the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from controller.clock import Clock
+from controller.config import Config
+from controller.errors import DeviceUnavailable, HardwareError, PycamError, StorageError
+from controller.logging import get_logger
+from controller.storage.names import ImageName, SpectrumName, check_type
+
+# The dark series takes at most this many exposures per device, spread over its shutter/integration list.
+DARK_STEPS = 12
+BACKOFF_START_S = 2.0
+BACKOFF_MAX_S = 120.0
+
+
+@dataclass(frozen=True)
+class SlotPlan:
+    """Slots on master time: slot k is at `epoch_s + k * period_s`; captures only inside [start_s, end_s)."""
+
+    period_s: float
+    epoch_s: float
+    start_s: float | None = None
+    end_s: float | None = None
+
+    def slot_time(self, k: int) -> float:
+        return self.epoch_s + k * self.period_s
+
+    def next_slot(self, t: float) -> tuple[int, float]:
+        """The first slot at or after master time `t` (and not before the window start)."""
+        if self.start_s is not None:
+            t = max(t, self.start_s)
+        k = math.ceil((t - self.epoch_s) / self.period_s - 1e-9)
+        return k, self.slot_time(k)
+
+    def in_window(self, t: float) -> bool:
+        return (self.start_s is None or t >= self.start_s) and (self.end_s is None or t < self.end_s)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SlotPlan:
+        def num(key: str) -> float | None:
+            v = data.get(key)
+            return None if v is None else float(v)
+
+        period = float(data["period_s"])
+        if not (0 < period <= 3600):
+            raise ValueError(f"period_s {period!r} out of range")
+        return cls(period, float(data["epoch_s"]), num("start_s"), num("end_s"))
+
+
+@dataclass
+class CaptureRecord:
+    """One saved capture, as written to the capture journal (captures.jsonl)."""
+
+    name: str
+    device: str
+    slot_time: float | None
+    capture_time: float  # master time at exposure start
+    sha256: str
+    size: int
+
+
+def _iso_utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=UTC)
+
+
+def encode_spectrum(array_2xn: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array_2xn, dtype=np.float64), allow_pickle=False)
+    return buf.getvalue()
+
+
+def encode_png16(pixels: np.ndarray) -> bytes:
+    """16-bit greyscale PNG: HW's encoder (controller/storage/png.py) when present, else a minimal numpy+zlib one."""
+    try:
+        from controller.storage.png import encode_png16 as encode
+    except ImportError:
+        encode = _encode_png16
+    return encode(pixels)
+
+
+def _encode_png16(pixels: np.ndarray) -> bytes:
+    import struct
+    import zlib
+
+    arr = np.ascontiguousarray(pixels, dtype=">u2")
+    h, w = arr.shape
+    raw = np.zeros((h, 1 + 2 * w), dtype=np.uint8)
+    raw[:, 1:] = arr.view(np.uint8).reshape(h, 2 * w)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 3))
+        + chunk(b"IEND", b"")
+    )
+
+
+def dark_steps(values: tuple[int, ...], steps: int = DARK_STEPS) -> list[int]:
+    """At most `steps` values of an ascending list, spread evenly on a log scale (all when it is short)."""
+    if len(values) <= steps:
+        return list(values)
+    idx = np.unique(np.round(np.linspace(0, len(values) - 1, steps)).astype(int))
+    return [values[i] for i in idx]
+
+
+class CaptureJournal:
+    """Append-only JSON lines of every capture saved on this Pi (what the sim and the e2e tests count)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+
+    def append(self, rec: CaptureRecord) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(asdict(rec)) + "\n")
+        self.count += 1
+
+    @staticmethod
+    def read(path: Path) -> list[dict]:
+        out = []
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        for line in text.splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by a kill -9: the capture behind it is in the spool/store anyway
+        return out
+
+
+Sink = Callable[[str, bytes], Awaitable[None]]
+
+
+async def wait_event_or_sleep(event: asyncio.Event, clock: Clock, seconds: float | None) -> None:
+    """Wait until `event` is set or `seconds` of clock time pass (None: no limit); clears the event."""
+    if not event.is_set():
+        tasks = {asyncio.ensure_future(event.wait())}
+        if seconds is not None:
+            tasks.add(asyncio.ensure_future(clock.sleep(max(0.0, seconds))))
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+    event.clear()
+
+
+class DeviceRunner:
+    """One capture device: opened in an executor thread, captured per slot, retried with backoff on failure.
+
+    `key` is "A", "B" (cameras) or "S" (spectrometer). `settings()` returns the effective Config (SettingsStore).
+    `sink(name, data)` stores the encoded file (master: data store; slave: spool).
+    """
+
+    def __init__(
+        self,
+        key: str,
+        opener: Callable[[], Any],
+        settings: Callable[[], Config],
+        clock: Clock,
+        sink: Sink,
+        journal: CaptureJournal | None = None,
+        offset: Callable[[], float] = lambda: 0.0,
+        on_event: Callable[[str, dict], None] | None = None,
+    ):
+        self.key = key
+        self.name = {"A": "camera A", "B": "camera B", "S": "spectrometer"}[key]
+        self._opener = opener
+        self._settings = settings
+        self._clock = clock
+        self._sink = sink
+        self._journal = journal
+        self._offset = offset
+        self._on_event = on_event or (lambda e, i: None)
+        self.device: Any = None
+        self.state = "closed"  # closed, ready, error, unplugged
+        self.captures = 0
+        self.failures = 0
+        self.last: str | None = None
+        self.last_error: str | None = None
+        self._retry_at = 0.0  # local clock monotonic
+        self._backoff = BACKOFF_START_S
+        self._lock = asyncio.Lock()  # one capture at a time per device
+        self.continuous = True
+        self.lateness_ms: deque[float] = deque(maxlen=256)
+        self._log = get_logger("acquisition", device=self.name)
+
+    # ----------------------------------------------------------------------------------------------- lifecycle
+
+    async def open(self) -> bool:
+        loop = asyncio.get_running_loop()
+        try:
+            self.device = await loop.run_in_executor(None, self._opener)
+        except (PycamError, OSError) as e:
+            self._failed(e, opening=True)
+            return False
+        if self.device is None:  # e.g. spectrometer backend "none"
+            self.state = "absent"
+            return False
+        await self._apply_settings(initial=True)
+        self._set_state("ready")
+        self._backoff = BACKOFF_START_S
+        return True
+
+    async def close(self) -> None:
+        dev, self.device = self.device, None
+        if dev is not None:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, dev.close)
+            except (PycamError, OSError) as e:
+                self._log.warning("device_close_failed", error=str(e))
+        if self.state != "absent":
+            self._set_state("closed")
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            old, self.state = self.state, state
+            self._log.info("device_state", old=old, new=state)
+            self._on_event("device_state", {"device": self.key, "old": old, "new": state})
+
+    def _failed(self, e: BaseException, opening: bool = False) -> None:
+        self.failures += 1
+        self.last_error = str(e)
+        self._retry_at = self._clock.monotonic() + self._backoff
+        self._log.warning(
+            "device_failed", error=str(e), opening=opening, retry_in_s=self._backoff, failures=self.failures
+        )
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+        self._set_state("unplugged" if isinstance(e, DeviceUnavailable) else "error")
+
+    async def _recover(self) -> bool:
+        """Try to get the device back (called when its backoff has passed)."""
+        if self._clock.monotonic() < self._retry_at:
+            return False
+        if self.device is not None and hasattr(self.device, "inject_fault"):
+            # A sim device keeps its plugged/unplugged state in the object: try it again as it is.
+            self._set_state("ready")
+            return True
+        await self.close()
+        return await self.open()
+
+    @property
+    def usable(self) -> bool:
+        return self.state == "ready"
+
+    async def _apply_settings(self, initial: bool = False) -> None:
+        cfg = self._settings()
+        loop = asyncio.get_running_loop()
+        dev = self.device
+        if dev is None:
+            return
+        if self.key in ("A", "B"):
+            if initial or not cfg.camera.auto_exposure:
+                await loop.run_in_executor(None, dev.set_exposure, int(cfg.camera.shutter_us))
+            if initial:
+                await loop.run_in_executor(None, dev.set_gain, float(cfg.camera.gain))
+        elif initial or not cfg.spectrometer.auto_integration:
+            await loop.run_in_executor(None, dev.set_integration_ms, int(cfg.spectrometer.integration_ms))
+
+    # ------------------------------------------------------------------------------------------------ capture
+
+    async def capture(self, slot_time: float | None, kind: str = "Plume", exposure: int | None = None) -> str | None:
+        """Capture, encode and store one file named with `slot_time` (master time; None: now). None if skipped."""
+        check_type(kind)
+        if not self.usable and not await self._recover():
+            return None
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            try:
+                await self._apply_settings()
+                if exposure is not None:
+                    setter = self.device.set_exposure if self.key != "S" else self.device.set_integration_ms
+                    await loop.run_in_executor(None, setter, int(exposure))
+                cfg = self._settings()
+                if self.key == "S":
+                    result = await loop.run_in_executor(None, self.device.capture, int(cfg.spectrometer.coadd))
+                else:
+                    result = await loop.run_in_executor(None, self.device.capture)
+            except HardwareError as e:
+                self._failed(e)
+                return None
+            except OSError as e:
+                self._failed(HardwareError(self.name, str(e)))
+                return None
+            offset = self._offset()
+            capture_time = float(getattr(result, "timestamp", self._clock.time())) + offset
+            stamp = slot_time if slot_time is not None else capture_time
+            name, data = await loop.run_in_executor(None, self._encode, result, stamp, kind)
+            try:
+                await self._sink(name, data)
+            except (StorageError, OSError) as e:
+                self._log.error("capture_store_failed", file=name, error=str(e))
+                self._on_event("store_failed", {"device": self.key, "file": name, "error": str(e)})
+                return None
+            if kind == "Plume":
+                await self._auto_adjust(result)
+        self.captures += 1
+        self.last = name
+        if slot_time is not None:
+            self.lateness_ms.append((capture_time - slot_time) * 1000.0 / max(self._clock.scale(), 1e-9))
+        if self._journal is not None:
+            rec = CaptureRecord(name, self.key, slot_time, capture_time, hashlib.sha256(data).hexdigest(), len(data))
+            self._journal.append(rec)
+        self._on_event("captured", {"device": self.key, "file": name})
+        return name
+
+    def _encode(self, result: Any, stamp: float, kind: str) -> tuple[str, bytes]:
+        when = _iso_utc(stamp)
+        if self.key == "S":
+            name = SpectrumName(when, int(result.integration_ms), int(result.coadd), kind)
+            return str(name), encode_spectrum(result.as_array())
+        name = ImageName(when, self.key, int(round(result.gain)), int(result.exposure_us), kind)
+        return str(name), encode_png16(result.pixels)
+
+    async def _auto_adjust(self, result: Any) -> None:
+        cfg = self._settings()
+        loop = asyncio.get_running_loop()
+        try:
+            from controller import autoexposure
+        except ImportError:
+            return
+        try:
+            if self.key == "S":
+                if cfg.spectrometer.auto_integration:
+                    new = autoexposure.next_integration(
+                        result.counts, result.wavelengths_nm, int(result.integration_ms), cfg.spectrometer
+                    )
+                    if new != result.integration_ms:
+                        await loop.run_in_executor(None, self.device.set_integration_ms, int(new))
+            elif cfg.camera.auto_exposure:
+                max_value = (1 << int(getattr(result, "bit_depth", cfg.camera.bit_depth))) - 1
+                new = autoexposure.next_shutter(
+                    result.pixels, int(result.exposure_us), cfg.camera.shutter_list_us, cfg.camera, max_value
+                )
+                if new != result.exposure_us:
+                    await loop.run_in_executor(None, self.device.set_exposure, int(new))
+        except HardwareError as e:
+            self._failed(e)
+
+    async def dark_series(self) -> list[str]:
+        """Darks over the device's shutter (integration) list, thinned to DARK_STEPS values."""
+        cfg = self._settings()
+        values = cfg.spectrometer.integration_list_ms if self.key == "S" else cfg.camera.shutter_list_us
+        names = []
+        dev = self.device
+        # Sim devices take darks with the lens covered / the shutter closed; real ones rely on the dark time.
+        cover = next((a for a in ("lens_covered", "shutter_closed") if hasattr(dev, a)), None)
+        if cover is not None:
+            setattr(dev, cover, True)
+        try:
+            for value in dark_steps(tuple(values)):
+                name = await self.capture(None, "Dark", exposure=value)
+                if name:
+                    names.append(name)
+        finally:
+            if cover is not None:
+                setattr(dev, cover, False)
+            if self.device is not None:
+                await self._apply_settings(initial=True)
+        return names
+
+    def info(self) -> dict:
+        return {
+            "state": self.state,
+            "captures": self.captures,
+            "failures": self.failures,
+            "last": self.last,
+            "last_error": self.last_error,
+            "continuous": self.continuous,
+        }
+
+
+@dataclass
+class SingleRequest:
+    device: str
+    kind: str
+    future: asyncio.Future
+
+
+class SlotLoop:
+    """Sleeps until each slot (master time mapped to the local clock) and captures on every continuous device.
+
+    `plan()` returns the current SlotPlan or None; `offset()` is master - local in seconds; `blocked()` returns a
+    reason string while captures must not run (disk full, clock unsynchronised). Single captures requested from
+    outside are taken right after the next slot's continuous captures (or at once when nothing is continuous).
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        devices: dict[str, DeviceRunner],
+        plan: Callable[[], SlotPlan | None],
+        offset: Callable[[], float] = lambda: 0.0,
+        blocked: Callable[[], str | None] = lambda: None,
+        on_slot: Callable[[int, float], None] | None = None,
+    ):
+        self.clock = clock
+        self.devices = devices
+        self._plan = plan
+        self._offset = offset
+        self._blocked = blocked
+        self._on_slot = on_slot or (lambda k, t: None)
+        self._wake = asyncio.Event()
+        self._singles: deque[SingleRequest] = deque()
+        self.slots = 0
+        self.last_slot: int | None = None
+        self._log = get_logger("slot_loop")
+
+    def wake(self) -> None:
+        """Re-read the plan / singles now (plan changed, single capture queued, unblocked)."""
+        self._wake.set()
+
+    def request_single(self, device: str, kind: str) -> asyncio.Future:
+        fut = asyncio.get_running_loop().create_future()
+        self._singles.append(SingleRequest(device, check_type(kind), fut))
+        self.wake()
+        return fut
+
+    async def _sleep_or_wake(self, seconds: float | None) -> None:
+        await wait_event_or_sleep(self._wake, self.clock, seconds)
+
+    async def _take_singles(self) -> None:
+        while self._singles:
+            req = self._singles.popleft()
+            runner = self.devices.get(req.device)
+            if runner is None:
+                if not req.future.done():
+                    req.future.set_exception(DeviceUnavailable(req.device, "no such device on this Pi"))
+                continue
+            name = await runner.capture(None, req.kind)
+            if not req.future.done():
+                req.future.set_result(name)
+
+    async def run(self) -> None:
+        last_k: int | None = None
+        while True:
+            await self._take_singles()
+            plan = self._plan()
+            reason = self._blocked()
+            continuous = [d for d in self.devices.values() if d.continuous]
+            if plan is None or reason is not None or not continuous:
+                await self._sleep_or_wake(None if plan is None or reason is None else plan.period_s)
+                continue
+            offset = self._offset()
+            master_now = self.clock.time() + offset
+            k, t_slot = plan.next_slot(master_now)
+            if last_k is not None and k <= last_k:
+                k, t_slot = last_k + 1, plan.slot_time(last_k + 1)
+            if not plan.in_window(t_slot):
+                # Outside the window: wait for a plan change (the supervisor moves on at the window's end).
+                await self._sleep_or_wake(None if plan.end_s is not None and t_slot >= plan.end_s else plan.period_s)
+                continue
+            await self._sleep_or_wake(t_slot - master_now)
+            if self._singles or self._plan() != plan:
+                continue  # woken early: take singles / re-plan, then come back to this slot
+            offset = self._offset()
+            # asyncio may wake a hair early; never capture before the slot on master time.
+            early = t_slot - (self.clock.time() + offset)
+            if early > 0.0005:
+                await self.clock.sleep(early)
+            last_k = k
+            self.last_slot = k
+            self.slots += 1
+            await asyncio.gather(*(d.capture(t_slot) for d in continuous))
+            self._on_slot(k, t_slot)

@@ -1,0 +1,101 @@
+"""`pycam run --role master|slave --config FILE`: one supervisor process, one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from controller.clock import Clock, ScaledClock, SystemClock
+from controller.config import Config, load_config
+from controller.errors import ConfigError
+from controller.logging import configure_logging, get_logger
+from controller.supervisor.base import RunOptions, Supervisor
+
+
+def make_clock(cfg: Config, sim_epoch: float | None, real_start: float | None, offset_s: float) -> Clock:
+    """The station clock: compressed sim time when the config asks for it, the system clock otherwise."""
+    scale = cfg.sim.time_scale
+    if sim_epoch is None and cfg.sim.start_utc:
+        sim_epoch = datetime.fromisoformat(cfg.sim.start_utc).replace(tzinfo=UTC).timestamp()
+    if scale != 1.0 or sim_epoch is not None:
+        clock = ScaledClock(sim_epoch if sim_epoch is not None else datetime.now(UTC).timestamp(), scale, real_start)
+        clock.offset_s = offset_s
+        return clock
+    return SystemClock(offset_s=offset_s)
+
+
+def make_supervisor(cfg: Config, clock: Clock, options: RunOptions) -> Supervisor:
+    if cfg.role == "master":
+        from controller.supervisor.master import MasterSupervisor
+
+        return MasterSupervisor(cfg, clock, options)
+    from controller.supervisor.slave import SlaveSupervisor
+
+    return SlaveSupervisor(cfg, clock, options)
+
+
+def prepare_config(config: str, role: str, state_dir: str | None) -> Config:
+    cfg = load_config(config)
+    storage = cfg.storage
+    if state_dir:
+        storage = dataclasses.replace(storage, state_dir=Path(state_dir).resolve())
+    return dataclasses.replace(cfg, station=dataclasses.replace(cfg.station, role=role), storage=storage)
+
+
+def _boot_guard(cfg: Config, state_dir: Path):
+    """S1's boot-loop guard, when available: None, or an object with tripped/ok()."""
+    try:
+        from controller import bootguard
+    except ImportError:
+        return None
+    guard_cls = getattr(bootguard, "BootGuard", None)
+    if guard_cls is None:
+        return None
+    try:
+        return guard_cls(state_dir)
+    except (TypeError, OSError):
+        return None
+
+
+@click.command("run")
+@click.option("--role", type=click.Choice(["master", "slave"]), required=True)
+@click.option("--config", "config", type=click.Path(dir_okay=False, exists=True), required=True)
+@click.option("--state-dir", type=click.Path(file_okay=False), help="runtime state (status.json, settings)")
+@click.option("--sim-epoch", type=float, help="sim: clock epoch at --sim-real-start (shared by master and slave)")
+@click.option("--sim-real-start", type=float, help="sim: real wall time the sim clock started")
+@click.option("--clock-offset", type=float, default=0.0, help="sim/tests: start with this clock error (s)")
+@click.option("--log-format", type=click.Choice(["json", "console"]), help="override logging.format")
+@click.option("--no-discipline", is_flag=True, help="sim: do not step the slave clock onto the master's")
+def run(
+    role: str,
+    config: str,
+    state_dir: str | None,
+    sim_epoch: float | None,
+    sim_real_start: float | None,
+    clock_offset: float,
+    log_format: str | None,
+    no_discipline: bool,
+) -> None:
+    """Run the station supervisor for ROLE until the station is off (or SIGTERM)."""
+    try:
+        cfg = prepare_config(config, role, state_dir)
+    except ConfigError as e:
+        raise click.ClickException(str(e)) from e
+    configure_logging(log_format or cfg.logging.format, cfg.logging.level)
+    log = get_logger("run", role=role)
+    clock = make_clock(cfg, sim_epoch, sim_real_start, clock_offset)
+    options = RunOptions(state_dir=cfg.storage.state_dir, discipline_sim_clock=not no_discipline)
+    guard = _boot_guard(cfg, cfg.storage.state_dir)
+    sup = make_supervisor(cfg, clock, options)
+    if guard is not None and getattr(guard, "tripped", False):
+        log.error("boot_guard_tripped", state_dir=str(cfg.storage.state_dir))
+        options.fault_retry_s = float("inf")
+    log.info("supervisor_start", config=str(config), scale=clock.scale())
+    code = asyncio.run(sup.run())
+    log.info("supervisor_exit", code=code)
+    sys.exit(code)

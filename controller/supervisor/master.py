@@ -1,0 +1,396 @@
+"""The master's supervisor: camera A, the data store, the link server, the external port, the processing worker,
+the power handoff of the slave and the disk policy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from controller.acquisition import SlotPlan
+from controller.errors import LinkError, PycamError
+from controller.supervisor.actions import SupervisorActions
+from controller.supervisor.base import Supervisor, next_window_start, window_bounds
+
+DISK_CHECK_SLOTS = 5  # check free space every few slots (cheap: one statvfs)
+WORKER_DRAIN_S = 600.0  # clock seconds the process phase waits for the worker's backlog
+
+
+class MasterSupervisor(Supervisor):
+    role = "master"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.datastore: Any = None
+        self.receiver: Any = None
+        self.handoff: Any = None
+        self.power_lines: Any = None
+        self.ext_server: Any = None
+        self.ext_port: int | None = None
+        self.worker: Any = None
+        self.disk_policy: Any = None
+        self.actions = SupervisorActions(self)
+        self._wake_task: asyncio.Task | None = None
+        self.stored_from_slave = 0
+        self.duplicates_from_slave = 0
+        self.scene: Any = None
+
+    # ------------------------------------------------------------------------------------------------- boot
+
+    async def boot_services(self) -> None:
+        from controller.settings import SettingsStore
+
+        loop = asyncio.get_running_loop()
+        self.settings = SettingsStore(self.state_dir, self.base_cfg)
+        cfg = self.cfg
+        self.storage_check = await loop.run_in_executor(None, check_storage, cfg)
+        if not self.storage_check.get("ok", False):
+            raise PycamError(f"storage check failed: {self.storage_check.get('reason')}")
+        from controller.link.master import MasterLink
+        from controller.link.receiver import FileReceiver, open_store
+
+        self.datastore = open_store(cfg.storage.data_root)
+        self.receiver = FileReceiver(self.datastore)
+        from controller.hardware import factory
+
+        if cfg.camera.backend == "sim":
+            self.scene = await loop.run_in_executor(None, factory.make_scene, cfg)
+        self.add_device("A", lambda: factory.open_camera(self.cfg, "A", self.clock, scene=self.scene), self._store)
+        await self.open_devices()
+        self.link = MasterLink(cfg, self.clock, self.receiver)
+        self.link.add_listener(self._link_event)
+        self.link.on_request("status", self._status_request)
+        await self.link.start()
+        await self._start_ext()
+        self._start_worker()
+        self._start_disk_policy()
+        await self._start_power()
+
+    async def _start_ext(self) -> None:
+        from controller.extport import protocol
+        from controller.extport.control import DeviceControl, MasterControl, RemoteDeviceControl
+        from controller.extport.server import ExtServer
+
+        local = DeviceControl(self.settings, self.actions, protocol.MASTER_IDENTITIES)
+        remote = RemoteDeviceControl(self.link.request)
+        self.ext_server = ExtServer(self.settings.config, MasterControl(local, remote))
+        try:
+            self.ext_port = await self.ext_server.start()
+        except OSError as e:
+            # The station acquires without its control port rather than not at all; status says so.
+            self.log.error("ext_port_unavailable", error=str(e))
+            self.note_fault("ext_port_unavailable", {"error": str(e)})
+            self.ext_server = None
+
+    def _start_worker(self) -> None:
+        cfg = self.cfg
+        if not cfg.processing.enabled:
+            return
+        try:
+            from processing.worker import ProcessingWorker
+        except ImportError as e:
+            self.log.warning("worker_unavailable", error=str(e))
+            return
+        out = self.processing_out_dir()
+        self.worker = ProcessingWorker(cfg, cfg.storage.data_root, out)
+        try:
+            self.worker.start()
+        except (PycamError, OSError) as e:
+            self.log.error("worker_start_failed", error=str(e))
+            self.note_fault("worker_start_failed", {"error": str(e)})
+
+    def processing_out_dir(self) -> Path:
+        return Path(self.cfg.storage.data_root).parent / "processed"
+
+    def _start_disk_policy(self) -> None:
+        from controller.disk_policy import DiskPolicy
+
+        self.disk_policy = DiskPolicy(
+            self.cfg.storage, self.cfg.storage.data_root, today=self._today, is_processed=self._is_processed
+        )
+        self._check_disk()
+
+    def _today(self) -> str:
+        return datetime.fromtimestamp(self.master_time(), tz=UTC).strftime("%Y-%m-%d")
+
+    def _is_processed(self, path: Path) -> bool:
+        journal = getattr(self.worker, "is_processed", None)
+        if journal is None:
+            return False  # without the worker's word nothing counts as processed: nothing is deleted
+        try:
+            return bool(journal(path))
+        except (OSError, ValueError):
+            return False
+
+    def _check_disk(self) -> None:
+        if self.disk_policy is None:
+            return
+        try:
+            res = self.disk_policy.check()
+        except OSError as e:
+            self.log.warning("disk_check_failed", error=str(e))
+            return
+        self.free_mb = round(res.free_mb, 1)
+        if res.changed:
+            self.disk_paused = res.paused
+            if res.paused:
+                self.note_fault("disk_full", {"free_mb": self.free_mb})
+            self.kick.set()
+
+    async def _start_power(self) -> None:
+        from controller.hardware import factory
+        from controller.power import PowerHandoff
+
+        try:
+            self.power_lines = factory.open_power_lines(self.cfg)
+        except ImportError:
+            self.power_lines = _mock_lines(self.cfg)
+        except (PycamError, OSError) as e:
+            self.log.error("power_lines_unavailable", error=str(e))
+            self.note_fault("power_lines_unavailable", {"error": str(e)})
+            self.power_lines = _NoLines()
+        self.handoff = PowerHandoff(self.power_lines, self.cfg, self.clock, self.link)
+        # Waking may take minutes (or never succeed): the station goes on with camera A meanwhile.
+        self._wake_task = asyncio.get_running_loop().create_task(self._wake(), name="wake-slave")
+
+    async def _wake(self) -> None:
+        up = await self.handoff.wake_slave()
+        if not up:
+            self.note_fault("slave_never_woke", {"pulses": getattr(self.handoff, "pulses", None)})
+        self.kick.set()
+
+    # --------------------------------------------------------------------------------------------- events
+
+    def _link_event(self, event: str, info: dict) -> None:
+        if event == "connected":
+            asyncio.get_running_loop().create_task(self._slave_connected())
+        elif event == "disconnected":
+            self.note_fault("link_lost", {k: v for k, v in (info or {}).items() if isinstance(v, str | int | float)})
+            if self.handoff is not None:
+                asyncio.get_running_loop().create_task(self.handoff.link_changed(False))
+        elif event == "file_stored" and (info or {}).get("status") == "duplicate":
+            self.duplicates_from_slave += 1
+        elif event == "file_stored":
+            self.stored_from_slave += 1
+            self._notify_worker((info or {}).get("name"))
+        self.kick.set()
+
+    async def _slave_connected(self) -> None:
+        # While wake_slave() runs it reports the hello itself; a second report would be an illegal trigger.
+        if self.handoff is not None and (self._wake_task is None or self._wake_task.done()):
+            await self.handoff.link_changed(True)
+        await self.send_schedule()
+        self.kick.set()
+
+    async def send_schedule(self) -> None:
+        if self.plan is None or self.link is None or not self.link.connected:
+            return
+        try:
+            await self.link.request("schedule", self.plan.to_dict(), 5.0)
+        except (LinkError, TimeoutError) as e:
+            self.log.warning("schedule_send_failed", error=str(e))
+
+    async def _status_request(self, body: dict) -> dict:
+        return {"state": self.station.state, "plan": self.plan.to_dict() if self.plan else None}
+
+    async def _store(self, name: str, data: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.datastore.save_bytes, name, data)
+        self._notify_worker(name)
+
+    def _notify_worker(self, name: str | None) -> None:
+        notify = getattr(self.worker, "notify", None)
+        if notify is not None and name:
+            with contextlib.suppress(OSError, ValueError):
+                notify(self.datastore.path_for(name))
+
+    def on_slot(self, k: int, t: float) -> None:
+        if k % DISK_CHECK_SLOTS == 0:
+            self._check_disk()
+
+    # ------------------------------------------------------------------------------------------- phases
+
+    def make_plan(self) -> SlotPlan | None:
+        cfg = self.cfg
+        now = self.master_time()
+        bounds = window_bounds(now, cfg.schedule.windows_utc)
+        if bounds is None:
+            return None
+        return SlotPlan(cfg.schedule.period_s, 0.0, bounds[0], bounds[1])
+
+    async def sync_phase(self) -> None:
+        self.clock_source = await asyncio.get_running_loop().run_in_executor(None, master_clock_status, self.cfg)
+        self.offset_s, self.offset_ok = 0.0, True  # the master's clock is the station's time
+        self.plan = self.make_plan()
+        await self.send_schedule()
+        await self.station.fire("synced", reason=f"clock source {self.clock_source.get('source')}")
+
+    async def running_phase(self) -> None:
+        self.start_slot_loop()
+        while self.station.state in ("acquire", "degraded", "paused"):
+            ended = await self.reconcile_running()
+            if ended:
+                break
+            plan = self.plan
+            until_end = None if plan is None or plan.end_s is None else plan.end_s - self.master_time()
+            await self.wait_kick(until_end)
+        await self.stop_slot_loop()
+
+    async def process_phase(self) -> None:
+        if self.stop_requested is None:
+            await self.run_darks_if_due()
+            await self._drain_worker()
+            self._check_disk()
+        await self.station.fire("processed", reason="darks, backlog, products, housekeeping")
+
+    async def run_darks_if_due(self) -> None:
+        """The daily dark series, when its time falls before the next window (sleeping until then)."""
+        cfg = self.cfg
+        now = self.master_time()
+        h, m = (int(x) for x in cfg.schedule.dark_time_utc.split(":"))
+        day = datetime.fromtimestamp(now, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        dark_at = day.timestamp() + h * 3600 + m * 60
+        if dark_at < now - 3600:
+            dark_at += 86400
+        if dark_at > next_window_start(now, cfg.schedule.windows_utc) or dark_at < now - 3600:
+            return
+        if dark_at > now:
+            await self.wait_kick(dark_at - now)
+            if self.stop_requested:
+                return
+        await self.actions.run_dark_series("cameras", announce=False)
+        await self.actions.run_dark_series("spectrometer", announce=False)
+
+    async def _drain_worker(self) -> None:
+        drain = getattr(self.worker, "drain", None)
+        if drain is None:
+            return
+        try:
+            result = drain(WORKER_DRAIN_S / max(self.clock.scale(), 1e-9))
+            if asyncio.iscoroutine(result):
+                await result
+            else:
+                await asyncio.get_running_loop().run_in_executor(None, lambda: result)
+        except (PycamError, OSError) as e:
+            self.log.warning("worker_drain_failed", error=str(e))
+
+    async def sleep_phase(self) -> None:
+        now = self.master_time()
+        start = next_window_start(now, self.cfg.schedule.windows_utc)
+        await self.wait_kick(start - now)
+        if self.stop_requested:
+            await self.station.fire("stop", reason=self.stop_requested)
+        elif self.master_time() >= start:
+            await self.station.fire("window_start", reason="acquisition window")
+
+    async def shutdown_phase(self) -> None:
+        await self.stop_slot_loop()
+        if self._wake_task is not None:
+            self._wake_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._wake_task
+        flushed = None
+        if self.handoff is not None:
+            try:
+                flushed = await self.handoff.stop_slave()
+            except (PycamError, OSError) as e:
+                self.log.error("stop_slave_failed", error=str(e))
+        self.log.info("slave_stopped", flushed=flushed)
+        await self.close_all(
+            [
+                ("worker", self._stop_worker),
+                ("ext_port", self._stop_ext),
+                ("link", self.stop_link),
+                ("devices", self.close_devices),
+                ("power_lines", self._close_lines),
+            ]
+        )
+        await self.station.fire("halted", reason=f"slave flushed={flushed}")
+        if self.restart_requested:
+            self.exit_code = 75  # systemd restarts on failure; the unit treats 75 as "restart me"
+
+    async def _stop_worker(self) -> None:
+        if self.worker is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
+
+    async def _stop_ext(self) -> None:
+        if self.ext_server is not None:
+            await self.ext_server.stop()
+
+    async def _close_lines(self) -> None:
+        if self.power_lines is not None:
+            self.power_lines.close()
+
+    # ------------------------------------------------------------------------------------------- status
+
+    def machines(self) -> dict:
+        out = super().machines()
+        if self.handoff is not None:
+            out["power"] = self.handoff.state
+        if self.worker is not None:
+            out["worker"] = getattr(self.worker, "state", None)
+        return out
+
+    def extra_status(self) -> dict:
+        return {
+            "ext_port": self.ext_port,
+            "worker": getattr(self.worker, "state", None) if self.worker is not None else "disabled",
+            "stored_from_slave": self.stored_from_slave,
+            "duplicates_from_slave": self.duplicates_from_slave,
+            "data_root": str(self.cfg.storage.data_root),
+        }
+
+
+class _NoLines:
+    """Power lines that do nothing: the GPIO could not be opened (status reports it)."""
+
+    def pulse_wake(self, seconds: float) -> None:
+        return None
+
+    def pulse_halt(self, seconds: float) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _mock_lines(cfg: Any) -> Any:
+    """Mock GPIO lines when the hardware factory has none (sim)."""
+    if cfg.gpio.backend != "mock":
+        return _NoLines()
+    from gpiozero.pins.mock import MockFactory
+
+    from controller.power import GpioPowerLines
+
+    return GpioPowerLines(cfg.gpio.wake_pin, cfg.gpio.halt_pin, pin_factory=MockFactory())
+
+
+def check_storage(cfg: Any) -> dict:
+    """Storage check through S1's mounts module: is data_root on the SSD (or an allowed fallback)?"""
+    try:
+        from controller import mounts
+    except ImportError:
+        mounts = None
+    check = getattr(mounts, "check_storage", None)
+    if check is not None:
+        result = check(cfg.storage)
+        if isinstance(result, dict):
+            return result
+        return {k: getattr(result, k) for k in ("ok", "reason", "kind", "mount_point", "device") if hasattr(result, k)}
+    root = Path(cfg.storage.data_root)
+    root.mkdir(parents=True, exist_ok=True)
+    ok = cfg.storage.allow_fallback or not (cfg.storage.mount_point or cfg.storage.fs_uuid)
+    return {"ok": ok, "kind": "fallback", "reason": "mounts module unavailable; data_root used as is"}
+
+
+def master_clock_status(cfg: Any) -> dict:
+    """The master's clock source (RTC, chrony, GPS) through S1's clocksource module."""
+    try:
+        from controller import clocksource
+    except ImportError:
+        return {"best": None, "note": "clocksource module unavailable"}
+    try:
+        return clocksource.clock_status(clocksource.master_sources(cfg))
+    except (PycamError, OSError) as e:
+        return {"best": None, "error": str(e)}

@@ -1,0 +1,233 @@
+"""The slave's supervisor: camera B and the spectrometer on the master's slot plan, files into the spool.
+
+The slave needs the master for two things only: the slot plan and its time. Once it has both it keeps capturing
+into its spool when the link drops (degraded), with the last measured offset, and the link ships the backlog when
+it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from controller.acquisition import SlotPlan
+from controller.errors import LinkError
+from controller.storage.atomic import atomic_write_text
+from controller.supervisor.actions import SupervisorActions
+from controller.supervisor.base import Supervisor
+
+PLAN_FILE = "plan.json"
+SYNC_RETRY_S = 5.0  # clock seconds between offset measurements while out of tolerance
+FLUSH_TIMEOUT_S = 120.0
+
+
+class SlaveSupervisor(Supervisor):
+    role = "slave"
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.spool: Any = None
+        self.actions = SupervisorActions(self)
+        self.last_sync = -1e18  # local monotonic of the last offset measurement
+        self.rtt_s: float | None = None
+        self.sync_failures = 0
+        self._stopped_by_master = asyncio.Event()
+
+    async def boot_services(self) -> None:
+        from controller.extport import protocol
+        from controller.extport.control import DeviceControl, ext_request_handler
+        from controller.hardware import factory
+        from controller.link.slave import SlaveLink
+        from controller.link.spool import Spool
+        from controller.power import slave_stop_handler
+        from controller.settings import SettingsStore
+
+        loop = asyncio.get_running_loop()
+        self.settings = SettingsStore(self.state_dir, self.base_cfg)
+        cfg = self.cfg
+        self.spool = Spool(cfg.storage.spool_dir)
+        scene = None
+        if "sim" in (cfg.camera.backend, cfg.spectrometer.backend):
+            scene = await loop.run_in_executor(None, factory.make_scene, cfg)
+        self.add_device("B", lambda: factory.open_camera(self.cfg, "B", self.clock, scene=scene), self._store)
+        if cfg.spectrometer.backend != "none":
+            self.add_device("S", lambda: factory.open_spectrometer(self.cfg, self.clock, scene=scene), self._store)
+        await self.open_devices()
+        self._load_plan()
+        self.link = SlaveLink(cfg, self.clock, self.spool)
+        self.link.add_listener(self._link_event)
+        self.link.on_request("schedule", self._schedule_request)
+        self.link.on_request("status", self._status_request)
+        self.link.on_request(
+            "ext", ext_request_handler(DeviceControl(self.settings, self.actions, protocol.SLAVE_IDENTITIES))
+        )
+        self.link.on_request("stop", slave_stop_handler(self._flush_for_stop, self._stopped))
+        await self.link.start()
+
+    # ---------------------------------------------------------------------------------------------- events
+
+    def _link_event(self, event: str, info: dict) -> None:
+        if event == "disconnected":
+            self.note_fault("link_lost", {k: v for k, v in (info or {}).items() if isinstance(v, str | int | float)})
+        self.kick.set()
+
+    async def _schedule_request(self, body: dict) -> dict:
+        try:
+            plan = SlotPlan.from_dict(body)
+        except (KeyError, TypeError, ValueError) as e:
+            return {"ok": False, "error": f"bad schedule: {e}"}
+        if plan != self.plan:
+            self.plan = plan
+            self._save_plan()
+            self.log.info("schedule_received", **plan.to_dict())
+        self.kick.set()
+        if self.slot_loop is not None:
+            self.slot_loop.wake()
+        return {"ok": True}
+
+    async def _status_request(self, body: dict) -> dict:
+        return {"state": self.station.state, "spool": len(self.spool) if self.spool is not None else None}
+
+    async def _flush_for_stop(self, timeout_s: float) -> bool:
+        # The master is stopping us: no more captures, then everything in the spool must reach it.
+        self.request_stop("master stop request")
+        await self.stop_slot_loop()
+        return bool(await self.link.flush(timeout_s))
+
+    def _stopped(self) -> None:
+        self._stopped_by_master.set()
+        self.kick.set()
+
+    async def _store(self, name: str, data: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.spool.add, name, data)
+        self.link.spool_notify()
+
+    def _save_plan(self) -> None:
+        # The plan survives a slave restart: with the link down it still knows when to capture.
+        try:
+            atomic_write_text(self.state_dir / PLAN_FILE, json.dumps(self.plan.to_dict()))
+        except OSError as e:
+            self.log.warning("plan_save_failed", error=str(e))
+
+    def _load_plan(self) -> None:
+        try:
+            self.plan = SlotPlan.from_dict(json.loads((self.state_dir / PLAN_FILE).read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            self.plan = None
+
+    # ---------------------------------------------------------------------------------------------- clock
+
+    async def measure(self) -> bool:
+        """Measure the offset to the master; True when known and within tolerance. Needs the link."""
+        if not self.link.connected:
+            return self.offset_ok  # keep the last good offset while the link is down
+        try:
+            offset, rtt = await self.link.measure_offset(self.cfg.clock.sync_samples)
+        except (LinkError, TimeoutError) as e:
+            self.log.warning("offset_measure_failed", error=str(e))
+            return self.offset_ok
+        self.last_sync = self.clock.monotonic()
+        self.rtt_s = rtt
+        tolerance = self.cfg.clock.tolerance_ms / 1000.0
+        if abs(offset) > tolerance and self._discipline(offset):
+            return await self.measure()
+        self.offset_s = offset
+        ok = abs(offset) <= tolerance
+        if ok != self.offset_ok:
+            self.log.info("clock_offset", offset_ms=round(offset * 1000, 3), rtt_ms=round(rtt * 1000, 3), ok=ok)
+        self.offset_ok = ok
+        return ok
+
+    def _discipline(self, offset: float) -> bool:
+        """Sim only: step this Pi's clock onto the master's, as chrony does on the real station."""
+        if not (self.options.discipline_sim_clock and self.cfg.camera.backend == "sim"):
+            return False
+        if not hasattr(self.clock, "offset_s"):
+            return False
+        self.clock.offset_s += offset
+        self.log.warning("sim_clock_stepped", step_ms=round(offset * 1000, 3))
+        return True
+
+    # --------------------------------------------------------------------------------------------- phases
+
+    async def sync_phase(self) -> None:
+        while self.station.state == "sync":
+            if self.stop_requested:
+                await self.station.fire("stop", reason=self.stop_requested)
+                return
+            if self.link.connected and await self.measure():
+                await self.station.fire("synced", reason=f"offset {self.offset_s * 1000:.1f} ms")
+                return
+            if self.link.connected:
+                self.sync_failures += 1
+                await self.station.fire("offset_bad", reason=f"offset {self.offset_s * 1000:.1f} ms")
+            await self.wait_kick(SYNC_RETRY_S)
+
+    def in_window(self) -> bool:
+        return self.plan is not None and self.plan.in_window(self.master_time())
+
+    async def running_phase(self) -> None:
+        self.start_slot_loop()
+        resync_s = self.cfg.clock.resync_s
+        while self.station.state in ("acquire", "degraded", "paused"):
+            if self._stopped_by_master.is_set():
+                self.request_stop("master stop request")
+            if self.clock.monotonic() - self.last_sync >= resync_s and self.link.connected:
+                if not await self.measure():
+                    await self.station.fire("clock_lost", reason=f"offset {self.offset_s * 1000:.1f} ms")
+                    break
+            ended = await self.reconcile_running()
+            if ended:
+                break
+            plan = self.plan
+            until_end = None if plan is None or plan.end_s is None else plan.end_s - self.master_time()
+            until_sync = resync_s - (self.clock.monotonic() - self.last_sync)
+            waits = [w for w in (until_end, until_sync) if w is not None]
+            await self.wait_kick(max(0.0, min(waits)) if waits else None)
+        if self.station.state != "acquire":
+            await self.stop_slot_loop()
+
+    async def process_phase(self) -> None:
+        # The slave's process phase: make sure the master has every file.
+        if self.link.connected:
+            await self.link.flush(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9))
+        await self.station.fire("processed", reason=f"spool {len(self.spool)} files")
+
+    async def sleep_phase(self) -> None:
+        plan = self.plan
+        until = None
+        if plan is not None and plan.start_s is not None and plan.start_s > self.master_time():
+            until = plan.start_s - self.master_time()
+        await self.wait_kick(until)
+        if self.stop_requested or self._stopped_by_master.is_set():
+            await self.station.fire("stop", reason=self.stop_requested or "master stop request")
+        elif self.in_window():
+            await self.station.fire("window_start", reason="acquisition window")
+
+    def shutdown_after_process(self) -> bool:
+        return self.stop_requested is not None or self._stopped_by_master.is_set()
+
+    async def shutdown_phase(self) -> None:
+        await self.stop_slot_loop()
+        flushed = None
+        if self.link is not None and self.link.connected and len(self.spool):
+            flushed = await self.link.flush(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9))
+        if self.stop_requested == "master stop request":
+            # Let the "flushed" answer reach the master before the link closes.
+            try:
+                await asyncio.wait_for(self._stopped_by_master.wait(), 5.0)
+            except TimeoutError:
+                self.log.warning("stop_reply_not_confirmed")
+            await asyncio.sleep(0.1)
+        await self.close_all([("link", self.stop_link), ("devices", self.close_devices)])
+        await self.station.fire("halted", reason=f"spool flushed={flushed}, {len(self.spool)} left")
+        if self.restart_requested:
+            self.exit_code = 75
+
+    def extra_status(self) -> dict:
+        return {
+            "spool": len(self.spool) if self.spool is not None else None,
+            "rtt_ms": None if self.rtt_s is None else round(self.rtt_s * 1000, 3),
+            "sync_failures": self.sync_failures,
+        }

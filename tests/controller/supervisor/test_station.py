@@ -1,0 +1,128 @@
+"""In-process master + slave supervisors on loopback (fast ScaledClock): the station day and its faults."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import Counter
+
+from controller.storage.names import ImageName, parse_name
+from tests.controller.supervisor.conftest import run_async, wait_for
+
+
+def _caps(sup, key: str) -> int:
+    runner = sup.devices.get(key)
+    return runner.captures if runner is not None else 0
+
+
+def _images(root) -> list[ImageName]:
+    return [parse_name(p.name) for p in root.rglob("*.png")]
+
+
+async def _stop(master, slave, tasks, timeout_s: float = 30.0) -> None:
+    master.request_stop("test over")
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout_s)
+
+
+@run_async
+async def test_station_day_reaches_acquire_with_paired_files(station):
+    pair = station(factor=20.0)
+    master, slave = pair.master(), pair.slave()
+    tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
+    await wait_for(lambda: master.station.state == "acquire" and slave.station.state == "acquire", 20, "acquire")
+    await wait_for(lambda: _caps(master, "A") >= 4 and _caps(slave, "B") >= 4, 20, "captures")
+    await _stop(master, slave, tasks)
+    assert master.station.state == "off" and slave.station.state == "off"
+    visited = [new for _, _, new, _ in master.station.history]
+    assert visited[:3] == ["sync", "sleep", "sync"] or visited[:2] == ["sync", "acquire"]
+    assert "acquire" in visited and visited[-2:] == ["shutdown", "off"]
+    images = _images(pair.master_cfg.storage.data_root)
+    by_time = Counter(i.time_key for i in images if i.kind == "Plume")
+    bands = {(i.time_key, i.band) for i in images}
+    paired = [t for t, n in by_time.items() if (t, "A") in bands and (t, "B") in bands]
+    assert len(paired) >= 4, by_time
+    # The slave flushed everything before it stopped: its spool is empty and every B image is on the master.
+    assert len(slave.spool) == 0
+    assert _caps(slave, "B") == sum(1 for i in images if i.band == "B")
+
+
+@run_async
+async def test_slave_never_wakes_master_acquires_degraded_with_camera_a(station):
+    pair = station(factor=20.0, power={"hello_timeout_s": 2.0, "wake_retries": 1})
+    master = pair.master()
+    task = asyncio.create_task(master.run())
+    await wait_for(lambda: master.station.state == "degraded", 20, "degraded")
+    await wait_for(lambda: _caps(master, "A") >= 3, 20, "A captures")
+    await wait_for(lambda: master.handoff.state == "failed", 20, "power failed")
+    assert any(f["kind"] == "slave_never_woke" for f in master.faults)
+    master.request_stop("test over")
+    await asyncio.wait_for(task, 60)
+    assert all(i.band == "A" for i in _images(pair.master_cfg.storage.data_root))
+
+
+@run_async
+async def test_clock_offset_too_large_blocks_acquisition_until_fixed(station):
+    pair = station(factor=20.0)
+    master = pair.master()
+    slave = pair.slave(offset_s=3.0, discipline_sim_clock=False)
+    tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
+    await wait_for(lambda: _caps(master, "A") >= 3, 20, "master captures")
+    assert slave.station.state == "sync" and _caps(slave, "B") == 0
+    assert not slave.offset_ok and abs(slave.offset_s + 3.0) < 0.05
+    slave.clock.offset_s = 0.0  # chrony fixed the clock
+    await wait_for(lambda: slave.station.state == "acquire", 20, "slave acquire after the fix")
+    await wait_for(lambda: _caps(slave, "B") >= 2, 20, "B captures")
+    await _stop(master, slave, tasks)
+
+
+@run_async
+async def test_link_lost_during_acquire_degraded_and_back_nothing_lost(station):
+    from controller.link.faults import FaultyProxy
+
+    pair = station(factor=20.0)
+    proxy = FaultyProxy("127.0.0.1", pair.master_cfg.network.link_port)
+    port = await proxy.start()
+    net = dataclasses.replace(pair.slave_cfg.network, link_port=port)
+    pair.slave_cfg = dataclasses.replace(pair.slave_cfg, network=net)
+    master, slave = pair.master(), pair.slave()
+    tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
+    await wait_for(lambda: master.station.state == "acquire" and _caps(slave, "B") >= 2, 20, "acquire")
+    proxy.refuse(True)  # the cable is pulled: the session drops and no new one can start
+    proxy.cut()
+    await wait_for(lambda: master.station.state == "degraded" and slave.station.state == "degraded", 10, "degraded")
+    before = _caps(slave, "B")
+    await wait_for(lambda: _caps(slave, "B") >= before + 3, 20, "spooling while the link is down")
+    assert len(slave.spool) >= 3
+    proxy.refuse(False)
+    await wait_for(lambda: master.station.state == "acquire" and slave.station.state == "acquire", 20, "recovered")
+    await _stop(master, slave, tasks)
+    await proxy.stop()
+    on_master = {p.name for p in pair.master_cfg.storage.data_root.rglob("*.*")}
+    captured = {r["name"] for r in slave.journal.read(slave.journal.path)}
+    assert captured and captured <= on_master
+
+
+@run_async
+async def test_storage_full_pauses_then_resumes(station):
+    pair = station(factor=20.0)
+    master, slave = pair.master(), pair.slave()
+    tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
+    await wait_for(lambda: master.station.state == "acquire", 20, "acquire")
+    free = {"mb": 10.0}
+    policy = master.disk_policy
+    policy._free_bytes = lambda: int(free["mb"] * 1024 * 1024)
+    policy.cfg = type(policy.cfg)(min_free_mb=100, resume_free_mb=200)
+    master._check_disk()
+    await wait_for(lambda: master.station.state == "paused", 10, "paused")
+    n = _caps(master, "A")
+    await asyncio.sleep(0.6)  # > 2 slots at this time scale
+    assert _caps(master, "A") == n
+    free["mb"] = 150.0  # above min, below resume: still paused (hysteresis)
+    master._check_disk()
+    await asyncio.sleep(0.05)
+    assert master.station.state == "paused"
+    free["mb"] = 500.0
+    master._check_disk()
+    await wait_for(lambda: master.station.state == "acquire", 10, "resumed")
+    await wait_for(lambda: _caps(master, "A") > n, 10, "captures again")
+    await _stop(master, slave, tasks)
