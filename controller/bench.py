@@ -26,3 +26,17 @@ def link_cmd(as_json: bool, files: int, restarts: int, backoff_max_s: float, wor
     configure_logging("console", "warning")
     result = run_link_bench(files=files, restarts=restarts, backoff_max_s=backoff_max_s, work_dir=work_dir)
     click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@bench_group.command("processing")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default output too).")
+@click.option("--memory-pairs", default=1000, show_default=True, help="Pairs replayed in the worker memory run.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="The shared station data.")
+def processing_cmd(as_json: bool, memory_pairs: int, data_dir: str | None) -> None:
+    """ms per pair (whole chain), FOV search, ms per DOAS spectrum, worker peak memory."""
+    from controller.logging import configure_logging
+    from processing.bench import run_processing_bench
+
+    configure_logging("console", "warning")
+    result = run_processing_bench(data_dir, memory_pairs=memory_pairs)
+    click.echo(json.dumps(result, indent=None if as_json else 2))

@@ -120,25 +120,24 @@ def scan_folder(folder: str | Path, paths: Iterable[Path] | None = None) -> Fold
     return scan
 
 
-def _decoder():
-    try:
-        from controller.storage.png import decode_png16
-    except ImportError:
-        return None
-    return decode_png16
-
-
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a 16-bit single-channel PNG as stored by the station."""
-    path = Path(path)
-    decode = _decoder()
-    try:
-        if decode is not None:
-            arr = decode(path.read_bytes())
-        else:
-            import cv2
+    """Read a 16-bit single-channel PNG as stored by the station.
 
+    OpenCV's decoder (~3 ms per 648 x 486 frame) when installed — the master has it; otherwise the pure
+    numpy+zlib decoder of controller.storage.png (~80 ms, for machines without OpenCV).
+    """
+    path = Path(path)
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+    try:
+        if cv2 is not None:
             arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        else:
+            from controller.storage.png import decode_png16
+
+            arr = decode_png16(path.read_bytes())
     except (OSError, ValueError) as e:
         raise ProcessingError(f"cannot read image {path}: {e}") from e
     if arr is None or arr.ndim != 2:

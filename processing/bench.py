@@ -1,0 +1,134 @@
+"""`run_processing_bench()`: figures for `pycam bench processing --json`.
+
+- ms per pair for the whole chain (read PNGs, dark, optical depth, registration, flow, lines, CSV rows) on the
+  Villarrica pairs (target < 150 ms, so a Raspberry Pi 4 keeps up at 1 Hz);
+- the field-of-view search for 100 full-size frames (P1's bench_fov; target < 2 s);
+- ms per spectrum of the DOAS fit (P1's bench_doas);
+- peak memory of a worker-like child process over N pairs (replays of the Villarrica pairs at 1 s spacing;
+  target < 500 MB), measured in the child with psutil (RSS) and getrusage (peak RSS).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+from controller.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _villarrica(data_dir: Path) -> tuple[Config, Path]:
+    return load_config(REPO / "conf" / "villarrica.toml"), data_dir / "villarrica-2018-03-26"
+
+
+def _processor(cfg: Config, folder: Path):  # noqa: ANN202
+    from processing.images import scan_folder
+    from processing.pairing import pair_images
+    from processing.pipeline import PairProcessor, build_setup, quiet_pyplis
+
+    quiet_pyplis()
+    scan = scan_folder(folder)
+    pairs, _ = pair_images(scan.plume, cfg.processing.pair_tolerance_s)
+    return PairProcessor(cfg, build_setup(cfg, scan)), pairs
+
+
+def _replay(pairs: list, n: int) -> list:
+    """n pairs cycling through the real ones, with times 1 s apart (the worker at 1 Hz)."""
+    from dataclasses import replace
+
+    from processing.images import ImageFile
+    from processing.pairing import ImagePair
+
+    t0 = pairs[0].time
+    out = []
+    for k in range(n):
+        p = pairs[k % len(pairs)]
+        t = t0 + timedelta(seconds=k)
+        a = ImageFile(p.a.path, replace(p.a.name, time=t))
+        b = ImageFile(p.b.path, replace(p.b.name, time=t))
+        out.append(ImagePair(a, b))
+    return out
+
+
+def bench_chain(data_dir: Path, repeats: int = 3) -> dict:
+    from processing.pipeline import ResultWriter
+
+    cfg, folder = _villarrica(data_dir)
+    proc, pairs = _processor(cfg, folder)
+    replay = _replay(pairs, len(pairs) * repeats)
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = ResultWriter(Path(tmp), cfg, proc, {})
+        writer.write(proc.process(replay[0]))  # warm-up: geometry, reference areas, imports
+        times = []
+        for pair in replay[1:]:
+            t = time.perf_counter()
+            writer.write(proc.process(pair))
+            times.append((time.perf_counter() - t) * 1e3)
+    return {
+        "pairs": len(times),
+        "ms_per_pair_mean": round(float(np.mean(times)), 1),
+        "ms_per_pair_p95": round(float(np.percentile(times, 95)), 1),
+        "target_ms": 150,
+    }
+
+
+def _memory_child(data_dir: str, n_pairs: int, result: mp.Queue) -> None:
+    import resource
+
+    import psutil
+
+    from processing.pipeline import ResultWriter
+
+    cfg, folder = _villarrica(Path(data_dir))
+    proc, pairs = _processor(cfg, folder)
+    me = psutil.Process()
+    peak = 0
+    t = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = ResultWriter(Path(tmp), cfg, proc, {})
+        for pair in _replay(pairs, n_pairs):
+            writer.write(proc.process(pair))
+            peak = max(peak, me.memory_info().rss)
+    result.put({
+        "pairs": n_pairs,
+        "peak_rss_mb": round(peak / 2**20, 1),
+        "ru_maxrss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "seconds": round(time.perf_counter() - t, 1),
+        "target_mb": 500,
+    })  # fmt: skip
+
+
+def bench_memory(data_dir: Path, n_pairs: int = 1000, timeout_s: float = 1800.0) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_memory_child, args=(str(data_dir), n_pairs, q), daemon=True)
+    p.start()
+    try:
+        return q.get(timeout=timeout_s)
+    finally:
+        p.join(10)
+        if p.is_alive():
+            p.terminate()
+
+
+def run_processing_bench(data_dir: str | Path | None = None, memory_pairs: int = 1000) -> dict:
+    """All processing figures as one dict."""
+    data_dir = Path(data_dir) if data_dir else REPO.parent / "shared" / "data"
+    out: dict = {"chain": bench_chain(data_dir)}
+    from processing.fov import bench_fov
+
+    out["fov_search"] = bench_fov(100)
+    try:
+        from processing.bench_spectral import bench_doas
+
+        out["doas"] = bench_doas(data_dir)
+    except ImportError as e:
+        out["doas"] = {"error": str(e)}
+    out["worker_memory"] = bench_memory(data_dir, memory_pairs)
+    return out
