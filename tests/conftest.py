@@ -21,3 +21,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"station test data not found at {SHARED_DATA} (set PYCAM_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog_config():
+    """CLI tests configure logging (e.g. level warning); never let that leak into tests that capture events."""
+    import logging
+
+    import structlog
+
+    saved = structlog.get_config()
+    saved_level = logging.getLogger().level
+    yield
+    structlog.configure(**saved)
+    logging.getLogger().setLevel(saved_level)
