@@ -371,7 +371,12 @@ class DeviceRunner:
     async def dark_series(self) -> list[str]:
         """Darks over the device's shutter (integration) list, thinned to DARK_STEPS values."""
         cfg = self._settings()
-        values = cfg.spectrometer.integration_list_ms if self.key == "S" else cfg.camera.shutter_list_us
+        if self.key == "S":
+            values, in_use = cfg.spectrometer.integration_list_ms, cfg.spectrometer.integration_ms
+        else:
+            values, in_use = cfg.camera.shutter_list_us, cfg.camera.shutter_us
+        # The value in use always gets its dark (fixed-exposure stations need exactly that one).
+        steps = sorted(set(dark_steps(tuple(values))) | {int(in_use)})
         names = []
         dev = self.device
         # Sim devices take darks with the lens covered / the shutter closed; real ones rely on the dark time.
@@ -379,7 +384,7 @@ class DeviceRunner:
         if cover is not None:
             setattr(dev, cover, True)
         try:
-            for value in dark_steps(tuple(values)):
+            for value in steps:
                 name = await self.capture(None, "Dark", exposure=value)
                 if name:
                     names.append(name)

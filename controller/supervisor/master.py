@@ -36,6 +36,8 @@ class MasterSupervisor(Supervisor):
         self.stored_from_slave = 0
         self.duplicates_from_slave = 0
         self.scene: Any = None
+        self._journal_cache: tuple[float, Any] | None = None
+        self.last_dark_day: str | None = None
 
     # ------------------------------------------------------------------------------------------------- boot
 
@@ -116,13 +118,22 @@ class MasterSupervisor(Supervisor):
         return datetime.fromtimestamp(self.master_time(), tz=UTC).strftime("%Y-%m-%d")
 
     def _is_processed(self, path: Path) -> bool:
-        journal = getattr(self.worker, "is_processed", None)
-        if journal is None:
+        """From the worker's journal: the pair (or spectrum) of this file's slot was processed."""
+        if self.worker is None:
             return False  # without the worker's word nothing counts as processed: nothing is deleted
         try:
-            return bool(journal(path))
-        except (OSError, ValueError):
+            from controller.storage.names import ImageName, parse_name
+            from processing.worker import JOURNAL_NAME, Journal
+
+            journal_path = self.processing_out_dir() / JOURNAL_NAME
+            mtime = journal_path.stat().st_mtime
+            if self._journal_cache is None or self._journal_cache[0] != mtime:
+                self._journal_cache = (mtime, Journal(journal_path))
+            name = parse_name(path.name)
+        except (OSError, ValueError, ImportError):
             return False
+        kind = "pairs" if isinstance(name, ImageName) else "spectra"
+        return (kind, name.time_key) in self._journal_cache[1]
 
     def _check_disk(self) -> None:
         if self.disk_policy is None:
@@ -203,7 +214,7 @@ class MasterSupervisor(Supervisor):
         notify = getattr(self.worker, "notify", None)
         if notify is not None and name:
             with contextlib.suppress(OSError, ValueError):
-                notify(self.datastore.path_for(name))
+                notify(name)
 
     def on_slot(self, k: int, t: float) -> None:
         if k % DISK_CHECK_SLOTS == 0:
@@ -239,50 +250,57 @@ class MasterSupervisor(Supervisor):
 
     async def process_phase(self) -> None:
         if self.stop_requested is None:
+            # Today's darks, when their time falls between this window's end and the next window.
+            now, dark_at = self.master_time(), self.next_dark_time()
+            taken_today = self.last_dark_day == self._today()
+            if not taken_today and now < dark_at < next_window_start(now, self.cfg.schedule.windows_utc):
+                await self.wait_kick(dark_at - now)
             await self.run_darks_if_due()
             await self._drain_worker()
             self._check_disk()
         await self.station.fire("processed", reason="darks, backlog, products, housekeeping")
 
-    async def run_darks_if_due(self) -> None:
-        """The daily dark series, when its time falls before the next window (sleeping until then)."""
-        cfg = self.cfg
+    def next_dark_time(self) -> float:
+        """Master time of the next daily dark series not yet taken (today's, or tomorrow's once done)."""
+        h, m = (int(x) for x in self.cfg.schedule.dark_time_utc.split(":"))
         now = self.master_time()
-        h, m = (int(x) for x in cfg.schedule.dark_time_utc.split(":"))
         day = datetime.fromtimestamp(now, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         dark_at = day.timestamp() + h * 3600 + m * 60
-        if dark_at < now - 3600:
+        if day.strftime("%Y-%m-%d") == self.last_dark_day:
             dark_at += 86400
-        if dark_at > next_window_start(now, cfg.schedule.windows_utc) or dark_at < now - 3600:
+        return dark_at
+
+    async def run_darks_if_due(self) -> None:
+        """The daily dark series, once a day, when its time has come and the station is not acquiring."""
+        if self.master_time() < self.next_dark_time():
             return
-        if dark_at > now:
-            await self.wait_kick(dark_at - now)
-            if self.stop_requested:
-                return
+        self.last_dark_day = self._today()
         await self.actions.run_dark_series("cameras", announce=False)
         await self.actions.run_dark_series("spectrometer", announce=False)
 
     async def _drain_worker(self) -> None:
-        drain = getattr(self.worker, "drain", None)
-        if drain is None:
+        """Wait (bounded) until the worker has processed the backlog of the day."""
+        worker = self.worker
+        if worker is None or getattr(worker, "state", None) != "running":
             return
-        try:
-            result = drain(WORKER_DRAIN_S / max(self.clock.scale(), 1e-9))
-            if asyncio.iscoroutine(result):
-                await result
-            else:
-                await asyncio.get_running_loop().run_in_executor(None, lambda: result)
-        except (PycamError, OSError) as e:
-            self.log.warning("worker_drain_failed", error=str(e))
+        worker.rescan()
+        real_timeout = WORKER_DRAIN_S / max(self.clock.scale(), 1e-9)
+        idle = await asyncio.get_running_loop().run_in_executor(None, worker.wait_event, "idle", real_timeout)
+        self.log.info("worker_drained" if idle else "worker_drain_timeout", timeout_s=round(real_timeout, 1))
 
     async def sleep_phase(self) -> None:
         now = self.master_time()
         start = next_window_start(now, self.cfg.schedule.windows_utc)
-        await self.wait_kick(start - now)
+        await self.wait_kick(min(start, self.next_dark_time()) - now)
         if self.stop_requested:
             await self.station.fire("stop", reason=self.stop_requested)
-        elif self.master_time() >= start:
+            return
+        await self.run_darks_if_due()
+        if self.master_time() >= start or self.in_window_now():
             await self.station.fire("window_start", reason="acquisition window")
+
+    def in_window_now(self) -> bool:
+        return window_bounds(self.master_time(), self.cfg.schedule.windows_utc) is not None
 
     async def shutdown_phase(self) -> None:
         await self.stop_slot_loop()

@@ -1,0 +1,81 @@
+"""`pycam sim ...`: simulated station runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group("sim")
+def sim_group() -> None:
+    """Simulated station runs (no hardware)."""
+
+
+def _parse_fault(text: str):
+    """KIND@SECONDS[:key=value,...], e.g. kill_slave@20, unplug@30:device=B, clock_step@40:seconds=5."""
+    from controller.sim.station import Fault
+
+    head, _, rest = text.partition(":")
+    kind, _, at = head.partition("@")
+    args: dict = {}
+    for item in filter(None, rest.split(",")):
+        k, _, v = item.partition("=")
+        try:
+            args[k] = float(v)
+        except ValueError:
+            args[k] = v
+    try:
+        return Fault(kind, float(at or 0.0), args)
+    except ValueError as e:
+        raise click.BadParameter(f"{text!r}: {e}") from e
+
+
+def format_summary(s: dict) -> str:
+    lines = [
+        f"simulated station: {s['sim_hours']} h at {s['time_scale']}x in {s['real_seconds']} s ({s['network']})",
+        f"captured: {s['captured']}  per device: {s['captured_per_device']}",
+        f"stored on master: {s['stored']}  (of the captured: {s['stored_captured']})",
+        f"lost: {s['lost']}   corrupt: {s['corrupt']}   duplicates: {s['duplicates']}",
+        f"A/B pairs on master: {s['pairs_on_master']}   pairs processed: {s['pairs_processed']}",
+        f"emission rate: recovered {s['flux_recovered_kg_s']} kg/s vs truth {s['flux_truth_kg_s']} kg/s",
+    ]
+    for role, seq in s["state_changes"].items():
+        lines.append(f"{role} states: {' '.join(seq)}")
+    for role, faults in s["faults_seen"].items():
+        lines.append(f"{role} faults seen: {', '.join(map(str, faults)) or 'none'}")
+    for f in s["faults_injected"]:
+        lines.append(f"injected {f['kind']} at {f['at_s']} s: back in acquire after {f['recovery_s']} s")
+    lines.append(f"data: {s['data_folder']}")
+    if s.get("plot"):
+        lines.append(f"daily plot: {s['plot']}")
+    return "\n".join(lines)
+
+
+@sim_group.command("station")
+@click.option("--hours", default=2.0, show_default=True, help="length of the acquisition window (sim hours)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--out", default="sim-station", show_default=True, type=click.Path(file_okay=False))
+@click.option("--budget", default=75.0, show_default=True, help="real seconds the acquisition window lasts")
+@click.option("--netns", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--fault", "faults", multiple=True, help="KIND@SECONDS[:k=v,...] after the window opens")
+@click.option("--no-processing", is_flag=True, help="run without the processing worker")
+@click.option("--seed", default=1, show_default=True)
+def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed) -> None:
+    """Run a master and a slave supervisor (separate processes) through a compressed station day."""
+    from controller.logging import configure_logging
+    from controller.sim.station import StationRun, run_station
+
+    configure_logging("console", "warning")
+    run = StationRun(
+        hours=hours, out=Path(out), real_budget_s=budget, netns=netns, faults=[_parse_fault(f) for f in faults],
+        processing=not no_processing, seed=seed,
+    )  # fmt: skip
+    try:
+        summary = run_station(run)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(json.dumps(summary, default=str) if as_json else format_summary(summary))
+    sys.exit(0 if summary["lost"] == 0 and summary["finished_cleanly"] else 1)

@@ -1,0 +1,544 @@
+"""`pycam sim station`: a master and a slave supervisor as separate processes, simulated hardware, a compressed day.
+
+Both processes run `pycam run` with a ScaledClock sharing one start epoch and factor. As root with `ip netns`
+available they run in two network namespaces joined by a veth pair (a real network between two "Pis"); otherwise
+on loopback, where the slave reaches the master through a fault proxy so a link drop can be injected.
+
+Timeline (sim time): boot and sync, the daily dark series, the acquisition window (`hours` long), the process phase,
+shutdown. The summary compares what the Pis captured (their capture journals) with what the master stored, and the
+worker's emission rates with the scene's truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from controller.acquisition import CaptureJournal
+from controller.logging import get_logger
+from controller.storage.names import ImageName, parse_name
+
+log = get_logger("sim.station")
+
+DAY = datetime(2024, 3, 1, tzinfo=UTC)
+WINDOW_START = DAY + timedelta(hours=11)
+LEAD = timedelta(minutes=10)  # sim time from boot to the window: sync and the dark series fit in it
+DARK_BEFORE = timedelta(minutes=5)
+# The sim scene is slowed so the 60 s slots see the plume move as far as 2 s slots at 8 m/s would (about 7 px):
+# the same image motion the processing is validated on, with 30x fewer slots to render and process.
+SIM_WIND_M_S = 0.27
+SIM_EMISSION_KG_S = 0.34
+SIM_PERIOD_S = 60.0
+NETNS = ("pycam-sim-m", "pycam-sim-s")
+NETNS_ADDR = ("10.231.0.1", "10.231.0.2")
+
+
+@dataclass
+class Fault:
+    """A fault injected `at_s` real seconds after the window opens."""
+
+    kind: str  # kill_slave, kill_master, drop_link, unplug, clock_step, garbage_ext
+    at_s: float
+    args: dict = field(default_factory=dict)
+    done_at: float | None = None
+    recovered_after_s: float | None = None
+
+
+@dataclass
+class StationRun:
+    hours: float = 2.0
+    out: Path = Path("sim-station")
+    real_budget_s: float = 75.0  # real seconds the acquisition window lasts
+    period_s: float = SIM_PERIOD_S
+    seed: int = 1
+    netns: str = "auto"  # auto, on, off
+    faults: list[Fault] = field(default_factory=list)
+    image_size: tuple[int, int] = (648, 486)
+    processing: bool = True
+    log_level: str = "info"
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str | Path):
+        return json.dumps(str(v))
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def write_toml(path: Path, data: dict) -> None:
+    lines = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple[str, str]) -> tuple[dict, dict]:
+    """The master's and the slave's config dicts for this run."""
+    minutes = round(run.hours * 60)
+    end = WINDOW_START + timedelta(minutes=minutes)
+    dark = WINDOW_START - DARK_BEFORE
+    if end.date() != WINDOW_START.date():
+        raise ValueError("--hours must keep the window within the day (at most 12 h)")
+    out = run.out.resolve()
+    scale = (LEAD.total_seconds() + minutes * 60) / (run.real_budget_s + 8.0)
+    common = {
+        "network": {
+            "master_host": hosts[0], "link_bind": hosts[0], "ext_bind": hosts[0], "ext_port_fallbacks": [],
+            "heartbeat_s": 1.0, "link_timeout_s": 4.0, "backoff_max_s": 0.5,
+        },
+        "schedule": {
+            "period_s": run.period_s, "windows_utc": [[WINDOW_START.strftime("%H:%M"), end.strftime("%H:%M")]],
+            "dark_time_utc": dark.strftime("%H:%M"), "shutdown_after_process": True,
+        },
+        "spectrometer": {"backend": "sim"},
+        "gpio": {"backend": "mock"},
+        "power": {"hello_timeout_s": 120.0, "wake_retries": 2, "stop_timeout_s": 600.0},
+        "clock": {"tolerance_ms": 50.0 * max(1.0, scale / 10), "sync_samples": 5, "resync_s": 600.0},
+        "sim": {
+            "seed": run.seed, "time_scale": scale, "wind_speed_m_s": SIM_WIND_M_S,
+            "emission_rate_kg_s": SIM_EMISSION_KG_S,
+        },
+        "processing": {
+            "enabled": run.processing, "velocity_method": "xcorr", "flow_pyrlevel": 2, "background_mode": 0,
+            "plume_distance_m": 5000.0, "default_calibration_slope": 1.0 / 1.75e-19,
+        },
+        "logging": {"format": "json", "level": run.log_level},
+    }  # fmt: skip
+    cfgs = []
+    for role, shutter in (("master", 6000), ("slave", 2000)):
+        d = json.loads(json.dumps(common))
+        d["station"] = {"role": role, "name": "sim"}
+        d["network"].update(link_port=link_port, ext_port=ext_port)
+        d["storage"] = {
+            "data_root": str(out / role / "data"), "state_dir": str(out / role / "state"),
+            "spool_dir": str(out / role / "spool"), "allow_fallback": True, "min_free_mb": 0, "resume_free_mb": 0,
+        }  # fmt: skip
+        d["camera"] = {
+            "backend": "sim", "auto_exposure": False, "shutter_us": shutter,
+            "width": run.image_size[0], "height": run.image_size[1],
+        }  # fmt: skip
+        cfgs.append(d)
+    return cfgs[0], cfgs[1]
+
+
+# ------------------------------------------------------------------------------------------------- namespaces
+
+
+def netns_available() -> bool:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return False
+    probe = "pycam-sim-probe"
+    ok = subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode == 0
+    if ok:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return ok
+
+
+def netns_up() -> None:
+    """Two namespaces joined by a veth pair: the master at .1, the slave at .2."""
+    netns_down()
+    cmds = [
+        ["ip", "netns", "add", NETNS[0]],
+        ["ip", "netns", "add", NETNS[1]],
+        ["ip", "link", "add", "pcm0", "type", "veth", "peer", "name", "pcs0"],
+        ["ip", "link", "set", "pcm0", "netns", NETNS[0]],
+        ["ip", "link", "set", "pcs0", "netns", NETNS[1]],
+        ["ip", "-n", NETNS[0], "addr", "add", f"{NETNS_ADDR[0]}/24", "dev", "pcm0"],
+        ["ip", "-n", NETNS[1], "addr", "add", f"{NETNS_ADDR[1]}/24", "dev", "pcs0"],
+        ["ip", "-n", NETNS[0], "link", "set", "pcm0", "up"],
+        ["ip", "-n", NETNS[1], "link", "set", "pcs0", "up"],
+        ["ip", "-n", NETNS[0], "link", "set", "lo", "up"],
+        ["ip", "-n", NETNS[1], "link", "set", "lo", "up"],
+    ]
+    for cmd in cmds:
+        subprocess.run(cmd, check=True, capture_output=True)
+
+
+def netns_down() -> None:
+    for ns in NETNS:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def set_link(up: bool) -> None:
+    subprocess.run(["ip", "-n", NETNS[1], "link", "set", "pcs0", "up" if up else "down"], capture_output=True)
+
+
+# --------------------------------------------------------------------------------------------------- processes
+
+
+class Proc:
+    """One supervisor process (`pycam run`), its log file and how to (re)start it."""
+
+    def __init__(self, role: str, config: Path, out: Path, clock_args: list[str], netns: str | None):
+        self.role = role
+        self.config = config
+        self.log_path = out / "logs" / f"{role}.log"
+        self.clock_args = clock_args
+        self.netns = netns
+        self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+        self.exit_codes: list[int] = []
+
+    async def start(self, extra: list[str] | None = None) -> None:
+        cmd = [sys.executable, "-c", "from controller.cli import main; main()", "run", "--role", self.role]
+        cmd += ["--config", str(self.config), *self.clock_args, *(extra or [])]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it; closed below after the spawn
+        try:
+            self.proc = await asyncio.create_subprocess_exec(*cmd, stdout=fh, stderr=fh, start_new_session=True)
+        finally:
+            fh.close()
+        self.starts += 1
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            os.kill(self.proc.pid, sig)
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        code = await self.proc.wait()
+        self.exit_codes.append(code)
+        return code
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+
+def read_status(state_dir: Path) -> dict:
+    try:
+        return json.loads((state_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+async def wait_until(predicate, timeout_s: float, step_s: float = 0.2) -> float | None:
+    """Real seconds until predicate() holds (polling a file another process writes), None on timeout."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if predicate():
+            return time.monotonic() - t0
+        await asyncio.sleep(step_s)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------ driver
+
+
+async def _run_async(run: StationRun) -> dict:
+    out = run.out.resolve()
+    for sub in ("master", "slave", "logs", "processed"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    use_netns = run.netns == "on" or (run.netns == "auto" and netns_available())
+    proxy = None
+    if use_netns:
+        netns_up()
+        hosts = (NETNS_ADDR[0], NETNS_ADDR[0])
+        link_port, ext_port = 12345, 12347
+    else:
+        hosts = ("127.0.0.1", "127.0.0.1")
+        link_port, ext_port = _free_port(), _free_port()
+    mcfg, scfg = station_configs(run, link_port, ext_port, hosts)
+    if not use_netns:
+        from controller.link.faults import FaultyProxy
+
+        proxy = FaultyProxy("127.0.0.1", link_port)
+        scfg["network"]["link_port"] = await proxy.start()
+    write_toml(out / "master.toml", mcfg)
+    write_toml(out / "slave.toml", scfg)
+    scale = mcfg["sim"]["time_scale"]
+    real_start = time.time() + 1.0
+    sim_start = (WINDOW_START - LEAD).timestamp()
+    clock_args = ["--sim-epoch", repr(sim_start), "--sim-real-start", repr(real_start)]
+    master = Proc("master", out / "master.toml", out, clock_args, NETNS[0] if use_netns else None)
+    slave = Proc("slave", out / "slave.toml", out, clock_args, NETNS[1] if use_netns else None)
+    window_real = real_start + LEAD.total_seconds() / scale
+    minutes = round(run.hours * 60)
+    t_begin = time.time()
+    await master.start()
+    await slave.start()
+    fault_log: list[dict] = []
+    try:
+        driver = asyncio.ensure_future(
+            _drive_faults(run, master, slave, out, proxy, use_netns, window_real, ext_port, fault_log)
+        )
+        timeout = LEAD.total_seconds() / scale + minutes * 60 / scale + 240.0
+        done = await _wait_station(master, slave, timeout)
+        driver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await driver
+    finally:
+        for p in (slave, master):
+            if p.running:
+                p.kill9()
+                await p.wait()
+        if proxy is not None:
+            await proxy.stop()
+        if use_netns:
+            netns_down()
+    elapsed = time.time() - t_begin
+    summary = summarize(out, mcfg, scfg)
+    summary.update(
+        real_seconds=round(elapsed, 1), time_scale=round(scale, 2), network="netns" if use_netns else "loopback",
+        sim_hours=run.hours, period_s=run.period_s, finished_cleanly=done,
+        exit_codes={"master": master.exit_codes, "slave": slave.exit_codes}, faults_injected=fault_log,
+    )  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+async def _wait_station(master: Proc, slave: Proc, timeout_s: float) -> bool:
+    """Wait until the master has exited (after stopping the slave); kill -9 restarts are handled by the faults."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if master.proc is not None and master.proc.returncode is not None and not master.running:
+            code = master.proc.returncode
+            if code == 0 and slave.running:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(slave.wait(), 30)
+            if code == 0:
+                return not slave.running
+        await asyncio.sleep(0.5)
+    return False
+
+
+async def _drive_faults(run, master, slave, out, proxy, use_netns, window_real, ext_port, fault_log) -> None:
+    """Inject each fault at its time and measure the recovery back to acquire (real seconds)."""
+    for fault in sorted(run.faults, key=lambda f: f.at_s):
+        await asyncio.sleep(max(0.0, window_real + fault.at_s - time.time()))
+        t0 = time.monotonic()
+        entry = {"kind": fault.kind, "at_s": fault.at_s, **fault.args}
+        target = slave if fault.kind in ("kill_slave", "clock_step") else master
+        if fault.args.get("device") in ("B", "S"):
+            target = slave
+        state_dir = out / target.role / "state"
+        if fault.kind in ("kill_slave", "kill_master"):
+            target.kill9()
+            await target.wait()
+            await asyncio.sleep(float(fault.args.get("down_s", 2.0)))
+            await target.start()
+        elif fault.kind == "drop_link":
+            if use_netns:
+                set_link(False)
+            else:
+                proxy.refuse(True)
+                proxy.cut()
+            await asyncio.sleep(float(fault.args.get("down_s", 5.0)))
+            if use_netns:
+                set_link(True)
+            else:
+                proxy.refuse(False)
+        elif fault.kind in ("unplug", "clock_step"):
+            sim = {"kind": fault.kind, **fault.args}
+            (state_dir / "sim-fault.json").write_text(json.dumps(sim))
+            target.signal(signal.SIGUSR1)
+            if fault.kind == "unplug":
+                await asyncio.sleep(float(fault.args.get("down_s", 3.0)))
+                (state_dir / "sim-fault.json").write_text(json.dumps({**sim, "kind": "replug"}))
+                target.signal(signal.SIGUSR1)
+        elif fault.kind == "garbage_ext":
+            await _garbage_to_ext(ext_port, NETNS[0] if use_netns else None)
+        entry["recovery_s"] = await _recovery(out, t0)
+        fault_log.append(entry)
+        log.info("sim_fault_recovered", **{k: v for k, v in entry.items() if isinstance(v, str | int | float)})
+
+
+async def _recovery(out: Path, t0: float) -> float | None:
+    """Real seconds from the fault until both supervisors report acquire again, with every device capturing."""
+
+    def back() -> bool:
+        for role in ("master", "slave"):
+            st = read_status(out / role / "state")
+            if st.get("state") != "acquire" or st.get("exited"):
+                return False
+            if any(d.get("state") not in ("ready", "absent") for d in (st.get("devices") or {}).values()):
+                return False
+        return True
+
+    waited = await wait_until(back, 120.0)
+    return None if waited is None else round(time.monotonic() - t0, 2)
+
+
+async def _garbage_to_ext(port: int, netns: str | None) -> None:
+    payload = b"\x00\xff garbage SSA notanumber END\r\n" + os.urandom(2048) + b"FRC 0 END\r\nLOG 0 END\r\n"
+    if netns:
+        code = f"import socket;s=socket.create_connection(('{NETNS_ADDR[0]}',{port}),3);s.sendall({payload!r})"
+        subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", code], capture_output=True, timeout=10)
+        return
+    with contextlib.suppress(OSError):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(payload)
+        await writer.drain()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader.read(4096), 2.0)
+        writer.close()
+
+
+# ----------------------------------------------------------------------------------------------------- summary
+
+
+def summarize(out: Path, mcfg: dict, scfg: dict) -> dict:
+    """Captured vs stored vs lost, duplicates, pairs processed, flux recovered vs truth, states and faults."""
+    data_root = Path(mcfg["storage"]["data_root"])
+    journals = {r: CaptureJournal.read(out / r / "state" / "captures.jsonl") for r in ("master", "slave")}
+    captured: dict[str, str] = {}
+    per_device: Counter = Counter()
+    recaptured = 0
+    for recs in journals.values():
+        for rec in recs:
+            if rec["name"] in captured:
+                recaptured += 1
+            captured[rec["name"]] = rec["sha256"]
+            per_device[rec["device"]] += 1
+    stored = {p.name: p for p in data_root.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    lost = [n for n in captured if n not in stored]
+    corrupt = [n for n, sha in captured.items() if n in stored and _sha(stored[n]) != sha]
+    keys = Counter()
+    for name in stored:
+        with contextlib.suppress(ValueError):
+            parsed = parse_name(name)
+            band = parsed.band if isinstance(parsed, ImageName) else "S"
+            keys[(parsed.time_key, band, parsed.kind)] += 1
+    # A slot captured twice (a restart re-taking it) shows as two Plume files of one device at one time.
+    duplicates = sum(n - 1 for (_, _, kind), n in keys.items() if n > 1 and kind == "Plume") + recaptured
+    flux = _flux(out / "master" / "processed", mcfg)
+    states = _state_changes(out)
+    faults = {r: read_status(out / r / "state").get("faults", []) for r in ("master", "slave")}
+    return {
+        "captured": len(captured),
+        "captured_per_device": dict(per_device),
+        "stored": len(stored),
+        "stored_captured": len(captured) - len(lost),
+        "lost": len(lost),
+        "lost_files": lost[:20],
+        "corrupt": len(corrupt),
+        "duplicates": duplicates,
+        "pairs_on_master": sum(1 for (t, b, k) in keys if b == "A" and k == "Plume" and (t, "B", "Plume") in keys),
+        **flux,
+        "state_changes": states,
+        "faults_seen": {r: [f.get("kind") for f in fs] for r, fs in faults.items()},
+        "data_folder": str(data_root),
+    }
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _flux(processed: Path, mcfg: dict) -> dict:
+    """The worker's emission rates (mean over the day) and the scene's truth through the same line."""
+    result = {"pairs_processed": 0, "flux_truth_kg_s": None, "flux_recovered_kg_s": None, "plot": None}
+    csvs = sorted(processed.glob("emission_rates_line*_xcorr.csv")) or sorted(processed.glob("emission_rates_*.csv"))
+    try:
+        from processing.worker import JOURNAL_NAME
+
+        done = json.loads((processed / JOURNAL_NAME).read_text())
+        result["pairs_processed"] = len(done.get("pairs", []))
+    except (OSError, ValueError, ImportError):
+        pass
+    if not csvs:
+        return result
+    import numpy as np
+
+    from controller.config import config_from_dict
+    from controller.hardware.factory import make_scene
+    from processing.outputs import read_series
+
+    rows = read_series(csvs[0])
+    times = [t.replace(tzinfo=UTC).timestamp() for t in rows.get("datetime", [])]
+    fluxes = np.array(rows.get("flux_(kg/s)", []), dtype=float)
+    ok = np.isfinite(fluxes)
+    if not ok.any():
+        return result
+    cfg = config_from_dict({k: v for k, v in mcfg.items()})
+    scene = make_scene(cfg)
+    x = cfg.processing.pcs_lines[0][0]
+    truth = np.array([scene.flux_through_column(t, x) for t in times])
+    result.update(
+        flux_truth_kg_s=round(float(np.mean(truth[ok])), 4),
+        flux_recovered_kg_s=round(float(np.mean(fluxes[ok])), 4),
+        flux_rows=int(ok.sum()),
+        flux_csv=csvs[0].name,
+        emission_rate_config_kg_s=cfg.sim.emission_rate_kg_s,
+    )
+    result["plot"] = _plot(processed / "sim_station_flux.png", times, fluxes, truth)
+    return result
+
+
+def _plot(path: Path, times: list[float], fluxes, truth) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    when = [datetime.fromtimestamp(t, UTC) for t in times]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(when, fluxes, ".-", label="recovered (worker, xcorr)")
+    ax.plot(when, truth, "-", label="scene truth through the line")
+    ax.set_ylabel("SO2 emission rate (kg/s)")
+    ax.set_title(f"Simulated station day {when[0]:%Y-%m-%d}" if when else "Simulated station day")
+    ax.legend()
+    fig.autofmt_xdate()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
+
+def _state_changes(out: Path) -> dict:
+    """Station state changes of each supervisor, from its JSON log."""
+    result = {}
+    for role in ("master", "slave"):
+        seq = []
+        try:
+            lines = (out / "logs" / f"{role}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            if '"state_change"' not in line or '"station"' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                ev = json.loads(line)
+                if ev.get("machine") == "station":
+                    seq.append(f"{ev.get('old')}->{ev.get('new')}")
+        result[role] = seq
+    return result
+
+
+def run_station(run: StationRun) -> dict:
+    return asyncio.run(_run_async(run))
