@@ -273,6 +273,13 @@ class ProcessingConfig:
     default_calibration_slope: float = field(
         default=6.8e18, metadata=_range(0, 1e21, "molecules/cm² per unit AA when neither DOAS nor cells calibrate")
     )
+    calibration_through_origin: bool = field(
+        default=True,
+        metadata={
+            "doc": "DOAS calibration S = slope·AA (True) or slope·AA + offset: an offset fitted over the plume's "
+            "AA range would be extrapolated to every plume-free pixel of a PCS line"
+        },
+    )
 
 
 @dataclass(frozen=True)

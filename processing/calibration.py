@@ -49,6 +49,7 @@ __all__ = [
     "cell_calibration_from_folder",
     "cell_calibration_from_scan",
     "weighted_linear_fit",
+    "usable",
     "write_calibration_series",
 ]
 
@@ -87,12 +88,14 @@ def weighted_linear_fit(
     columns: Sequence[float] | np.ndarray,
     column_err: Sequence[float] | np.ndarray | None = None,
     aa_err: Sequence[float] | np.ndarray | None = None,
+    through_origin: bool = False,
 ) -> LinearFit:
     """Weighted least squares of columns against AA with standard errors.
 
     Weights 1/σ², σ² = σ_S² + (slope·σ_AA)² (effective variance, two passes so the AA errors count with the
     fitted slope). Coefficient errors are scaled by the reduced chi² when there are more points than
     parameters (as curve_fit does by default), so they reflect the real scatter about the line.
+    `through_origin` fits S = slope · AA (offset 0 exactly, its error 0).
     """
     x = np.asarray(aa, dtype=np.float64)
     y = np.asarray(columns, dtype=np.float64)
@@ -106,8 +109,8 @@ def weighted_linear_fit(
         raise ProcessingError("calibration fit: all AA values are equal, the slope is undefined")
     sy = np.zeros_like(y) if column_err is None else np.abs(np.asarray(column_err, dtype=np.float64))
     sx = np.zeros_like(x) if aa_err is None else np.abs(np.asarray(aa_err, dtype=np.float64))
-    design = np.column_stack([x, np.ones_like(x)])
-    slope = np.polyfit(x, y, 1)[0]
+    design = x[:, None] if through_origin else np.column_stack([x, np.ones_like(x)])
+    slope = float(x @ y / (x @ x)) if through_origin else np.polyfit(x, y, 1)[0]
     for _ in range(2):
         var = sy**2 + (slope * sx) ** 2
         if np.all(var > 0):
@@ -116,13 +119,14 @@ def weighted_linear_fit(
             w = np.ones_like(y)  # no usable errors: ordinary least squares
         aw = design * w[:, None]
         cov = np.linalg.inv(design.T @ aw)
-        slope, offset = cov @ (aw.T @ y)
+        coef = cov @ (aw.T @ y)
+        slope, offset = (coef[0], 0.0) if through_origin else (coef[0], coef[1])
     resid = y - (slope * x + offset)
-    dof = x.size - 2
+    dof = x.size - design.shape[1]
     if dof > 0:
         chi2_red = float(np.sum(w * resid**2)) / dof
         cov = cov * chi2_red
-    errs = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    errs = np.append(np.sqrt(np.clip(np.diag(cov), 0.0, None)), 0.0)  # offset error 0 when through the origin
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else math.nan
     return LinearFit(
@@ -324,13 +328,22 @@ class _Matched:
     column_err: float
 
 
+# A DOAS calibration point is used for emission rates only when its rolling fit explains at least this fraction of
+# the DOAS column variance: below it the FOV-mean AA does not follow the spectrometer (wrong FOV, clouds, too little
+# plume variation) and the slope is not trustworthy.
+DOAS_MIN_R2 = 0.5
+
+
 @dataclass
 class DoasCalibration:
     """AA in the spectrometer FOV against DOAS columns over a rolling window (`processing.calibration_window_s`).
 
-    Feed it Plume AA frames (`add_frame`) and Plume DOAS results (`add_doas`). Until the FOV is known, frames
-    are kept (at most `max_frames`, a ring buffer) for the FOV search; `locate_fov()` runs it once enough
-    frames match DOAS results. Afterwards only the FOV-mean AA of each frame is kept, so memory stays bounded.
+    Feed it Plume AA frames (`add_frame`) and Plume DOAS results (`add_doas`), roughly in time order. Until the FOV
+    is known, frames are kept (at most `max_frames`, a ring buffer) for the FOV search; it runs by itself when the
+    buffer is full and enough frames match DOAS results, or on `locate_fov()` / `finish()`. Afterwards only the
+    FOV-mean AA of each frame is kept, so memory stays bounded. Every DOAS result matched to a frame gives one
+    `CalibrationPoint` (the fit over the window ending at its time): `add_*` return the newest, `pop_points()`
+    hands over all of them.
     """
 
     cfg: ProcessingConfig
@@ -341,8 +354,10 @@ class DoasCalibration:
     fov: FovResult | None = None
     _frames: deque = field(default_factory=deque, repr=False)
     _doas: deque = field(default_factory=deque, repr=False)
-    _matched: deque = field(default_factory=deque, repr=False)
+    _matched: list = field(default_factory=list, repr=False)
     _aa_fov: deque = field(default_factory=deque, repr=False)
+    _done: set = field(default_factory=set, repr=False)
+    _points: list = field(default_factory=list, repr=False)
 
     def add_frame(self, frame: PlumeFrame) -> CalibrationPoint | None:
         if not isinstance(frame, PlumeFrame):
@@ -353,6 +368,9 @@ class DoasCalibration:
             self._frames.append(frame)
             while len(self._frames) > self.max_frames:
                 self._frames.popleft()
+            if len(self._frames) == self.max_frames and self._matched_frames() >= self.fov_min_frames:
+                self.locate_fov()
+                return self._match_and_fit()
             return None
         aa = float(frame.aa[self.fov.mask(frame.aa.shape)].mean())
         self._aa_fov.append((frame.time, aa))
@@ -371,13 +389,29 @@ class DoasCalibration:
         self._trim(result.time)
         return self._match_and_fit() if self.fov is not None else None
 
+    def finish(self) -> CalibrationPoint | None:
+        """End of the input: run the FOV search on what is buffered if it has not run yet (and can)."""
+        if self.fov is None and self._matched_frames() >= self.fov_min_frames:
+            self.locate_fov()
+            return self._match_and_fit()
+        return None
+
+    def pop_points(self) -> list[CalibrationPoint]:
+        """The calibration points made since the last call, oldest first."""
+        out, self._points = self._points, []
+        return out
+
+    def _horizon_s(self) -> float:
+        return self.cfg.calibration_window_s + 10 * self.match_tolerance_s
+
     def _trim(self, now: datetime) -> None:
-        horizon = self.cfg.calibration_window_s + 10 * self.match_tolerance_s
+        horizon = self._horizon_s()
         for q, key in ((self._doas, lambda r: r.time), (self._aa_fov, lambda p: p[0])):
             while q and (now - key(q[0])).total_seconds() > horizon:
                 q.popleft()
-        while self._matched and (now - self._matched[0].time).total_seconds() > self.cfg.calibration_window_s:
-            self._matched.popleft()
+        self._done = {t for t in self._done if (now - t).total_seconds() <= horizon}
+        window = self.cfg.calibration_window_s
+        self._matched = [m for m in self._matched if (now - m.time).total_seconds() <= window]
 
     def _pairs(self, times: list[datetime]) -> list[tuple[int, DoasResult]]:
         """(index in `times`, DOAS result) for each DOAS result with a frame within the tolerance."""
@@ -390,6 +424,9 @@ class DoasCalibration:
             if abs(stamps[i] - r.time.timestamp()) <= self.match_tolerance_s:
                 out.append((i, r))
         return out
+
+    def _matched_frames(self) -> int:
+        return len(self._pairs([f.time for f in self._frames]))
 
     def locate_fov(self, **search) -> FovResult:
         """Pearson FOV search over the buffered Plume frames that match a DOAS result in time."""
@@ -409,25 +446,36 @@ class DoasCalibration:
         return self.fov
 
     def _match_and_fit(self) -> CalibrationPoint | None:
-        seen = {m.time for m in self._matched}
-        pairs = self._pairs([t for t, _ in self._aa_fov])
-        new = None
-        for i, r in pairs:
-            if r.time in seen:
+        """A point (rolling fit ending at its time) for each DOAS result newly matched to a frame's FOV AA."""
+        new = [
+            _Matched(r.time, self._aa_fov[i][1], r.so2, r.so2_err)
+            for i, r in self._pairs([t for t, _ in self._aa_fov])
+            if r.time not in self._done
+        ]
+        last = None
+        window = self.cfg.calibration_window_s
+        for m in sorted(new, key=lambda m: m.time):
+            self._done.add(m.time)
+            self._matched.append(m)
+            pts = [p for p in self._matched if 0 <= (m.time - p.time).total_seconds() <= window]
+            if len(pts) < self.min_points or np.ptp([p.aa_fov for p in pts]) == 0:
                 continue
-            new = _Matched(r.time, self._aa_fov[i][1], r.so2, r.so2_err)
-            self._matched.append(new)
-        if new is None:
-            return None
-        ordered = sorted(self._matched, key=lambda m: m.time)
-        self._matched = deque(ordered)
-        latest = ordered[-1]
-        self._trim(latest.time)
-        pts = list(self._matched)
-        if len(pts) < self.min_points or np.ptp([p.aa_fov for p in pts]) == 0:
-            return None
-        fit = weighted_linear_fit([p.aa_fov for p in pts], [p.column for p in pts], [p.column_err for p in pts])
-        return CalibrationPoint(latest.time, latest.aa_fov, latest.column, latest.column_err, fit)
+            fit = weighted_linear_fit(
+                [p.aa_fov for p in pts], [p.column for p in pts], [p.column_err for p in pts],
+                through_origin=self.cfg.calibration_through_origin,
+            )  # fmt: skip
+            last = CalibrationPoint(m.time, m.aa_fov, m.column, m.column_err, fit)
+            self._points.append(last)
+        if new:
+            self._matched.sort(key=lambda m: m.time)
+            self._trim(self._matched[-1].time)
+        return last
+
+
+def usable(point: CalibrationPoint, min_points: int = 5) -> bool:
+    """Whether a DOAS calibration point is good enough to turn AA into columns for emission rates."""
+    f = point.fit
+    return f.n >= min_points and f.slope > 0 and math.isfinite(f.r2) and f.r2 >= DOAS_MIN_R2
 
 
 def write_calibration_series(path: str | Path, points: Sequence[CalibrationPoint], ppmm_factor: float) -> Path:

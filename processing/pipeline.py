@@ -9,8 +9,8 @@ pair -> dark correction -> optical depth per band -> B registered onto A -> AA =
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +26,7 @@ from processing.darks import DarkLibrary
 from processing.emission import emission_rate, ica_mass, offset_line, pcs_lines, profile
 from processing.flow import CrossCorrelationVelocity, FlowVelocity, LineVelocity
 from processing.geometry import PlumeGeometry, geometry_from_config
-from processing.images import FolderScan, ImageFile, read_image, scan_folder
+from processing.images import PLUME_KIND, FolderScan, ImageFile, read_image, scan_folder
 from processing.outputs import (
     CALIBRATION_COLUMNS,
     EMISSION_COLUMNS,
@@ -161,8 +161,6 @@ class PairProcessor:
         self.xcorr_lines = []
         self.xcorr = {}
         self.last_time: datetime | None = None
-        self.aa_history: deque[tuple[datetime, np.ndarray]] = deque(maxlen=proc.ring_buffer)
-        self.keep_aa = False
 
     def _init_shape(self, shape: tuple[int, int]) -> None:
         proc = self.cfg.processing
@@ -187,20 +185,21 @@ class PairProcessor:
             raise ProcessingError(f"{pair.a.path.name}: A is {taus['A'].shape}, registered B is {tau_b.shape}")
         return taus["A"] - tau_b, " ".join(dark_desc)
 
-    def process(self, pair: ImagePair) -> PairResult:
+    def process(self, pair: ImagePair, calibration: Calibration | None = None) -> PairResult:
         aa, dark_desc = self.aa_image(pair)
-        return self.process_aa(pair.key, pair.time, aa, dark_desc)
+        return self.process_aa(pair.key, pair.time, aa, dark_desc, calibration)
 
-    def process_aa(self, key: str, time: datetime, aa: np.ndarray, dark_desc: str = "") -> PairResult:
+    def process_aa(
+        self, key: str, time: datetime, aa: np.ndarray, dark_desc: str = "", calibration: Calibration | None = None
+    ) -> PairResult:
+        """Columns, plume speeds and emission rates of one AA image (`calibration` overrides the setup's)."""
         if self.geometry is None or self.geometry.shape != aa.shape:
             self._init_shape(aa.shape)
         if self.last_time is not None and (time - self.last_time).total_seconds() > MAX_FLOW_GAP_S:
             self.flow = FlowVelocity(self.cfg.processing.flow_pyrlevel)
         self.last_time = time
         self.flow.update(aa, time)
-        if self.keep_aa:
-            self.aa_history.append((time, aa.astype(np.float32)))
-        cal = self.setup.calibration
+        cal = calibration or self.setup.calibration
         geom = self.geometry
         result = PairResult(key, time, aa, dark=dark_desc)
         for line, xline, dx in zip(self.lines, self.xcorr_lines, self._dx, strict=True):
@@ -255,12 +254,19 @@ def calibration_row(time: datetime, cal: Calibration, aa_fov: float = math.nan, 
     )  # fmt: skip
 
 
-class CalibrationRun:
-    """Which calibration a run uses: DOAS when there are spectra, else gas cells, else the configured slope.
+# Frames kept for the FOV search (float32 AA images, ~1.3 MB each at 648 x 486): the issue's benchmark size.
+FOV_FRAMES = 100
 
-    DOAS columns are retrieved for every plume spectrum (P1's processing.doas) and written to doas_results.csv;
-    the AA-vs-DOAS fit needs the AA images of the same times, so it is made at the end of the run from the AA ring
-    buffer and recorded in the calibration series.
+
+class CalibrationRun:
+    """Which calibration a run uses: DOAS when there are Plume spectra and the fit is good enough, else gas cells,
+    else the configured slope.
+
+    DOAS columns are retrieved for every Plume spectrum (processing.doas) and written to doas_results.csv. The
+    DOAS calibration needs the AA images of the same times, so `doas_pass` makes a first pass over the pairs that
+    have a spectrum within the matching tolerance: their AA images feed processing.calibration.DoasCalibration
+    (FOV search on up to FOV_FRAMES frames, then the rolling AA-vs-DOAS fit, one point per spectrum). The emission
+    rates then use, for each pair, the usable calibration point nearest in time (`at`).
     """
 
     def __init__(self, cfg: Config, scan: FolderScan, out: Path) -> None:
@@ -270,6 +276,11 @@ class CalibrationRun:
         self.doas_results: list = []
         self.notes: dict[str, str] = {}
         self.needs_aa = False
+        self.points: list = []  # processing.calibration.CalibrationPoint, one per matched spectrum
+        self._usable: list = []
+        self.fov = None
+        # AA images of the first pass, reused by the second (bounded: the FOV search holds as many anyway)
+        self._aa_cache: dict[str, tuple[np.ndarray, str]] = {}
         if scan.spectra:
             self._run_doas()
         self.calibration = self._cells() or default_calibration(cfg)
@@ -287,6 +298,8 @@ class CalibrationRun:
         retrieval = DoasRetrieval(refs, self.cfg.processing)
         dark = load_spectrum(self.scan.dark_spectra[-1].path) if self.scan.dark_spectra else None
         for f in self.scan.spectra:
+            if f.name.kind != PLUME_KIND:  # known failure 6: only Plume spectra are retrieved for calibration
+                continue
             try:
                 self.doas_results.append(retrieval.fit(load_spectrum(f.path), dark))
             except ProcessingError as e:
@@ -298,28 +311,93 @@ class CalibrationRun:
     def _cells(self) -> Calibration | None:
         if not self.scan.cells:
             return None
-        try:
-            from processing import calibration as p1
-        except ImportError:
-            self.notes["cells"] = "cell calibration module not available"
-            return None
-        fit = getattr(p1, "cell_calibration_from_scan", None)
-        if fit is None:
-            self.notes["cells"] = "cell calibration function not available"
-            return None
-        return fit(self.cfg, self.scan)
+        from processing.calibration import cell_calibration_from_scan
+
+        return cell_calibration_from_scan(self.cfg, self.scan)
 
     def initial(self) -> Calibration:
         return self.calibration
 
+    def doas_pass(self, processor: PairProcessor, pairs: list[ImagePair]) -> None:
+        """First pass: FOV search and rolling DOAS calibration from the pairs that have a spectrum."""
+        from processing.calibration import DoasCalibration, PlumeFrame, usable
+
+        dcal = DoasCalibration(self.cfg.processing, max_frames=FOV_FRAMES)
+        results = sorted((r for r in self.doas_results if r.time is not None), key=lambda r: r.time)
+        stamps = np.array([r.time.timestamp() for r in results])
+        tol = dcal.match_tolerance_s
+        k = 0
+        for pair in sorted(pairs, key=lambda p: p.time):
+            t = pair.time.timestamp()
+            while k < len(results) and stamps[k] <= t + tol:
+                dcal.add_doas(results[k])
+                k += 1
+            i = int(np.searchsorted(stamps, t))
+            near = [j for j in (i - 1, i) if 0 <= j < len(stamps) and abs(stamps[j] - t) <= tol]
+            if not near:
+                continue  # no spectrum at this time: the pair plays no part in the calibration
+            aa, dark_desc = processor.aa_image(pair)
+            aa32 = aa.astype(np.float32)
+            dcal.add_frame(PlumeFrame.from_files(pair.a, pair.b, aa32))
+            if len(self._aa_cache) < FOV_FRAMES:
+                self._aa_cache[pair.key] = (aa32, dark_desc)
+        for r in results[k:]:
+            dcal.add_doas(r)
+        dcal.finish()
+        self.fov = dcal.fov
+        self.points = dcal.pop_points()
+        self._usable = [p for p in self.points if usable(p, dcal.min_points)]
+        if dcal.fov is None:
+            self.notes["doas_calibration"] = "no FOV: too few pairs matched to spectra; not used"
+            return
+        fov = f"FOV x {dcal.fov.cx} y {dcal.fov.cy} r {dcal.fov.radius} px (r {dcal.fov.disk_corr:.2f})"
+        if not self._usable:
+            best = max((p.fit.r2 for p in self.points), default=math.nan)
+            self.notes["doas_calibration"] = f"{fov}; fit not good enough (best r2 {best:.2f}): not used"
+            log.warning("doas_calibration_unusable", points=len(self.points), best_r2=best)
+            return
+        slopes = [p.fit.slope for p in self._usable]
+        window = self.cfg.processing.calibration_window_s
+        self.calibration = self._from_point(self._usable[-1])
+        self.calibration = dataclasses.replace(
+            self.calibration,
+            detail=f"{fov}; rolling {window:g} s window, {len(self._usable)}/{len(self.points)} usable points, "
+            f"median slope {np.median(slopes):.4g}",
+        )
+        self.notes["doas_calibration"] = self.calibration.detail
+        log.info("doas_calibration", points=len(self.points), usable=len(self._usable), fov=fov)
+
+    @staticmethod
+    def _from_point(p) -> Calibration:  # noqa: ANN001
+        f = p.fit
+        return Calibration(f.slope, f.slope_err, f.offset, f.offset_err, "doas", "", f.r2, f.mse)
+
+    def take_aa(self, key: str) -> tuple[np.ndarray, str] | None:
+        """The first pass's AA image of a pair (and its dark description), once."""
+        return self._aa_cache.pop(key, None)
+
+    def at(self, time: datetime) -> Calibration:
+        """The calibration for a pair at `time`: the nearest usable DOAS point, else the run's fallback."""
+        if not self._usable:
+            return self.calibration
+        stamps = [p.time.timestamp() for p in self._usable]
+        i = int(np.argmin(np.abs(np.asarray(stamps) - time.timestamp())))
+        return self._from_point(self._usable[i])
+
     def finish(self, processor: PairProcessor) -> list[tuple]:
-        """Calibration series rows for the run."""
-        cal = self.calibration
+        """Calibration series rows for the run: every DOAS point, or the one fixed calibration."""
+        if self.points:
+            return [p.row() for p in self.points]
         t = processor.last_time or datetime.now()
-        return [calibration_row(t, cal)]
+        return [calibration_row(t, self.calibration)]
 
     def summary(self) -> dict:
-        return {"doas_spectra": len(self.doas_results), "calibration_notes": self.notes}
+        out = {"doas_spectra": len(self.doas_results), "calibration_notes": self.notes}
+        if self.fov is not None:
+            out["fov"] = {"x": self.fov.cx, "y": self.fov.cy, "radius": self.fov.radius, "r": self.fov.disk_corr}
+            out["calibration_points"] = len(self.points)
+            out["calibration_points_usable"] = len(self._usable)
+        return out
 
 
 def process_folder(
@@ -338,7 +416,9 @@ def process_folder(
     cal_run = CalibrationRun(cfg, scan, out)
     setup = build_setup(cfg, scan, cal_run.initial())
     processor = PairProcessor(cfg, setup)
-    processor.keep_aa = cal_run.needs_aa
+    if cal_run.needs_aa:
+        cal_run.doas_pass(processor, pairs)
+        setup.calibration = cal_run.calibration
     extra = {
         "background": setup.background.description,
         "registration": setup.registration.source,
@@ -351,7 +431,11 @@ def process_folder(
     iterator = progress(pairs) if progress is not None else pairs
     results: list[PairResult] = []
     for pair in iterator:
-        res = processor.process(pair)
+        cached = cal_run.take_aa(pair.key)
+        if cached is None:
+            res = processor.process(pair, cal_run.at(pair.time))
+        else:
+            res = processor.process_aa(pair.key, pair.time, cached[0], cached[1], cal_run.at(pair.time))
         writer.write(res)
         res.aa = None  # only the summary of each pair is kept
         results.append(res)

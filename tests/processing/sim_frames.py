@@ -49,3 +49,49 @@ def render_sequence(cfg: Config, root: Path, n_pairs: int, period_s: float = 2.0
             name = ImageName(datetime.fromtimestamp(t, UTC), band, 1, EXPOSURE_US[band], "Dark")
             write_png(root / name.date_folder / str(name), scene.render_raw(band, t, EXPOSURE_US[band], dark=True))
     return scene
+
+
+REFERENCES = Path(__file__).resolve().parents[3] / "shared" / "data" / "references"
+SPEC_INTEGRATION_MS = 500
+SPEC_COADD = 10
+
+
+def doas_sim_config(tmp: Path, **processing: object) -> Config:
+    """A sim config whose scene and DOAS retrieval share the real references, and the scene's Gaussian ILS.
+
+    The default calibration slope is deliberately 1.5x the scene's truth: a run that really uses the DOAS
+    calibration gets the emission rate right, one that falls back to the default does not.
+    """
+    from controller.sim.scene import ILS_FWHM_NM
+
+    sigma = ILS_FWHM_NM / (2 * np.sqrt(2 * np.log(2)))
+    x = np.arange(-2.0, 2.0001, 0.01)
+    ils = tmp / "gaussian_ils.txt"
+    tmp.mkdir(parents=True, exist_ok=True)
+    np.savetxt(ils, np.column_stack([x, np.exp(-0.5 * (x / sigma) ** 2)]))
+    refs = {
+        "solar_reference": str(REFERENCES / "sao2010.txt"),
+        "so2_xsec": str(REFERENCES / "SO2_293K.txt"),
+        "o3_xsec": str(REFERENCES / "O3_Voigt_223K.txt"),
+        "ring_spectrum": str(REFERENCES / "Ring.txt"),
+        "ils": str(ils),
+    }
+    cfg = sim_config(**refs, **processing)
+    proc = dataclasses.replace(cfg.processing, default_calibration_slope=1.5 / SO2_SIGMA_EFF_CM2)
+    return dataclasses.replace(cfg, processing=proc, sim=dataclasses.replace(cfg.sim, references_dir=str(REFERENCES)))
+
+
+def render_spectra(scene: SimScene, root: Path, n: int, period_s: float = 2.0, kind: str = "Plume") -> None:
+    """Spectra at the FOV at the pair times (T0 + k·period), plus one dark spectrum."""
+    from controller.storage.names import SpectrumName
+
+    def save(t: float, arr: np.ndarray, kind: str) -> None:
+        name = SpectrumName(datetime.fromtimestamp(t, UTC), SPEC_INTEGRATION_MS, SPEC_COADD, kind)
+        path = root / name.date_folder / str(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, arr)
+
+    for k in range(n):
+        t = T0 + k * period_s
+        save(t, np.vstack(scene.render_spectrum(t, SPEC_INTEGRATION_MS, SPEC_COADD)), kind)
+    save(T0 - 30, np.vstack(scene.render_spectrum(T0 - 30, SPEC_INTEGRATION_MS, SPEC_COADD, dark=True)), "Dark")
