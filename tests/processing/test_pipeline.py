@@ -52,7 +52,7 @@ def test_sim_doas_calibration_finds_fov_and_is_used(sim_run: tuple) -> None:
     assert "doas" in (out / "emission_rates_line1_xcorr.csv").read_text().split("datetime")[0]
 
 
-@pytest.mark.parametrize("method", ["xcorr"])
+@pytest.mark.parametrize("method", ["xcorr", "flow"])
 def test_sim_emission_rate_within_10_percent_of_truth(sim_run: tuple, method: str) -> None:
     cfg, scene, summary, out = sim_run
     rows = read_series(out / f"emission_rates_line1_{method}.csv")
