@@ -1,4 +1,4 @@
-"""`pycam bench ...`: benchmarks that print figures (JSON). Owned by S2; LINK created it with the link command."""
+"""`pycam bench ...`: benchmarks that print figures (JSON). Each subcommand imports its module only when run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,21 @@ import click
 @click.group("bench")
 def bench_group() -> None:
     """Benchmarks that print figures."""
+
+
+@bench_group.command("supervisor")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default output too).")
+@click.option("--seconds", default=60.0, show_default=True, help="Real seconds of acquisition measured.")
+@click.option("--period-s", default=4.0, show_default=True, help="Slot period (0.25 Hz by default).")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Where the two Pis keep data.")
+def supervisor_cmd(as_json: bool, seconds: float, period_s: float, work_dir: str | None) -> None:
+    """CPU of the master and slave supervisors while acquiring (real time), and the A/B capture-time spread."""
+    from controller.logging import configure_logging
+    from controller.supervisor.bench import run_supervisor_bench
+
+    configure_logging("console", "warning")
+    result = run_supervisor_bench(seconds=seconds, period_s=period_s, work_dir=work_dir)
+    click.echo(json.dumps(result, indent=None if as_json else 2))
 
 
 @bench_group.command("link")
@@ -25,6 +40,19 @@ def link_cmd(as_json: bool, files: int, restarts: int, backoff_max_s: float, wor
 
     configure_logging("console", "warning")
     result = run_link_bench(files=files, restarts=restarts, backoff_max_s=backoff_max_s, work_dir=work_dir)
+    click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@bench_group.command("ext")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default output too).")
+@click.option("-n", "n", default=1000, show_default=True, help="Round trips per measurement.")
+def ext_cmd(as_json: bool, n: int) -> None:
+    """External control port round trips (ping, setting, forwarded to the slave)."""
+    from controller.bench_ext import run_ext_bench
+    from controller.logging import configure_logging
+
+    configure_logging("console", "warning")
+    result = run_ext_bench(n=n)
     click.echo(json.dumps(result, indent=None if as_json else 2))
 
 

@@ -322,16 +322,18 @@ async def _run_async(run: StationRun) -> dict:
 
 
 async def _wait_station(master: Proc, slave: Proc, timeout_s: float) -> bool:
-    """Wait until the master has exited (after stopping the slave); kill -9 restarts are handled by the faults."""
+    """Wait until the master has exited by itself (after stopping the slave); kill -9 restarts do not count."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if master.proc is not None and master.proc.returncode is not None and not master.running:
-            code = master.proc.returncode
-            if code == 0 and slave.running:
+        proc = master.proc
+        if proc is not None and proc.returncode == 0:
+            master.exit_codes.append(0)
+            if slave.running:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(slave.wait(), 30)
-            if code == 0:
-                return not slave.running
+            elif slave.proc is not None:
+                slave.exit_codes.append(slave.proc.returncode)
+            return not slave.running
         await asyncio.sleep(0.5)
     return False
 

@@ -36,6 +36,15 @@ class SupervisorActions:
         if not task.cancelled() and task.exception() is not None:
             self.sup.log.error("action_failed", task=task.get_name(), error=repr(task.exception()))
 
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait (real seconds) for running actions (a dark series) to finish: their files must reach the spool
+        before the final flush."""
+        tasks = list(self._tasks)
+        if not tasks:
+            return True
+        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        return not pending
+
     def _runners(self, group: str) -> list:
         keys = GROUPS.get(group)
         if keys is None:

@@ -11,11 +11,13 @@ from typing import Any
 
 from controller.acquisition import SlotPlan
 from controller.errors import LinkError, PycamError
+from controller.storage.atomic import atomic_write_text
 from controller.supervisor.actions import SupervisorActions
 from controller.supervisor.base import Supervisor, next_window_start, window_bounds
 
 DISK_CHECK_SLOTS = 5  # check free space every few slots (cheap: one statvfs)
-WORKER_DRAIN_S = 600.0  # clock seconds the process phase waits for the worker's backlog
+WORKER_DRAIN_S = 600.0
+DARKS_FILE = "last_darks.txt"  # the date (YYYY-MM-DD) of the last daily dark series  # clock seconds the process phase waits for the worker's backlog
 
 
 class MasterSupervisor(Supervisor):
@@ -38,6 +40,8 @@ class MasterSupervisor(Supervisor):
         self.scene: Any = None
         self._journal_cache: tuple[float, Any] | None = None
         self.last_dark_day: str | None = None
+        with contextlib.suppress(OSError):
+            self.last_dark_day = (self.state_dir / DARKS_FILE).read_text().strip() or None
 
     # ------------------------------------------------------------------------------------------------- boot
 
@@ -275,6 +279,9 @@ class MasterSupervisor(Supervisor):
         if self.master_time() < self.next_dark_time():
             return
         self.last_dark_day = self._today()
+        # Remembered across restarts: a restarted master does not take the day's darks twice.
+        with contextlib.suppress(OSError):
+            atomic_write_text(self.state_dir / DARKS_FILE, self.last_dark_day)
         await self.actions.run_dark_series("cameras", announce=False)
         await self.actions.run_dark_series("spectrometer", announce=False)
 

@@ -93,6 +93,7 @@ class SlaveSupervisor(Supervisor):
         # The master is stopping us: no more captures, then everything in the spool must reach it.
         self.request_stop("master stop request")
         await self.stop_slot_loop()
+        await self.actions.wait_idle(timeout_s / 2)
         return bool(await self.link.flush(timeout_s))
 
     def _stopped(self) -> None:
@@ -130,6 +131,8 @@ class SlaveSupervisor(Supervisor):
         self.last_sync = self.clock.monotonic()
         self.rtt_s = rtt
         tolerance = self.cfg.clock.tolerance_ms / 1000.0
+        if abs(offset) > tolerance:
+            self.note_fault("clock_offset", {"offset_ms": round(offset * 1000, 1), "tolerance_ms": tolerance * 1000})
         if abs(offset) > tolerance and self._discipline(offset):
             return await self.measure()
         self.offset_s = offset
@@ -210,6 +213,7 @@ class SlaveSupervisor(Supervisor):
 
     async def shutdown_phase(self) -> None:
         await self.stop_slot_loop()
+        await self.actions.wait_idle(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9))
         flushed = None
         if self.link is not None and self.link.connected and len(self.spool):
             flushed = await self.link.flush(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9))

@@ -1,0 +1,135 @@
+"""The supervisor benchmark: a sim master and slave (`pycam run` processes) acquiring at real time scale.
+
+Figures: each supervisor's CPU (% of one core, psutil) over the measured window while acquiring, with and
+without the CPU its sim devices spend rendering the scene (real cameras do not render anything), the processing
+worker excluded (disabled for the run); and the spread of A and B capture times within each slot (ms).
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from controller.acquisition import CaptureJournal
+from controller.sim.station import StationRun, read_status, station_configs, write_toml
+
+CPU_TARGET_PERCENT = 2.0
+SPREAD_TARGET_MS = 20.0
+
+
+def _configs(work: Path, period_s: float) -> tuple[Path, Path]:
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    mcfg, scfg = station_configs(StationRun(out=work, processing=False), ports[0], ports[1], ("127.0.0.1",) * 2)
+    for cfg in (mcfg, scfg):
+        cfg["sim"]["time_scale"] = 1.0
+        cfg["schedule"].update(period_s=period_s, windows_utc=[["00:00", "24:00"]], shutdown_after_process=True)
+        cfg["clock"]["tolerance_ms"] = 50.0
+        cfg["logging"]["level"] = "warning"
+    write_toml(work / "master.toml", mcfg)
+    write_toml(work / "slave.toml", scfg)
+    return work / "master.toml", work / "slave.toml"
+
+
+def _wait(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.25)  # the supervisors are other processes: their status file is what there is to watch
+    return False
+
+
+def _device_cpu(status: dict) -> float:
+    return sum(float(d.get("device_cpu_s") or 0.0) for d in (status.get("devices") or {}).values())
+
+
+def _spread(work: Path) -> dict:
+    a = {r["slot_time"]: r["capture_time"] for r in CaptureJournal.read(work / "master/state/captures.jsonl")
+         if r["device"] == "A" and r["slot_time"] is not None}  # fmt: skip
+    b = {r["slot_time"]: r["capture_time"] for r in CaptureJournal.read(work / "slave/state/captures.jsonl")
+         if r["device"] == "B" and r["slot_time"] is not None}  # fmt: skip
+    diffs = sorted(abs(a[k] - b[k]) * 1000.0 for k in a.keys() & b.keys())
+    if not diffs:
+        return {"slots": 0}
+    late = sorted((a[k] - k) * 1000.0 for k in a)
+    return {
+        "slots": len(diffs),
+        "median_ms": round(statistics.median(diffs), 3),
+        "p95_ms": round(diffs[int(0.95 * (len(diffs) - 1))], 3),
+        "max_ms": round(diffs[-1], 3),
+        "master_lateness_median_ms": round(statistics.median(late), 3),
+        "meets_target": diffs[-1] < SPREAD_TARGET_MS,
+    }
+
+
+def run_supervisor_bench(seconds: float = 60.0, period_s: float = 4.0, work_dir: str | None = None) -> dict:
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="pycam-bench-supervisor-"))
+    for sub in ("master", "slave"):
+        shutil.rmtree(work / sub, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    mpath, spath = _configs(work, period_s)
+    cmd = [sys.executable, "-c", "from controller.cli import main; main()", "run"]
+    procs = {}
+    logs = {}
+    try:
+        for role, path in (("master", mpath), ("slave", spath)):
+            logs[role] = open(work / f"{role}.log", "wb")  # noqa: SIM115 - closed in finally
+            procs[role] = subprocess.Popen([*cmd, "--role", role, "--config", str(path)], stdout=logs[role],
+                                           stderr=subprocess.STDOUT)  # fmt: skip
+        states = {r: work / r / "state" for r in procs}
+        if not _wait(lambda: all(read_status(d).get("state") == "acquire" for d in states.values()), 60):
+            return {"error": "the supervisors did not reach acquire", "status": {r: read_status(d) for r, d in
+                    states.items()}}  # fmt: skip
+        time.sleep(2 * period_s)  # warm-up: first slots, auto settings, imports done
+        ps = {r: psutil.Process(p.pid) for r, p in procs.items()}
+        t0 = time.monotonic()
+        cpu0 = {r: p.cpu_times() for r, p in ps.items()}
+        dev0 = {r: _device_cpu(read_status(states[r])) for r in ps}
+        time.sleep(seconds)
+        wall = time.monotonic() - t0
+        cpu1 = {r: p.cpu_times() for r, p in ps.items()}
+        dev1 = {r: _device_cpu(read_status(states[r])) for r in ps}
+        result: dict = {"seconds": round(wall, 1), "period_s": period_s, "cpu_percent_one_core": {}}
+        for r in ps:
+            used = (cpu1[r].user + cpu1[r].system) - (cpu0[r].user + cpu0[r].system)
+            # The status file is written every few seconds: the device figure lags by at most one write.
+            device = max(0.0, dev1[r] - dev0[r])
+            result["cpu_percent_one_core"][r] = {
+                "total": round(100 * used / wall, 3),
+                "sim_devices": round(100 * device / wall, 3),
+                "supervisor": round(100 * max(0.0, used - device) / wall, 3),
+            }
+        result["cpu_target_percent"] = CPU_TARGET_PERCENT
+        result["cpu_meets_target"] = all(
+            v["supervisor"] < CPU_TARGET_PERCENT for v in result["cpu_percent_one_core"].values()
+        )
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            p.wait(60)
+        result["ab_spread"] = _spread(work)
+        if work_dir:
+            result["work_dir"] = str(work)
+        return result
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for fh in logs.values():
+            fh.close()
+        if work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
