@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -36,7 +37,10 @@ def format_status(data: dict, verdict: str, state_dir: Path) -> str:
         return "\n".join(lines)
     age = time.time() - float(data.get("updated_at", 0))
     lines.append(f"role: {data.get('role')}   pid: {data.get('pid')}   updated {age:.0f} s ago")
-    lines.append(f"station: {data.get('state')}   since {data.get('state_since')}")
+    since = data.get("state_since")
+    if isinstance(since, int | float):
+        since = datetime.fromtimestamp(since, tz=UTC).isoformat(timespec="seconds")
+    lines.append(f"station: {data.get('state')}   since {since} (station clock)")
     for name, st in sorted((data.get("machines") or {}).items()):
         lines.append(f"  {name}: {st}")
     link = data.get("link") or {}
