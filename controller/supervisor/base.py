@@ -37,7 +37,7 @@ class RunOptions:
     state_dir: Path | None = None
     discipline_sim_clock: bool = True  # sim only: the slave steps its clock like chrony would
     fault_retry_s: float = 30.0  # clock seconds in fault before booting again
-    hold_off: bool = False  # stay in `off` until killed (sim: the master "powers" the slave down)
+    boot_guard: Any = None  # S1's BootGuard: tripped after repeated start-ups that never got healthy
 
 
 def window_bounds(t: float, windows_utc: tuple[tuple[str, str], ...]) -> tuple[float, float] | None:
@@ -439,6 +439,12 @@ class Supervisor:
         if self._booted:
             await self.station.fire("booted", reason="fault cleared")
             return
+        guard = self.options.boot_guard
+        if guard is not None and getattr(guard, "tripped", False):
+            # A boot loop: stay up in a safe, diagnosable state (status file) instead of a restart storm.
+            self.note_fault("boot_loop", {"guard": str(getattr(guard, "path", ""))})
+            await self.station.fire("boot_loop", reason="repeated start-ups never got healthy")
+            return
         try:
             await self.boot_services()
         except (PycamError, OSError, ImportError) as e:
@@ -485,6 +491,9 @@ class Supervisor:
         if not self._ready_notified:
             self._ready_notified = True
             self.sd_notify("READY=1")
+            guard = self.options.boot_guard
+            if guard is not None:
+                guard.ok()
 
     async def reconcile_running(self) -> str | None:
         """In acquire/degraded/paused: fire whatever the current facts call for. Returns a phase-ending trigger."""

@@ -12,7 +12,7 @@ import click
 
 from controller.clock import Clock, ScaledClock, SystemClock
 from controller.config import Config, load_config
-from controller.errors import ConfigError
+from controller.errors import ConfigError, PycamError
 from controller.logging import configure_logging, get_logger
 from controller.supervisor.base import RunOptions, Supervisor
 
@@ -48,17 +48,14 @@ def prepare_config(config: str, role: str, state_dir: str | None) -> Config:
 
 
 def _boot_guard(cfg: Config, state_dir: Path):
-    """S1's boot-loop guard, when available: None, or an object with tripped/ok()."""
+    """S1's boot-loop guard (None when its state cannot be written: the station still starts)."""
     try:
         from controller import bootguard
     except ImportError:
         return None
-    guard_cls = getattr(bootguard, "BootGuard", None)
-    if guard_cls is None:
-        return None
     try:
-        return guard_cls(state_dir)
-    except (TypeError, OSError):
+        return bootguard.BootGuard(state_dir)  # constructing it records this start-up
+    except (OSError, PycamError):
         return None
 
 
@@ -89,12 +86,11 @@ def run(
     configure_logging(log_format or cfg.logging.format, cfg.logging.level)
     log = get_logger("run", role=role)
     clock = make_clock(cfg, sim_epoch, sim_real_start, clock_offset)
-    options = RunOptions(state_dir=cfg.storage.state_dir, discipline_sim_clock=not no_discipline)
     guard = _boot_guard(cfg, cfg.storage.state_dir)
-    sup = make_supervisor(cfg, clock, options)
-    if guard is not None and getattr(guard, "tripped", False):
+    if guard is not None and guard.tripped:
         log.error("boot_guard_tripped", state_dir=str(cfg.storage.state_dir))
-        options.fault_retry_s = float("inf")
+    options = RunOptions(state_dir=cfg.storage.state_dir, discipline_sim_clock=not no_discipline, boot_guard=guard)
+    sup = make_supervisor(cfg, clock, options)
     log.info("supervisor_start", config=str(config), scale=clock.scale())
     code = asyncio.run(sup.run())
     log.info("supervisor_exit", code=code)
