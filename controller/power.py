@@ -6,14 +6,13 @@ blocking, and the station acquires with camera A alone meanwhile.
 Stop: ask the slave over the link to stop; it answers once its spool is flushed and acknowledged. When the link is
 down, or the request fails, pulse the halt line (GPIO 16, the slave's `gpio-shutdown` pin) instead.
 
-This module imports only the standard library at import time (plus gpiozero inside `GpioPowerLines`), so the
-WittyPi hooks can use `GpioPowerLines` with root's minimal environment.
+This module imports only the standard library at import time, so the WittyPi hooks can use it with root's minimal
+environment. The GPIO lines themselves are `controller.hardware.gpio.GpioPowerLines`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any, Protocol
 
 # How long the slave needs to halt after a halt pulse before the supply may be cut (a Pi halts in ~10 s).
@@ -26,51 +25,6 @@ class LinkLike(Protocol):
     async def wait_connected(self, timeout_s: float) -> bool: ...
 
     async def request(self, kind: str, body: dict, timeout_s: float) -> dict: ...
-
-
-class GpioPowerLines:
-    """The master's wake and halt lines through gpiozero (any pin factory: lgpio on the Pi, MockFactory in tests).
-
-    Both lines are open-drain style outputs, idle high and pulled low for a pulse: the slave's GPIO 3 and its
-    gpio-shutdown pin both act on a falling edge.
-    """
-
-    def __init__(self, wake_pin: int = 23, halt_pin: int = 16, pin_factory: Any = None):
-        from gpiozero import DigitalOutputDevice
-
-        self._lock = threading.Lock()  # one pulse at a time, whichever thread asks
-        self.wake = DigitalOutputDevice(wake_pin, active_high=False, initial_value=False, pin_factory=pin_factory)
-        try:
-            self.halt = DigitalOutputDevice(halt_pin, active_high=False, initial_value=False, pin_factory=pin_factory)
-        except Exception:
-            self.wake.close()
-            raise
-
-    def _pulse(self, device: Any, seconds: float) -> None:
-        with self._lock:
-            done = threading.Event()
-            device.on()
-            try:
-                # Waiting on an event that is never set is a timed wait that is not a busy loop.
-                done.wait(seconds)
-            finally:
-                device.off()
-
-    def pulse_wake(self, seconds: float) -> None:
-        self._pulse(self.wake, seconds)
-
-    def pulse_halt(self, seconds: float) -> None:
-        self._pulse(self.halt, seconds)
-
-    def close(self) -> None:
-        for device in (self.wake, self.halt):
-            device.close()
-
-    def __enter__(self) -> GpioPowerLines:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class PowerHandoff:

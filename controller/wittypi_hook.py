@@ -102,26 +102,10 @@ def stop_supervisor(pid: int, timeout_s: float) -> bool:
 # ----------------------------------------------------------------------------------------------------- the lines
 
 
-def pin_factory(backend: str) -> Any:
-    """A gpiozero pin factory for `gpio.backend` (mock: MockFactory, for sims and tests)."""
-    if backend == "mock":
-        from gpiozero.pins.mock import MockFactory
-
-        return MockFactory()
-    if backend == "lgpio":
-        from gpiozero.pins.lgpio import LGPIOFactory
-
-        return LGPIOFactory()
-    from gpiozero.pins.native import NativeFactory
-
-    return NativeFactory()
-
-
 def open_lines(cfg: Any, factory: Any = None) -> Any:
-    from controller.power import GpioPowerLines
+    from controller.hardware.gpio import GpioPowerLines
 
-    factory = factory if factory is not None else pin_factory(cfg.gpio.backend)
-    return GpioPowerLines(cfg.gpio.wake_pin, cfg.gpio.halt_pin, pin_factory=factory)
+    return GpioPowerLines(cfg.gpio, factory=factory)
 
 
 # --------------------------------------------------------------------------------------------------- the actions

@@ -2,15 +2,20 @@
 
 Wiring (DESIGN.md): master GPIO 23 -> slave GPIO 3 (pulling GPIO 3 low wakes a halted Pi); master GPIO 16 -> the
 slave's gpio-shutdown pin (low asks it to halt). Both lines are active low and idle high.
+This module imports only the standard library and gpiozero (lazily), because the WittyPi hooks use it from root's
+minimal environment (spec/known-failures.md: the original's hooks failed to import).
 In simulation the pin factory is gpiozero's MockFactory; `mock_station_factory` wires master 23 to slave 3 with a
 MockConnectedPin so tests read the slave pin's recorded `states`.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from typing import Any
+
 from controller.config import GpioConfig
 from controller.errors import DeviceUnavailable
-from controller.logging import get_logger
 
 
 def make_pin_factory(backend: str):
@@ -43,13 +48,24 @@ def mock_station_factory(cfg: GpioConfig):
     return factory, slave_pin
 
 
+class _StdlibEvents:
+    """structlog-style `info(event, **kw)` on a stdlib logger."""
+
+    def __init__(self, log: logging.Logger):
+        self._log = log
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in kw.items()))
+
+
 class GpioPowerLines:
     """PowerLines on two active-low gpiozero outputs."""
 
-    def __init__(self, cfg: GpioConfig, factory=None):
+    def __init__(self, cfg: GpioConfig, factory=None, logger: Any = None):
         from gpiozero import DigitalOutputDevice
 
         self.cfg = cfg
+        self._lock = threading.Lock()  # one pulse at a time, whichever thread asks
         self.slave_pin = None
         if factory is None:
             if cfg.backend == "mock":
@@ -57,7 +73,8 @@ class GpioPowerLines:
             else:
                 factory = make_pin_factory(cfg.backend)
         self.factory = factory
-        self._log = get_logger("hardware", device="gpio", backend=cfg.backend)
+        # structlog's bound logger in the supervisor; the stdlib logger in the hooks
+        self._log = logger if logger is not None else _StdlibEvents(logging.getLogger("pycam.gpio"))
         self._wake = DigitalOutputDevice(cfg.wake_pin, active_high=False, initial_value=False, pin_factory=factory)
         try:
             self._halt = DigitalOutputDevice(cfg.halt_pin, active_high=False, initial_value=False,
@@ -69,7 +86,8 @@ class GpioPowerLines:
     def _pulse(self, device, seconds: float, line: str) -> None:
         self._log.info("gpio_pulse", line=line, pin=device.pin.info.name if device.pin else None, seconds=seconds)
         # gpiozero times the pulse on its own thread; background=False returns when the pulse is over
-        device.blink(on_time=seconds, off_time=0.0, n=1, background=False)
+        with self._lock:
+            device.blink(on_time=seconds, off_time=0.0, n=1, background=False)
 
     def pulse_wake(self, seconds: float) -> None:
         self._pulse(self._wake, seconds, "wake")

@@ -384,11 +384,9 @@ def _mock_lines(cfg: Any) -> Any:
     """Mock GPIO lines when the hardware factory has none (sim)."""
     if cfg.gpio.backend != "mock":
         return _NoLines()
-    from gpiozero.pins.mock import MockFactory
+    from controller.hardware.gpio import GpioPowerLines
 
-    from controller.power import GpioPowerLines
-
-    return GpioPowerLines(cfg.gpio.wake_pin, cfg.gpio.halt_pin, pin_factory=MockFactory())
+    return GpioPowerLines(cfg.gpio)
 
 
 def check_storage(cfg: Any) -> dict:

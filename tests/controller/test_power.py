@@ -13,9 +13,10 @@ from gpiozero import Button
 from gpiozero.pins.mock import MockConnectedPin, MockFactory
 
 from controller.clock import ManualClock
-from controller.config import config_from_dict
+from controller.config import GpioConfig, config_from_dict
 from controller.errors import LinkError
-from controller.power import GpioPowerLines, PowerHandoff, slave_stop_handler
+from controller.hardware.gpio import GpioPowerLines
+from controller.power import PowerHandoff, slave_stop_handler
 from tests.states.table_checks import changes
 
 PULSE_S = 0.05
@@ -61,7 +62,7 @@ class Rig:
         self.cfg = config_from_dict(
             {"gpio": {"pulse_s": PULSE_S}, "power": {"hello_timeout_s": 0.1, "wake_retries": wake_retries}}
         )
-        self.lines = GpioPowerLines(23, 16, pin_factory=self.factory)
+        self.lines = GpioPowerLines(GpioConfig(wake_pin=23, halt_pin=16), factory=self.factory)
         self.link = FakeLink()
         self.falling_edges = 0
         self.boots_after = boots_after
@@ -236,6 +237,6 @@ def test_slave_stop_handler_flushes_before_replying_then_stops():
 
 def test_lines_close_is_idempotent():
     factory = MockFactory()
-    lines = GpioPowerLines(23, 16, pin_factory=factory)
+    lines = GpioPowerLines(GpioConfig(wake_pin=23, halt_pin=16), factory=factory)
     lines.close()
     lines.close()
