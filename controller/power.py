@@ -71,10 +71,19 @@ class PowerHandoff:
         await asyncio.get_running_loop().run_in_executor(None, func, self.cfg.gpio.pulse_s)
 
     async def link_changed(self, connected: bool) -> None:
-        """Tell the machine the link came up (a hello) or went down; call it from the link's listener."""
-        trigger = "hello" if connected else "link_lost"
-        if self._allowed(trigger):
-            await self._fire(trigger)
+        """Tell the machine the link came up (a hello) or went down; call it from the link's listener.
+
+        Idempotent: the same hello may also be seen by `wake_slave()` waiting on the link; the second report of it
+        changes nothing."""
+        if connected:
+            await self._hello("hello on the link")
+        elif self._allowed("link_lost"):
+            await self._fire("link_lost")
+
+    async def _hello(self, reason: str) -> None:
+        """The slave said hello: `up`, once, whoever heard it first (listener or wake_slave)."""
+        if self.state != "up" and self._allowed("hello"):
+            await self._fire("hello", reason=reason)
 
     async def wake_slave(self) -> bool:
         """Pulse until the slave says hello; True when up, False when it never came (state `failed`)."""
@@ -82,8 +91,8 @@ class PowerHandoff:
             if self.state == "up":
                 return True
             if self.link.connected:
-                await self._fire("hello", reason="already connected")
-                return True
+                await self._hello("already connected")
+                return self.state == "up"
             if not self._allowed("wake"):
                 self.log.warning("wake_refused", state=self.state)
                 return False
@@ -95,8 +104,11 @@ class PowerHandoff:
                 self.log.info("wake_pulse", pulse=self.pulses, seconds=self.cfg.gpio.pulse_s)
                 await self._pulse("wake")
                 if await self.link.wait_connected(timeout_s):
-                    await self._fire("hello", reason=f"hello after pulse {self.pulses}")
-                    return True
+                    await self._hello(f"hello after pulse {self.pulses}")
+                    return self.state == "up"
+                if self.state != "waking":
+                    # The link listener reported a hello (or a loss) meanwhile: nothing left to time out.
+                    return self.state == "up"
                 await self._fire("hello_timeout", reason=f"no hello within {timeout_s} s")
             self.log.error("slave_never_woke", pulses=self.pulses, timeout_s=timeout_s)
             return False

@@ -193,9 +193,8 @@ class MasterSupervisor(Supervisor):
         self.kick.set()
 
     async def _slave_connected(self) -> None:
-        # While wake_slave() runs it reports the hello itself; a second report would be an illegal trigger.
-        if self.handoff is not None and (self._wake_task is None or self._wake_task.done()):
-            await self.handoff.link_changed(True)
+        if self.handoff is not None:
+            await self.handoff.link_changed(True)  # idempotent: wake_slave() may report the same hello
         await self.send_schedule()
         self.kick.set()
 
