@@ -61,6 +61,10 @@ class NetworkConfig:
     ext_port: int = field(default=12347, metadata=_range(1, 65535))
     ext_port_fallbacks: tuple[int, ...] = (12352, 12353)
     allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128", "169.254.0.0/16")
+    link_allowed_networks: tuple[str, ...] = field(
+        default=("127.0.0.0/8", "::1/128", "169.254.0.0/16"),
+        metadata={"doc": "networks the slave may connect to the master's link port from"},
+    )
     auth_token: str = field(default="", metadata={"doc": "when set, external clients must send AUTH <token> first"})
     max_clients: int = field(default=4, metadata=_range(1, 64))
     max_message_bytes: int = field(default=4096, metadata=_range(64, 1_048_576))
@@ -71,11 +75,12 @@ class NetworkConfig:
     def check(self, prefix: str) -> None:
         import ipaddress
 
-        for i, net in enumerate(self.allowed_networks):
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError as e:
-                raise ConfigError(f"{prefix}.allowed_networks[{i}]", f"{net!r} is not a network ({e})") from e
+        for key in ("allowed_networks", "link_allowed_networks"):
+            for i, net in enumerate(getattr(self, key)):
+                try:
+                    ipaddress.ip_network(net, strict=False)
+                except ValueError as e:
+                    raise ConfigError(f"{prefix}.{key}[{i}]", f"{net!r} is not a network ({e})") from e
         if self.link_timeout_s <= self.heartbeat_s:
             raise ConfigError(f"{prefix}.link_timeout_s", "must be greater than heartbeat_s")
 

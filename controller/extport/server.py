@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import errno
 import hmac
-import ipaddress
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from controller.errors import PycamError
 from controller.extport import protocol
 from controller.extport.control import ExtController, Reply
 from controller.logging import get_logger
+from controller.netaccess import AddressFilter
 
 READ_CHUNK = 65536
 QUEUE_LIMIT = 256  # replies waiting for one client before it counts as stuck and is dropped
@@ -72,7 +72,7 @@ class ExtServer:
         self.bind = bind if bind is not None else net.ext_bind
         self.max_clients = net.max_clients
         self.max_message_bytes = net.max_message_bytes
-        self.allowed = tuple(ipaddress.ip_network(n, strict=False) for n in net.allowed_networks)
+        self.allowed = AddressFilter(net.allowed_networks)
         self._token = net.auth_token.encode("utf-8")
         self._queue_limit = queue_limit
         self._auth_timeout_s = auth_timeout_s
@@ -204,15 +204,6 @@ class ExtServer:
 
     # ------------------------------------------------------------------------------------------------ serving
 
-    def _peer_allowed(self, host: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if ip.version == 6 and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip.version == net.version and ip in net for net in self.allowed)
-
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
@@ -222,7 +213,7 @@ class ExtServer:
         host = str(peername[0]) if peername else "?"
         peer = f"{host}:{peername[1]}" if peername else "?"
         try:
-            if not self._peer_allowed(host):
+            if not self.allowed.allows(host):
                 self._log.warning("ext_client_refused", peer=peer, why="address not in network.allowed_networks")
                 await self._reply_and_close(reader, writer, self._err(protocol.ERR_NETWORK))
                 return

@@ -19,6 +19,7 @@ from controller.errors import FileNameError, LinkError, ProtocolError, StorageEr
 from controller.link.endpoint import LinkEndpoint, Session, header_field
 from controller.link.framing import DEFAULT_LIMITS, FrameLimits, Message
 from controller.link.receiver import ChecksumMismatch, FileReceiver, NameConflict
+from controller.netaccess import AddressFilter
 
 # Files being stored at once per session; the slave's window keeps it below this, so reading never stalls.
 MAX_CONCURRENT_STORES = 32
@@ -31,6 +32,7 @@ class MasterLink(LinkEndpoint):
     def __init__(self, cfg: Config, clock: Clock, receiver: FileReceiver, *, limits: FrameLimits = DEFAULT_LIMITS):
         super().__init__(cfg, clock, limits=limits)
         self.receiver = receiver
+        self._allowed = AddressFilter(cfg.network.link_allowed_networks)
         self._server: asyncio.Server | None = None
         # Each connection's task and session. stop() closes the sessions and lets the tasks end by themselves:
         # cancelling a client_connected_cb task makes Python 3.11's asyncio log a spurious error.
@@ -77,6 +79,11 @@ class MasterLink(LinkEndpoint):
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if self._closing or task is None:
+            writer.transport.abort()
+            return
+        peername = writer.get_extra_info("peername")
+        if not self._allowed.allows_peername(peername):
+            self._log.warning("link_peer_refused", peer=str(peername), why="not in network.link_allowed_networks")
             writer.transport.abort()
             return
         session = self._new_session(reader, writer)

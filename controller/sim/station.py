@@ -42,7 +42,8 @@ SIM_WIND_M_S = 0.27
 SIM_EMISSION_KG_S = 0.34
 SIM_PERIOD_S = 60.0
 NETNS = ("pycam-sim-m", "pycam-sim-s")
-NETNS_ADDR = ("10.231.0.1", "10.231.0.2")
+# The station's own link-local network, as between the two Pis (and inside the default allowed networks).
+NETNS_ADDR = ("169.254.231.1", "169.254.231.2")
 
 
 @dataclass
@@ -170,8 +171,8 @@ def netns_up() -> None:
         ["ip", "link", "add", "pcm0", "type", "veth", "peer", "name", "pcs0"],
         ["ip", "link", "set", "pcm0", "netns", NETNS[0]],
         ["ip", "link", "set", "pcs0", "netns", NETNS[1]],
-        ["ip", "-n", NETNS[0], "addr", "add", f"{NETNS_ADDR[0]}/24", "dev", "pcm0"],
-        ["ip", "-n", NETNS[1], "addr", "add", f"{NETNS_ADDR[1]}/24", "dev", "pcs0"],
+        ["ip", "-n", NETNS[0], "addr", "add", f"{NETNS_ADDR[0]}/16", "dev", "pcm0"],
+        ["ip", "-n", NETNS[1], "addr", "add", f"{NETNS_ADDR[1]}/16", "dev", "pcs0"],
         ["ip", "-n", NETNS[0], "link", "set", "pcm0", "up"],
         ["ip", "-n", NETNS[1], "link", "set", "pcs0", "up"],
         ["ip", "-n", NETNS[0], "link", "set", "lo", "up"],
