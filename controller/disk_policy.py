@@ -4,21 +4,134 @@ Below `storage.min_free_mb` the oldest files that are already processed (and, on
 file in the data store has arrived there) are deleted, oldest first, never today's and never unprocessed ones,
 until `resume_free_mb` is free again. If that is not enough, acquisition is paused (a suspender, as in bluesky)
 until free space is back above `resume_free_mb`: the hysteresis keeps it from flapping at the threshold.
+
+"Processed" has two sources. The worker's journal knows single pairs and spectra, but only for its last two days.
+So the master also keeps a durable per-day record (`DayLedger`, state_dir/days_complete.json): a day is recorded
+complete when every A/B pair and every plume spectrum of it is in the worker's journal and the slave's spool holds
+no file of that day (nothing of it can still arrive). A recorded day stays deletable however old it gets; a day
+that was never recorded complete is never deleted.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
+import json
+import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.config import StorageConfig
 from controller.logging import get_logger
-from controller.storage.atomic import is_temp_or_locked
-from controller.storage.names import parse_name
+from controller.storage.atomic import atomic_write_text, is_temp_or_locked
+from controller.storage.names import ImageName, SpectrumName, parse_name
 
 MB = 1024 * 1024
+LEDGER_NAME = "days_complete.json"
+DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")  # a date folder
+
+
+class DayLedger:
+    """The days whose data is processed and all on the master, persisted atomically (survives restarts)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.days: dict[str, dict] = {}
+        self._log = get_logger("disk_policy")
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            self.days = {str(k): dict(v) for k, v in data.get("days", {}).items()}
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, AttributeError, TypeError) as e:
+            # An unreadable ledger only means fewer deletable days: safe. Kept aside for a person.
+            self._log.warning("day_ledger_unreadable", path=str(self.path), error=str(e))
+            with contextlib.suppress(OSError):
+                self.path.rename(self.path.with_suffix(".corrupt"))
+
+    def __contains__(self, day: str) -> bool:
+        return day in self.days
+
+    def record(self, day: str, info: dict) -> None:
+        self.days[day] = dict(info)
+        atomic_write_text(self.path, json.dumps({"days": self.days}, indent=1, sort_keys=True))
+        self._log.info("day_complete", day=day, **{k: v for k, v in info.items() if isinstance(v, int | float | str)})
+
+
+def day_completion(
+    folder: Path, processed: Callable[[str, str], bool], pair_tolerance_s: float = 1.0
+) -> tuple[bool, dict]:
+    """Is every A/B plume pair and every plume spectrum of this date folder processed? (complete, counts)
+
+    `processed(kind, key)` answers from the worker's journal (kind "pairs" keyed by the A image's time key, or
+    "spectra"). An A image with no B within the pairing tolerance can never be processed (its B was never taken)
+    and does not hold the day back; darks, clears and cell images are not processed by themselves.
+    """
+    a_images: list[ImageName] = []
+    b_times: list[float] = []
+    spectra: list[str] = []
+    for path in _station_files(folder):
+        name = parse_name(path.name)
+        if name.kind != "Plume":
+            continue
+        if isinstance(name, SpectrumName):
+            spectra.append(name.time_key)
+        elif not name.darkcorr and name.band == "A":
+            a_images.append(name)
+        elif not name.darkcorr:
+            b_times.append(name.time.timestamp())
+    b_times.sort()
+    pairs = [a.time_key for a in a_images if _near(b_times, a.time.timestamp(), pair_tolerance_s)]
+    missing = [k for k in pairs if not processed("pairs", k)] + [k for k in spectra if not processed("spectra", k)]
+    info = {"pairs": len(pairs), "spectra": len(spectra), "unprocessed": len(missing)}
+    return not missing, info
+
+
+def _near(sorted_times: list[float], t: float, tol: float) -> bool:
+    i = bisect.bisect_left(sorted_times, t - tol)
+    return i < len(sorted_times) and sorted_times[i] <= t + tol
+
+
+def _station_files(folder: Path) -> Iterable[Path]:
+    """Complete station data files of a folder (no temp/locked files, nothing that is not a station name)."""
+    for path in folder.iterdir():
+        if not path.is_file() or is_temp_or_locked(path):
+            continue
+        try:
+            parse_name(path.name)
+        except ValueError:
+            continue  # not station data: not ours to judge or delete
+        yield path
+
+
+def record_completed_days(
+    data_root: Path,
+    ledger: DayLedger,
+    today: str,
+    processed: Callable[[str, str], bool],
+    pending_days: set[str] | None,
+    pair_tolerance_s: float = 1.0,
+) -> list[str]:
+    """Record each day before `today` that is complete. `pending_days`: the date folders of the files still in
+    the slave's spool; None when unknown (link down), and then no day is recorded. Blocking (scans folders)."""
+    if pending_days is None or "*" in pending_days or not Path(data_root).is_dir():
+        return []  # what the slave still holds is unknown: no day can be called complete
+    recorded = []
+    for folder in sorted(p for p in Path(data_root).iterdir() if p.is_dir()):
+        day = folder.name
+        if day >= today or day in ledger or day in pending_days or not _is_day(day):
+            continue
+        complete, info = day_completion(folder, processed, pair_tolerance_s)
+        if complete:
+            ledger.record(day, info)
+            recorded.append(day)
+    return recorded
+
+
+def _is_day(text: str) -> bool:
+    return DAY_RE.fullmatch(text) is not None
 
 
 @dataclass
@@ -43,7 +156,8 @@ class DiskPolicy:
     """Checks free space, deletes old processed data, and pauses/resumes acquisition with hysteresis.
 
     `is_processed(path)` answers from the processing worker's journal; `is_transferred(path)` defaults to True
-    on the master (a file is in the data store only once it has been received). `today()` gives the date folder
+    on the master (a file is in the data store only once it has been received); `day_complete(day)` from the
+    `DayLedger` (every file of a recorded day may go, however old). `today()` gives the date folder
     (YYYY-MM-DD) of the current station day, on the station clock.
     """
 
@@ -56,6 +170,7 @@ class DiskPolicy:
         is_transferred: Callable[[Path], bool] | None = None,
         free_bytes: Callable[[], int] | None = None,
         delete: Callable[[Path], None] | None = None,
+        day_complete: Callable[[str], bool] | None = None,
     ):
         self.cfg = cfg
         self.data_root = Path(data_root)
@@ -64,6 +179,7 @@ class DiskPolicy:
         self._is_transferred = is_transferred or (lambda p: True)
         self._free_bytes = free_bytes or (lambda: disk_free_bytes(self.data_root))
         self._delete = delete or (lambda p: p.unlink())
+        self._day_complete = day_complete or (lambda day: False)
         self.paused = False
         self.deleted_total = 0
         self._log = get_logger("disk_policy")
@@ -80,15 +196,10 @@ class DiskPolicy:
         for folder in sorted(p for p in self.data_root.iterdir() if p.is_dir()):
             if folder.name >= today:
                 continue  # today's (and anything dated after it) is never deleted
-            for path in folder.iterdir():
-                if not path.is_file() or is_temp_or_locked(path):
-                    continue
-                try:
-                    key = parse_name(path.name).time_key
-                except ValueError:
-                    continue  # not station data: not ours to delete
-                if self._is_processed(path) and self._is_transferred(path):
-                    out.append((key, path.name, path))
+            whole_day = self._day_complete(folder.name)
+            for path in _station_files(folder):
+                if whole_day or (self._is_processed(path) and self._is_transferred(path)):
+                    out.append((parse_name(path.name).time_key, path.name, path))
         out.sort()
         return [p for _, _, p in out]
 

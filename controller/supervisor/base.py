@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -123,6 +123,7 @@ class Supervisor:
         self.stop_requested: str | None = None
         self.restart_requested = False
         self.faults: deque[dict] = deque(maxlen=50)
+        self.fault_counts: Counter[str] = Counter()  # every fault kind since the state folder was new
         self.storage_check: dict = {}
         self.disk_paused = False
         self.free_mb: float | None = None
@@ -177,14 +178,39 @@ class Supervisor:
     # ------------------------------------------------------------------------------------------------- events
 
     def _state_changed(self, old: str, new: str, trigger: str, reason: str | None) -> None:
-        if new in ("fault", "degraded", "paused") or trigger in ("clock_lost", "offset_bad"):
+        # disk_full is noted by the disk check itself (also when the pause does not change the state).
+        if (
+            new in ("fault", "degraded", "paused") or trigger in ("clock_lost", "offset_bad")
+        ) and trigger != "disk_full":
             self.note_fault(trigger, {"old": old, "new": new, "reason": reason})
         self.status.write_now()
 
     def note_fault(self, kind: str, info: dict | None = None) -> None:
+        """Remember a fault for `pycam status` (faults, last_fault, fault_counts) and log it."""
         entry = {"time": self.clock.time(), "real_time": time.time(), "kind": kind, **(info or {})}
         self.faults.append(entry)
+        self.fault_counts[kind] += 1
+        fields = {k: v for k, v in (info or {}).items() if isinstance(v, str | int | float) and k != "event"}
+        self.log.warning("fault", fault=kind, **fields)
         self.kick.set()
+
+    def _carry_faults(self) -> None:
+        """A restarted supervisor keeps the faults of its previous run (status.json), and says when that run
+        ended without a clean exit (kill -9, power cut, crash)."""
+        from controller.supervisor.statusfile import read_status
+
+        old, _ = read_status(self.state_dir)
+        if not old:
+            return
+        for entry in (old.get("faults") or [])[-self.faults.maxlen :]:
+            if isinstance(entry, dict):
+                self.faults.append(entry)
+        counts = old.get("fault_counts") or {}
+        self.fault_counts.update({str(k): int(v) for k, v in counts.items() if isinstance(v, int)})
+        if not old.get("exited"):
+            self.note_fault(
+                "restarted_after_crash", {"previous_pid": old.get("pid"), "previous_state": old.get("state")}
+            )
 
     def device_event(self, event: str, info: dict) -> None:
         if event == "device_state" and info.get("new") in ("error", "unplugged"):
@@ -290,6 +316,8 @@ class Supervisor:
             "slots": self.slot_loop.slots if self.slot_loop else 0,
             "plan": self.plan.to_dict() if self.plan else None,
             "faults": list(self.faults),
+            "last_fault": self.faults[-1] if self.faults else None,
+            "fault_counts": dict(self.fault_counts),
             "history": [{"time": t, "old": o, "new": n, "trigger": tr} for t, o, n, tr in self.station.history[-30:]],
             **self.extra_status(),
         }
@@ -386,6 +414,7 @@ class Supervisor:
             loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
             loop.add_signal_handler(signal.SIGUSR1, self._sim_fault_signal)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._carry_faults()
         self.status.start()
         self._tasks.append(loop.create_task(self._watchdog(), name="watchdog"))
         try:

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from controller.acquisition import SlotPlan
-from controller.errors import LinkError, PycamError
+from controller.errors import LinkError, PycamError, StorageError
 from controller.storage.atomic import atomic_write_text
 from controller.supervisor.actions import SupervisorActions
 from controller.supervisor.base import Supervisor, next_window_start, window_bounds
 
-DISK_CHECK_SLOTS = 5  # check free space every few slots (cheap: one statvfs)
-WORKER_DRAIN_S = 600.0
-DARKS_FILE = "last_darks.txt"  # the date (YYYY-MM-DD) of the last daily dark series  # clock seconds the process phase waits for the worker's backlog
+DISK_CHECK_SLOTS = 1  # check free space after every slot (cheap: one statvfs), before the disk is really full
+WORKER_DRAIN_S = 600.0  # clock seconds the process phase waits for the worker's backlog
+DARKS_FILE = "last_darks.txt"  # the date (YYYY-MM-DD) of the last daily dark series
+EXT_FAULT_EVENTS = ("ext_bad_message", "ext_refused", "ext_client_refused")
 
 
 class MasterSupervisor(Supervisor):
@@ -39,6 +41,8 @@ class MasterSupervisor(Supervisor):
         self.duplicates_from_slave = 0
         self.scene: Any = None
         self._journal_cache: tuple[float, Any] | None = None
+        self.day_ledger: Any = None
+        self._last_ext_fault = 0.0
         self.last_dark_day: str | None = None
         with contextlib.suppress(OSError):
             self.last_dark_day = (self.state_dir / DARKS_FILE).read_text().strip() or None
@@ -58,7 +62,8 @@ class MasterSupervisor(Supervisor):
         from controller.link.receiver import FileReceiver, open_store
 
         self.datastore = open_store(cfg.storage.data_root)
-        self.receiver = FileReceiver(self.datastore)
+        # Files from the slave are refused (nack "storage": the slave keeps them in its spool) while paused.
+        self.receiver = FileReceiver(_PausableStore(self.datastore, lambda: self.disk_paused))
         from controller.hardware import factory
 
         if cfg.camera.backend == "sim":
@@ -82,6 +87,8 @@ class MasterSupervisor(Supervisor):
         local = DeviceControl(self.settings, self.actions, protocol.MASTER_IDENTITIES)
         remote = RemoteDeviceControl(self.link.request)
         self.ext_server = ExtServer(self.settings.config, MasterControl(local, remote))
+        # The port has no event hook: its log events about bad input also become a (rate-limited) fault.
+        self.ext_server._log = _EventTap(self.ext_server._log, self._ext_event)
         try:
             self.ext_port = await self.ext_server.start()
         except OSError as e:
@@ -111,33 +118,70 @@ class MasterSupervisor(Supervisor):
         return Path(self.cfg.storage.data_root).parent / "processed"
 
     def _start_disk_policy(self) -> None:
-        from controller.disk_policy import DiskPolicy
+        from controller.disk_policy import LEDGER_NAME, DayLedger, DiskPolicy
 
+        self.day_ledger = DayLedger(self.state_dir / LEDGER_NAME)
         self.disk_policy = DiskPolicy(
-            self.cfg.storage, self.cfg.storage.data_root, today=self._today, is_processed=self._is_processed
-        )
+            self.cfg.storage, self.cfg.storage.data_root, today=self._today, is_processed=self._is_processed,
+            day_complete=lambda day: day in self.day_ledger,
+        )  # fmt: skip
         self._check_disk()
 
     def _today(self) -> str:
         return datetime.fromtimestamp(self.master_time(), tz=UTC).strftime("%Y-%m-%d")
 
-    def _is_processed(self, path: Path) -> bool:
-        """From the worker's journal: the pair (or spectrum) of this file's slot was processed."""
+    def _worker_journal(self) -> Any:
+        """The worker's journal (re-read when it changed), or None: then nothing counts as processed."""
         if self.worker is None:
-            return False  # without the worker's word nothing counts as processed: nothing is deleted
+            return None
         try:
-            from controller.storage.names import ImageName, parse_name
             from processing.worker import JOURNAL_NAME, Journal
 
             journal_path = self.processing_out_dir() / JOURNAL_NAME
             mtime = journal_path.stat().st_mtime
             if self._journal_cache is None or self._journal_cache[0] != mtime:
                 self._journal_cache = (mtime, Journal(journal_path))
+        except (OSError, ImportError):
+            return None
+        return self._journal_cache[1]
+
+    def _is_processed(self, path: Path) -> bool:
+        """From the worker's journal: the pair (or spectrum) of this file's slot was processed."""
+        from controller.storage.names import ImageName, parse_name
+
+        journal = self._worker_journal()
+        try:
             name = parse_name(path.name)
-        except (OSError, ValueError, ImportError):
+        except ValueError:
             return False
         kind = "pairs" if isinstance(name, ImageName) else "spectra"
-        return (kind, name.time_key) in self._journal_cache[1]
+        return journal is not None and (kind, name.time_key) in journal
+
+    async def record_completed_days(self) -> list[str]:
+        """Record the days that are processed and all on the master (the disk policy's durable knowledge)."""
+        from controller.disk_policy import record_completed_days
+
+        journal = self._worker_journal()
+        if journal is None or self.day_ledger is None:
+            return []
+        pending = await self.slave_spool_days()
+        days = await asyncio.get_running_loop().run_in_executor(
+            None, record_completed_days, self.cfg.storage.data_root, self.day_ledger, self._today(),
+            lambda kind, key: (kind, key) in journal, pending, self.cfg.processing.pair_tolerance_s,
+        )  # fmt: skip
+        return days
+
+    async def slave_spool_days(self) -> set[str] | None:
+        """The date folders of the files still in the slave's spool; None when unknown (link down)."""
+        if self.link is None or not self.link.connected:
+            return None
+        try:
+            reply = await self.link.request("status", {}, 10.0)
+        except (LinkError, TimeoutError) as e:
+            self.log.warning("slave_spool_unknown", error=str(e))
+            return None
+        days = reply.get("spool_days")
+        return {str(d) for d in days} if isinstance(days, list) else None
 
     def _check_disk(self) -> None:
         if self.disk_policy is None:
@@ -192,6 +236,15 @@ class MasterSupervisor(Supervisor):
             self._notify_worker((info or {}).get("name"))
         self.kick.set()
 
+    def _ext_event(self, event: str, kw: dict) -> None:
+        if event not in EXT_FAULT_EVENTS:
+            return
+        now = time.monotonic()
+        if now - self._last_ext_fault >= 1.0:  # a stream of garbage is one fault, not hundreds
+            self._last_ext_fault = now
+            info = {k: v for k, v in kw.items() if isinstance(v, str | int | float)}
+            self.note_fault("ext_bad_input", {"ext_event": event, **info})
+
     async def _slave_connected(self) -> None:
         if self.handoff is not None:
             await self.handoff.link_changed(True)  # idempotent: wake_slave() may report the same hello
@@ -223,6 +276,11 @@ class MasterSupervisor(Supervisor):
         if k % DISK_CHECK_SLOTS == 0:
             self._check_disk()
 
+    def device_event(self, event: str, info: dict) -> None:
+        super().device_event(event, info)
+        if event == "store_failed":
+            self._check_disk()  # a write failed: perhaps the disk filled between two checks
+
     # ------------------------------------------------------------------------------------------- phases
 
     def make_plan(self) -> SlotPlan | None:
@@ -243,12 +301,15 @@ class MasterSupervisor(Supervisor):
     async def running_phase(self) -> None:
         self.start_slot_loop()
         while self.station.state in ("acquire", "degraded", "paused"):
+            if self.disk_paused:
+                self._check_disk()  # no slots run while paused: the suspender is re-checked here
             ended = await self.reconcile_running()
             if ended:
                 break
             plan = self.plan
             until_end = None if plan is None or plan.end_s is None else plan.end_s - self.master_time()
-            await self.wait_kick(until_end)
+            waits = [w for w in (until_end, self.cfg.schedule.period_s if self.disk_paused else None) if w is not None]
+            await self.wait_kick(min(waits) if waits else None)
         await self.stop_slot_loop()
 
     async def process_phase(self) -> None:
@@ -260,6 +321,9 @@ class MasterSupervisor(Supervisor):
                 await self.wait_kick(dark_at - now)
             await self.run_darks_if_due()
             await self._drain_worker()
+            days = await self.record_completed_days()
+            if days:
+                self.log.info("days_complete", days=days)
             self._check_disk()
         await self.station.fire("processed", reason="darks, backlog, products, housekeeping")
 
@@ -364,6 +428,44 @@ class MasterSupervisor(Supervisor):
             "duplicates_from_slave": self.duplicates_from_slave,
             "data_root": str(self.cfg.storage.data_root),
         }
+
+
+class _PausableStore:
+    """The data store as the link receiver sees it: refuses writes while the disk policy pauses acquisition."""
+
+    def __init__(self, store: Any, paused: Any):
+        self._store = store
+        self._paused = paused
+
+    def save_bytes(self, name: str, data: bytes) -> Path:
+        if self._paused():
+            raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
+        return self._store.save_bytes(name, data)
+
+    def exists(self, name: str) -> bool:
+        return self._store.exists(name)
+
+    def path_for(self, name: str) -> Path:
+        return self._store.path_for(name)
+
+
+class _EventTap:
+    """Wraps a structlog logger: every call is logged as before, and `tap(event, kw)` sees it too."""
+
+    def __init__(self, inner: Any, tap: Any):
+        self._inner = inner
+        self._tap = tap
+
+    def __getattr__(self, level: str) -> Any:
+        method = getattr(self._inner, level)
+        if level not in ("debug", "info", "warning", "error", "exception"):
+            return method
+
+        def call(event: str, *args: Any, **kw: Any) -> Any:
+            self._tap(event, kw)
+            return method(event, *args, **kw)
+
+        return call
 
 
 class _NoLines:

@@ -88,3 +88,93 @@ def test_foreign_files_are_never_deleted(tmp_path):
     disk = FakeDisk(10)
     res = _policy(tmp_path, disk, {"notes.txt"}).check()
     assert notes.exists() and res.paused
+
+
+# ---------------------------------------------------------------------------------- durable day completion
+
+
+def _spectrum(root: Path, day: str, hhmmss: str) -> Path:
+    folder = root / day
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / f"{day}T{hhmmss}_100ss_1coadd_Plume.npy"
+    p.write_bytes(b"s")
+    return p
+
+
+def _day(root: Path, day: str, slots: int = 3) -> list[str]:
+    """A day of paired A/B plume images and spectra; returns the A keys (the worker's pair keys)."""
+    keys = []
+    for i in range(slots):
+        hhmmss = f"12{i:02d}00"
+        a = _make(root, day, hhmmss, "A")
+        _make(root, day, hhmmss, "B")
+        _spectrum(root, day, hhmmss)
+        keys.append(a.name[:17])
+    return keys
+
+
+def test_day_complete_only_when_every_pair_and_spectrum_is_processed(tmp_path):
+    from controller.disk_policy import day_completion
+
+    keys = _day(tmp_path, "2024-01-01")
+    _make(tmp_path, "2024-01-01", "130000", "A")  # A without its B: can never be processed, does not hold the day
+    dark = tmp_path / "2024-01-01" / "2024-01-01T050000_fltrA_1ag_10000ss_Dark.png"
+    dark.write_bytes(b"d")
+    done = {("pairs", k) for k in keys[:-1]} | {("spectra", k) for k in keys}
+    complete, info = day_completion(tmp_path / "2024-01-01", lambda kind, key: (kind, key) in done)
+    assert not complete and info == {"pairs": 3, "spectra": 3, "unprocessed": 1}
+    done.add(("pairs", keys[-1]))
+    assert day_completion(tmp_path / "2024-01-01", lambda kind, key: (kind, key) in done)[0]
+
+
+def test_record_completed_days_never_today_nor_days_still_in_the_slave_spool(tmp_path):
+    from controller.disk_policy import DayLedger, record_completed_days
+
+    root = tmp_path / "data"
+    for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
+        _day(root, day)
+    everything = lambda kind, key: True  # noqa: E731 - the worker processed everything
+    ledger = DayLedger(tmp_path / "days.json")
+    assert record_completed_days(root, ledger, "2024-01-03", everything, None) == []  # link down: unknown
+    assert record_completed_days(root, ledger, "2024-01-03", everything, {"2024-01-02"}) == ["2024-01-01"]
+    assert record_completed_days(root, ledger, "2024-01-03", everything, set()) == ["2024-01-02"]
+    assert "2024-01-03" not in ledger
+    again = DayLedger(tmp_path / "days.json")  # durable: a restarted master knows
+    assert "2024-01-01" in again and "2024-01-02" in again and again.days["2024-01-01"]["pairs"] == 3
+
+
+def test_recorded_old_days_are_deleted_oldest_first_even_beyond_the_worker_journal(tmp_path):
+    """Data far older than the worker's two-day journal still goes once its day was recorded complete; an
+    unrecorded day and today's never go; if that is not enough the station pauses, and resumes above the mark."""
+    from controller.disk_policy import DayLedger, record_completed_days
+
+    root = tmp_path / "data"
+    for day in ("2023-11-01", "2023-11-02", "2023-12-24", "2024-01-03"):
+        _day(root, day, slots=2)
+    ledger = DayLedger(tmp_path / "days.json")
+    journal_days = {"2023-11-01", "2023-11-02"}  # processed back then (the journal has long forgotten them)
+    record_completed_days(root, ledger, "2023-11-03", lambda kind, key: key[:10] in journal_days, set())
+    assert set(ledger.days) == journal_days
+    disk = FakeDisk(40)
+    cfg = StorageConfig(data_root=root, min_free_mb=100, resume_free_mb=150)
+    pol = DiskPolicy(
+        cfg, root, today=lambda: "2024-01-03", is_processed=lambda p: False, free_bytes=disk.free_bytes,
+        delete=disk.delete, day_complete=lambda day: day in DayLedger(tmp_path / "days.json"),
+    )  # fmt: skip
+    res = pol.check()
+    # 6 files on 2023-11-01, then 6 on 2023-11-02 are deletable, 10 MB each: the resume mark (150 MB from 40)
+    # is passed after 11 files, the oldest first.
+    assert len(res.deleted) == 11 and res.deleted == sorted(res.deleted) and not res.paused
+    assert all(n.startswith("2023-11-01") for n in res.deleted[:6])
+    assert not (root / "2023-11-01").exists()  # emptied folder removed
+    assert len(list((root / "2023-12-24").iterdir())) == 6 and len(list((root / "2024-01-03").iterdir())) == 6
+    # Short again with nothing more to delete: pause; back above min but under resume: still paused; then resume.
+    disk.free = 50 * MB
+    for p in list((root / "2023-11-02").iterdir()):
+        p.unlink()
+    assert pol.check().paused
+    disk.free = 120 * MB
+    assert pol.check().paused
+    disk.free = 151 * MB
+    res = pol.check()
+    assert not res.paused and res.changed

@@ -127,3 +127,51 @@ async def test_storage_full_pauses_then_resumes(station):
     await wait_for(lambda: master.station.state == "acquire", 10, "resumed")
     await wait_for(lambda: _caps(master, "A") > n, 10, "captures again")
     await _stop(master, slave, tasks)
+
+
+@run_async
+async def test_disk_full_pauses_by_itself_slave_files_wait_in_its_spool_and_everything_arrives(station):
+    """No manual checks: the master's own disk checks pause it, refuse the slave's files (nack: they stay in the
+    slave's spool), notice the space coming back while paused, and resume; status.json shows the fault."""
+    import json
+
+    pair = station(factor=20.0)
+    master, slave = pair.master(), pair.slave()
+    tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
+    await wait_for(lambda: master.station.state == "acquire" and _caps(slave, "B") >= 2, 20, "acquire")
+    free = {"mb": 10.0}
+    master.disk_policy._free_bytes = lambda: int(free["mb"] * 1024 * 1024)
+    master.disk_policy.cfg = type(master.disk_policy.cfg)(min_free_mb=100, resume_free_mb=200)
+    await wait_for(lambda: master.station.state == "paused", 10, "paused")
+    before = _caps(slave, "B")
+    await wait_for(lambda: _caps(slave, "B") >= before + 2 and len(slave.spool) >= 2, 20, "slave spooling")
+    status = json.loads((pair.master_cfg.storage.state_dir / "status.json").read_text())
+    assert status["state"] == "paused" and status["storage"]["paused"]
+    assert status["fault_counts"].get("disk_full") == 1 and any(f["kind"] == "disk_full" for f in status["faults"])
+    free["mb"] = 500.0
+    await wait_for(lambda: master.station.state == "acquire", 10, "resumed by itself")
+    await wait_for(lambda: len(slave.spool) == 0, 20, "spool drained")
+    await _stop(master, slave, tasks)
+    on_master = {p.name for p in pair.master_cfg.storage.data_root.rglob("*.*")}
+    captured = {r["name"] for r in slave.journal.read(slave.journal.path)}
+    assert captured and captured <= on_master
+
+
+@run_async
+async def test_restart_after_a_crash_is_a_fault_and_earlier_faults_are_kept(station):
+    import json
+
+    pair = station()
+    state_dir = pair.master_cfg.storage.state_dir
+    state_dir.mkdir(parents=True)
+    earlier = {"kind": "link_lost", "time": 1.0, "real_time": 1.0}
+    dead = {"pid": 2**22 + 7, "state": "acquire", "faults": [earlier], "fault_counts": {"link_lost": 3}}
+    (state_dir / "status.json").write_text(json.dumps(dead))
+    master = pair.master()
+    master._carry_faults()
+    status = master.collect_status()
+    assert status["faults"][0] == earlier
+    assert (
+        status["last_fault"]["kind"] == "restarted_after_crash" and status["last_fault"]["previous_state"] == "acquire"
+    )
+    assert status["fault_counts"] == {"link_lost": 3, "restarted_after_crash": 1}
