@@ -59,6 +59,14 @@ def format_status(data: dict, verdict: str, state_dir: Path) -> str:
     for dev, info in sorted((data.get("devices") or {}).items()):
         lines.append(f"device {dev}: {info.get('state')} captures={info.get('captures')} last={info.get('last')}")
     faults = data.get("faults") or []
+    last = data.get("last_fault")
+    if last:
+        when = last.get("real_time")
+        when = datetime.fromtimestamp(when, tz=UTC).isoformat(timespec="seconds") if isinstance(when, float) else "?"
+        lines.append(f"last fault: {last.get('kind')} at {when} (real time)")
+    counts = data.get("fault_counts") or {}
+    if counts:
+        lines.append("fault counts: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     if faults:
         lines.append("recent faults:")
         lines.extend(f"  {f}" for f in faults[-5:])

@@ -48,10 +48,20 @@ def format_summary(s: dict) -> str:
         lines.append(f"{role} faults seen: {', '.join(map(str, faults)) or 'none'}")
     for f in s["faults_injected"]:
         lines.append(f"injected {f['kind']} at {f['at_s']} s: back in acquire after {f['recovery_s']} s")
+        if "seen_in_status" in f:
+            lines.append(f"  seen in status: {f['seen_in_status']}  in logs: {f['seen_in_log']}")
     lines.append(f"data: {s['data_folder']}")
     if s.get("plot"):
         lines.append(f"daily plot: {s['plot']}")
     return "\n".join(lines)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError as e:
+        raise click.BadParameter(f"{text!r}: expected WIDTHxHEIGHT, e.g. 160x120") from e
+    return w, h
 
 
 @sim_group.command("station")
@@ -63,7 +73,9 @@ def format_summary(s: dict) -> str:
 @click.option("--fault", "faults", multiple=True, help="KIND@SECONDS[:k=v,...] after the window opens")
 @click.option("--no-processing", is_flag=True, help="run without the processing worker")
 @click.option("--seed", default=1, show_default=True)
-def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed) -> None:
+@click.option("--size", default="648x486", show_default=True, help="camera frame WIDTHxHEIGHT")
+@click.option("--data-fs-mb", type=int, help="root: the master's data root on a tmpfs of this size (fill_disk)")
+def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed, size, data_fs_mb) -> None:
     """Run a master and a slave supervisor (separate processes) through a compressed station day."""
     from controller.logging import configure_logging
     from controller.sim.station import StationRun, run_station
@@ -71,11 +83,11 @@ def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed)
     configure_logging("console", "warning")
     run = StationRun(
         hours=hours, out=Path(out), real_budget_s=budget, netns=netns, faults=[_parse_fault(f) for f in faults],
-        processing=not no_processing, seed=seed,
+        processing=not no_processing, seed=seed, image_size=_size(size), data_fs_mb=data_fs_mb,
     )  # fmt: skip
     try:
         summary = run_station(run)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(json.dumps(summary, default=str) if as_json else format_summary(summary))
     sys.exit(0 if summary["lost"] == 0 and summary["finished_cleanly"] else 1)

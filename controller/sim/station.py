@@ -69,6 +69,8 @@ class StationRun:
     image_size: tuple[int, int] = (648, 486)
     processing: bool = True
     log_level: str = "info"
+    data_fs_mb: int | None = None  # root only: the master's data root on a tmpfs of this size (disk-full faults)
+    spectrometer: bool = True
 
 
 def _toml_value(v) -> str:
@@ -141,6 +143,12 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
             "data_root": str(out / role / "data"), "state_dir": str(out / role / "state"),
             "spool_dir": str(out / role / "spool"), "allow_fallback": True, "min_free_mb": 0, "resume_free_mb": 0,
         }  # fmt: skip
+        if role == "master" and run.data_fs_mb:
+            low, high = data_fs_marks(run.data_fs_mb)
+            root = out / role / DATA_FS / "data"  # the filesystem's root holds the disk filler, not the data root
+            d["storage"].update(data_root=str(root), min_free_mb=low, resume_free_mb=high)
+        if not run.spectrometer:
+            d["spectrometer"] = {"backend": "none"}
         d["camera"] = {
             "backend": "sim", "auto_exposure": False, "shutter_us": shutter,
             "width": run.image_size[0], "height": run.image_size[1],
@@ -264,6 +272,10 @@ async def _run_async(run: StationRun) -> dict:
     for sub in ("master", "slave", "logs", "processed"):
         shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    data_fs = None
+    if run.data_fs_mb:
+        # Before the supervisors start: `ip netns exec` gives them a copy of the mounts as they are then.
+        data_fs = mount_tmpfs(out / "master" / DATA_FS, run.data_fs_mb)
     use_netns = run.netns == "on" or (run.netns == "auto" and netns_available())
     proxy = None
     if use_netns:
@@ -312,7 +324,13 @@ async def _run_async(run: StationRun) -> dict:
         if use_netns:
             netns_down()
     elapsed = time.time() - t_begin
-    summary = summarize(out, mcfg, scfg)
+    try:
+        summary = summarize(out, mcfg, scfg)
+        check_fault_visibility(out, fault_log)
+    finally:
+        if data_fs is not None:
+            unmount_keep_copy(data_fs)
+    summary["data_fs_mb"] = run.data_fs_mb if data_fs is not None else None
     summary.update(
         real_seconds=round(elapsed, 1), time_scale=round(scale, 2), network="netns" if use_netns else "loopback",
         sim_hours=run.hours, period_s=run.period_s, finished_cleanly=done,
@@ -344,7 +362,7 @@ async def _drive_faults(run, master, slave, out, proxy, use_netns, window_real, 
     for fault in sorted(run.faults, key=lambda f: f.at_s):
         await asyncio.sleep(max(0.0, window_real + fault.at_s - time.time()))
         t0 = time.monotonic()
-        entry = {"kind": fault.kind, "at_s": fault.at_s, **fault.args}
+        entry = {"kind": fault.kind, "at_s": fault.at_s, "real_time": time.time(), **fault.args}
         target = slave if fault.kind in ("kill_slave", "clock_step") else master
         if fault.args.get("device") in ("B", "S"):
             target = slave
@@ -375,6 +393,9 @@ async def _drive_faults(run, master, slave, out, proxy, use_netns, window_real, 
                 target.signal(signal.SIGUSR1)
         elif fault.kind == "garbage_ext":
             await _garbage_to_ext(ext_port, NETNS[0] if use_netns else None)
+        elif fault.kind == "fill_disk":
+            entry.update(await _fill_disk(out, fault.args))
+            t0 = time.monotonic()  # recovery counts from the moment the space is back
         entry["recovery_s"] = await _recovery(out, t0)
         fault_log.append(entry)
         log.info("sim_fault_recovered", **{k: v for k, v in entry.items() if isinstance(v, str | int | float)})
@@ -454,6 +475,7 @@ def summarize(out: Path, mcfg: dict, scfg: dict) -> dict:
         **flux,
         "state_changes": states,
         "faults_seen": {r: [f.get("kind") for f in fs] for r, fs in faults.items()},
+        "fault_counts": {r: read_status(out / r / "state").get("fault_counts", {}) for r in ("master", "slave")},
         "data_folder": str(data_root),
     }
 
@@ -541,6 +563,113 @@ def _state_changes(out: Path) -> dict:
                     seq.append(f"{ev.get('old')}->{ev.get('new')}")
         result[role] = seq
     return result
+
+
+# ------------------------------------------------------------------------------------------------ disk faults
+
+
+DATA_FS = "datafs"  # the master's dedicated data filesystem (mount point) in a disk-fault run
+
+
+def data_fs_marks(size_mb: int) -> tuple[int, int]:
+    """min_free_mb and resume_free_mb for a data filesystem of `size_mb` (a quarter and three eighths)."""
+    return max(1, size_mb // 4), max(2, size_mb * 3 // 8)
+
+
+def mount_tmpfs(path: Path, size_mb: int) -> Path:
+    """A size-limited tmpfs on `path` (root only). Raises OSError with the reason when it cannot be mounted."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        raise OSError("a dedicated data filesystem needs root and mount(8)")
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={int(size_mb)}m,mode=0755", "pycam-sim-data", str(path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise OSError(f"mount tmpfs on {path} failed: {proc.stderr.strip()}")
+    return path
+
+
+def unmount_keep_copy(path: Path) -> None:
+    """Unmount the tmpfs, keeping its files in a plain folder of the same name (the data stays to look at)."""
+    keep = path.with_name(path.name + ".copy")
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.copytree(path, keep, ignore=shutil.ignore_patterns(".fill"))
+    subprocess.run(["umount", str(path)], capture_output=True)
+    with contextlib.suppress(OSError):
+        path.rmdir()
+        keep.rename(path)
+
+
+async def _fill_disk(out: Path, args: dict) -> dict:
+    """Fill the master's data filesystem up to `leave_mb` free, hold `down_s`, free it. What was seen meanwhile."""
+    data = out / "master" / DATA_FS
+    filler = data / ".fill"
+    leave = float(args.get("leave_mb", 2.0)) * 1024 * 1024
+    loop = asyncio.get_running_loop()
+
+    def fill() -> None:
+        size = int(shutil.disk_usage(data).free - leave)
+        with open(filler, "wb") as fh:
+            os.posix_fallocate(fh.fileno(), 0, max(size, 1))
+
+    await loop.run_in_executor(None, fill)
+    await asyncio.sleep(float(args.get("down_s", 6.0)))
+    seen = {
+        "master_state_full": read_status(out / "master" / "state").get("state"),
+        "slave_spool_full": read_status(out / "slave" / "state").get("spool"),
+    }
+    await loop.run_in_executor(None, filler.unlink)
+    return seen
+
+
+# Which status fault kinds (of which supervisor) show each injected fault.
+EXPECTED_FAULTS = {
+    "kill_slave": {"master": ("link_lost",), "slave": ("restarted_after_crash",)},
+    "kill_master": {"master": ("restarted_after_crash",), "slave": ("link_lost",)},
+    "drop_link": {"master": ("link_lost",), "slave": ("link_lost",)},
+    "unplug": {"slave": ("device_unplugged", "device_error")},
+    "clock_step": {"slave": ("clock_offset", "offset_bad", "clock_lost")},
+    "garbage_ext": {"master": ("ext_bad_input",)},
+    "fill_disk": {"master": ("disk_full",)},
+}
+
+
+def check_fault_visibility(out: Path, fault_log: list[dict]) -> None:
+    """For each injected fault: the matching faults in each supervisor's status (`pycam status`) and log, recorded
+    at or after the injection (`seen_in_status`, `seen_in_log` per role)."""
+    status = {r: read_status(out / r / "state").get("faults", []) for r in ("master", "slave")}
+    logged = {r: _logged_faults(out / "logs" / f"{r}.log") for r in ("master", "slave")}
+    for entry in fault_log:
+        t0 = float(entry.get("real_time", 0.0)) - 0.5
+        expected = dict(EXPECTED_FAULTS.get(entry["kind"], {}))
+        if entry["kind"] == "unplug" and entry.get("device") == "A":
+            expected = {"master": expected["slave"]}
+        entry["seen_in_status"] = {
+            role: sorted({f["kind"] for f in status[role] if f.get("kind") in kinds and f.get("real_time", 0) >= t0})
+            for role, kinds in expected.items()
+        }  # fmt: skip
+        entry["seen_in_log"] = {
+            role: sorted({k for k, t in logged[role] if k in kinds and t >= t0}) for role, kinds in expected.items()
+        }
+
+
+def _logged_faults(path: Path) -> list[tuple[str, float]]:
+    """(fault kind, real time) of every `fault` event in a supervisor's JSON log."""
+    found = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        if '"fault"' not in line:
+            continue
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            ev = json.loads(line)
+            if ev.get("event") == "fault":
+                when = datetime.fromisoformat(ev["timestamp"].replace("Z", "+00:00")).timestamp()
+                found.append((str(ev.get("fault")), when))
+    return found
 
 
 def run_station(run: StationRun) -> dict:
