@@ -45,8 +45,22 @@ def _parse_time(text: str, name: str) -> datetime:
         raise FileNameError(name, f"time field {text!r} is not YYYY-MM-DDTHHMMSS") from e
 
 
+class _TimedName:
+    """What image and spectrum names share: the capture time, as the time key and the date folder."""
+
+    time: datetime
+
+    @property
+    def time_key(self) -> str:
+        return format_time(self.time)
+
+    @property
+    def date_folder(self) -> str:
+        return self.time.strftime("%Y-%m-%d")
+
+
 @dataclass(frozen=True)
-class ImageName:
+class ImageName(_TimedName):
     time: datetime
     band: str  # "A" or "B"
     gain: int
@@ -57,14 +71,6 @@ class ImageName:
     def __str__(self) -> str:
         suffix = "_darkcorr" if self.darkcorr else ""
         return f"{format_time(self.time)}_{BANDS[self.band]}_{self.gain}ag_{self.shutter_us}ss_{self.kind}{suffix}.png"
-
-    @property
-    def time_key(self) -> str:
-        return format_time(self.time)
-
-    @property
-    def date_folder(self) -> str:
-        return self.time.strftime("%Y-%m-%d")
 
     @classmethod
     def parse(cls, name: str) -> ImageName:
@@ -92,7 +98,7 @@ class ImageName:
 
 
 @dataclass(frozen=True)
-class SpectrumName:
+class SpectrumName(_TimedName):
     time: datetime
     integration_ms: int
     coadd: int
@@ -100,14 +106,6 @@ class SpectrumName:
 
     def __str__(self) -> str:
         return f"{format_time(self.time)}_{self.integration_ms}ss_{self.coadd}coadd_{self.kind}.npy"
-
-    @property
-    def time_key(self) -> str:
-        return format_time(self.time)
-
-    @property
-    def date_folder(self) -> str:
-        return self.time.strftime("%Y-%m-%d")
 
     @classmethod
     def parse(cls, name: str) -> SpectrumName:
