@@ -29,6 +29,7 @@ from controller.errors import FileNameError, ProcessingError
 from controller.logging import get_logger
 from controller.storage.atomic import atomic_write_text
 from controller.storage.names import ImageName, SpectrumName, parse_name
+from processing.memory import fix_mmap_threshold, trim_heap
 
 log = get_logger("processing.worker")
 
@@ -210,6 +211,8 @@ class _ChildState:
             self.journal.mark("pairs", pair.key)  # a broken pair is not retried forever
             return
         rows = self.writer.write(result)
+        result.aa = None
+        trim_heap()  # processing/memory.py: keeps the RSS flat over thousands of pairs
         self.journal.mark("pairs", pair.key)
         self.emit("pair", pair.key, rows)
 
@@ -259,6 +262,7 @@ def run_child(cfg: Config, data_root: str, out_dir: str, commands: Any, events: 
     from controller.logging import configure_logging
 
     configure_logging(cfg.logging.format, cfg.logging.level)
+    fix_mmap_threshold()
     state = _ChildState(cfg, Path(data_root), Path(out_dir), events)
     state.full_scan()
     while True:
