@@ -79,15 +79,18 @@ def bench_chain(data_dir: Path, repeats: int = 3) -> dict:
 
 
 def _memory_child(data_dir: str, n_pairs: int, result: mp.Queue) -> None:
+    # a spawned child: configure logging (stderr) before the processing modules bind their loggers, so stdout
+    # stays the bench's JSON
+    from controller.logging import configure_logging
+
+    configure_logging("console", "warning")
     import resource
 
     import psutil
 
-    from controller.logging import configure_logging
     from processing.memory import fix_mmap_threshold, trim_heap
     from processing.pipeline import ResultWriter
 
-    configure_logging("console", "warning")  # a spawned child: logs to stderr, stdout stays the bench's JSON
     fix_mmap_threshold()  # as the worker child does
     cfg, folder = _villarrica(Path(data_dir))
     proc, pairs = _processor(cfg, folder)

@@ -13,10 +13,6 @@ import ctypes
 import ctypes.util
 import functools
 
-from controller.logging import get_logger
-
-log = get_logger("processing.memory")
-
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 MMAP_THRESHOLD_BYTES = 256 * 1024
 
@@ -36,9 +32,7 @@ def _libc() -> ctypes.CDLL | None:
 def fix_mmap_threshold(threshold_bytes: int = MMAP_THRESHOLD_BYTES) -> bool:
     """Serve every block above `threshold_bytes` with mmap, for the life of the process. True when applied."""
     lib = _libc()
-    ok = bool(lib and lib.mallopt(M_MMAP_THRESHOLD, int(threshold_bytes)))
-    log.debug("mmap_threshold", applied=ok, bytes=threshold_bytes)
-    return ok
+    return bool(lib and lib.mallopt(M_MMAP_THRESHOLD, int(threshold_bytes)))
 
 
 def trim_heap() -> None:
