@@ -42,4 +42,8 @@ def configure_logging(fmt: LogFormat = "console", level: str = "info", stream=No
 
 
 def get_logger(component: str, **context) -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger().bind(component=component, **context)
+    """A lazy logger: created at import time, it still follows the configuration made later by the CLI.
+
+    (`get_logger().bind(...)` would freeze the default configuration at import time: console output on stdout.)
+    """
+    return structlog.get_logger(component=component, **context)
