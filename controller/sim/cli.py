@@ -80,7 +80,7 @@ def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed,
     from controller.logging import configure_logging
     from controller.sim.station import StationRun, run_station
 
-    configure_logging("console", "warning")
+    configure_logging("console", "warning", stream=sys.stderr)  # stdout is for the summary (--json)
     run = StationRun(
         hours=hours, out=Path(out), real_budget_s=budget, netns=netns, faults=[_parse_fault(f) for f in faults],
         processing=not no_processing, seed=seed, image_size=_size(size), data_fs_mb=data_fs_mb,
@@ -91,3 +91,32 @@ def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed,
         raise click.ClickException(str(e)) from e
     click.echo(json.dumps(summary, default=str) if as_json else format_summary(summary))
     sys.exit(0 if summary["lost"] == 0 and summary["finished_cleanly"] else 1)
+
+
+@sim_group.command("soak")
+@click.option("--slots", default=20_000, show_default=True, help="slots in the acquisition window")
+@click.option("--period", default=2.0, show_default=True, help="sim seconds between slots")
+@click.option("--rate", default=20.0, show_default=True, help="slots per real second (sets the time scale)")
+@click.option("--fault-every", default=45.0, show_default=True, help="mean real seconds between random faults")
+@click.option("--size", default="64x48", show_default=True, help="camera frame WIDTHxHEIGHT")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--out", default="sim-soak", show_default=True, type=click.Path(file_okay=False))
+@click.option("--netns", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+def soak_cmd(slots, period, rate, fault_every, size, seed, out, netns, as_json) -> None:
+    """A long sim run with random faults: slots captured, files lost, duplicates, peak memory and CPU."""
+    from controller.logging import configure_logging
+    from controller.sim.soak import SoakRun, format_soak, run_soak
+
+    configure_logging("console", "warning", stream=sys.stderr)  # stdout is for the summary (--json)
+    soak = SoakRun(
+        slots=slots, period_s=period, rate=rate, fault_every_s=fault_every, size=_size(size), seed=seed,
+        out=Path(out), netns=netns,
+    )  # fmt: skip
+    try:
+        summary = run_soak(soak)
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(json.dumps(summary, default=str) if as_json else format_soak(summary))
+    ok = summary["lost"] == 0 and summary["duplicates"] == 0 and summary["corrupt"] == 0
+    sys.exit(0 if ok and summary["finished_cleanly"] else 1)

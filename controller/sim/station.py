@@ -247,6 +247,63 @@ class Proc:
         return self.proc is not None and self.proc.returncode is None
 
 
+class ProcessMonitor:
+    """Samples each supervisor process (and its children: the processing worker) every `every_s` real seconds:
+    peak resident memory and CPU time, summed over the restarts of a role (kill -9 included: the last sample
+    before the kill counts)."""
+
+    def __init__(self, procs: dict[str, Proc], every_s: float = 0.5):
+        self.procs = procs
+        self.every_s = every_s
+        self.peak_rss: Counter = Counter()
+        self.peak_children_rss: Counter = Counter()
+        self.cpu: dict[tuple[str, int], float] = {}  # (role, pid) -> last CPU seconds seen
+        self.children_cpu: dict[tuple[str, int], float] = {}
+
+    def sample(self) -> None:
+        import psutil
+
+        for role, proc in self.procs.items():
+            if not proc.running:
+                continue
+            try:
+                p = psutil.Process(proc.proc.pid)
+                with p.oneshot():
+                    rss, times = p.memory_info().rss, p.cpu_times()
+                kids = p.children(recursive=True)
+                kid_rss = sum(k.memory_info().rss for k in kids)
+                kid_cpu = sum(sum(k.cpu_times()[:2]) for k in kids)
+            except psutil.Error:
+                continue  # it just exited (or was killed): its last sample stands
+            self.peak_rss[role] = max(self.peak_rss[role], rss)
+            self.peak_children_rss[role] = max(self.peak_children_rss[role], kid_rss)
+            # Children that exited were reaped into children_user/system of the parent.
+            self.cpu[(role, p.pid)] = times.user + times.system
+            self.children_cpu[(role, p.pid)] = max(
+                self.children_cpu.get((role, p.pid), 0.0), kid_cpu + times.children_user + times.children_system
+            )
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.every_s)
+
+    def figures(self, real_s: float) -> dict:
+        out = {}
+        for role, proc in self.procs.items():
+            cpu = sum(v for (r, _), v in self.cpu.items() if r == role)
+            kids = sum(v for (r, _), v in self.children_cpu.items() if r == role)
+            out[role] = {
+                "peak_rss_mb": round(self.peak_rss[role] / 2**20, 1),
+                "cpu_s": round(cpu, 1),
+                "cpu_percent_of_one_core": round(100.0 * cpu / max(real_s, 1e-9), 1),
+                "children_peak_rss_mb": round(self.peak_children_rss[role] / 2**20, 1),
+                "children_cpu_s": round(kids, 1),
+                "starts": proc.starts,
+            }
+        return out
+
+
 def read_status(state_dir: Path) -> dict:
     try:
         return json.loads((state_dir / "status.json").read_text())
@@ -305,6 +362,8 @@ async def _run_async(run: StationRun) -> dict:
     await master.start()
     await slave.start()
     fault_log: list[dict] = []
+    monitor = ProcessMonitor({"master": master, "slave": slave})
+    sampler = asyncio.ensure_future(monitor.run())
     try:
         driver = asyncio.ensure_future(
             _drive_faults(run, master, slave, out, proxy, use_netns, window_real, ext_port, fault_log)
@@ -315,6 +374,9 @@ async def _run_async(run: StationRun) -> dict:
         with contextlib.suppress(asyncio.CancelledError):
             await driver
     finally:
+        sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sampler
         for p in (slave, master):
             if p.running:
                 p.kill9()
@@ -335,6 +397,7 @@ async def _run_async(run: StationRun) -> dict:
         real_seconds=round(elapsed, 1), time_scale=round(scale, 2), network="netns" if use_netns else "loopback",
         sim_hours=run.hours, period_s=run.period_s, finished_cleanly=done,
         exit_codes={"master": master.exit_codes, "slave": slave.exit_codes}, faults_injected=fault_log,
+        processes=monitor.figures(elapsed),
     )  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
