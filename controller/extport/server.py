@@ -21,8 +21,9 @@ import contextlib
 import errno
 import hmac
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from controller.config import Config
 from controller.errors import PycamError
@@ -65,9 +66,12 @@ class ExtServer:
         bind: str | None = None,
         queue_limit: int = QUEUE_LIMIT,
         auth_timeout_s: float = AUTH_TIMEOUT_S,
+        on_bad_input: Callable[[str, dict], None] | None = None,
     ):
         net = cfg.network
         self.controller = controller
+        # Told about refused clients, malformed messages and refused keys (the supervisor counts them as faults).
+        self.on_bad_input = on_bad_input
         self.ports = tuple(ports) if ports is not None else (net.ext_port, *net.ext_port_fallbacks)
         self.bind = bind if bind is not None else net.ext_bind
         self.max_clients = net.max_clients
@@ -214,11 +218,15 @@ class ExtServer:
         peer = f"{host}:{peername[1]}" if peername else "?"
         try:
             if not self.allowed.allows(host):
-                self._log.warning("ext_client_refused", peer=peer, why="address not in network.allowed_networks")
+                self._report_bad_input(
+                    "ext_client_refused", warn=True, peer=peer, why="address not in network.allowed_networks"
+                )
                 await self._reply_and_close(reader, writer, self._err(protocol.ERR_NETWORK))
                 return
             if len(self._clients) >= self.max_clients:
-                self._log.warning("ext_client_refused", peer=peer, why=f"max_clients {self.max_clients} reached")
+                self._report_bad_input(
+                    "ext_client_refused", warn=True, peer=peer, why=f"max_clients {self.max_clients} reached"
+                )
                 await self._reply_and_close(reader, writer, self._err(protocol.ERR_MAX_CLIENTS))
                 return
             client = _Client(next(self._numbers), peer, writer, asyncio.Queue(self._queue_limit))
@@ -267,7 +275,7 @@ class ExtServer:
                 if client.closed:
                     return
                 if isinstance(item, protocol.FrameError):
-                    self._log.info("ext_bad_message", client=client.number, reason=item.reason)
+                    self._report_bad_input("ext_bad_message", client=client.number, reason=item.reason)
                     self._send(client, protocol.encode_reply(self._err(protocol.ERR_MESSAGE)))
                 elif not client.authenticated:
                     if not self._check_auth(item):
@@ -283,9 +291,17 @@ class ExtServer:
             return False
         return hmac.compare_digest(message.pairs[0][1].encode("utf-8"), self._token)
 
+    def _report_bad_input(self, event: str, warn: bool = False, **info: Any) -> None:
+        if warn:
+            self._log.warning(event, **info)
+        else:
+            self._log.info(event, **info)
+        if self.on_bad_input is not None:
+            self.on_bad_input(event, info)
+
     async def _close_after_flush(self, client: _Client, reader: asyncio.StreamReader, why: str) -> None:
         """Let the writer send what is queued (the ERR), then close politely."""
-        self._log.warning("ext_client_refused", client=client.number, peer=client.peer, why=why)
+        self._report_bad_input("ext_client_refused", warn=True, client=client.number, peer=client.peer, why=why)
         with contextlib.suppress(asyncio.QueueFull):
             client.queue.put_nowait(None)
             if client.writer_task is not None:
@@ -304,7 +320,7 @@ class ExtServer:
             if cmd.key == "IDN":
                 client.identity = cmd.value
         for refusal in refusals:
-            self._log.info("ext_refused", client=client.number, key=refusal.key, reason=refusal.reason)
+            self._report_bad_input("ext_refused", client=client.number, key=refusal.key, reason=refusal.reason)
         replies = [r.reply() for r in refusals]
         try:
             replies += await self.controller.handle_message(commands, client.identity)

@@ -86,9 +86,8 @@ class MasterSupervisor(Supervisor):
 
         local = DeviceControl(self.settings, self.actions, protocol.MASTER_IDENTITIES)
         remote = RemoteDeviceControl(self.link.request)
-        self.ext_server = ExtServer(self.settings.config, MasterControl(local, remote))
-        # The port has no event hook: its log events about bad input also become a (rate-limited) fault.
-        self.ext_server._log = _EventTap(self.ext_server._log, self._ext_event)
+        # Bad input on the port (garbage, refused clients or keys) also becomes a (rate-limited) fault.
+        self.ext_server = ExtServer(self.settings.config, MasterControl(local, remote), on_bad_input=self._ext_event)
         try:
             self.ext_port = await self.ext_server.start()
         except OSError as e:
@@ -447,25 +446,6 @@ class _PausableStore:
 
     def path_for(self, name: str) -> Path:
         return self._store.path_for(name)
-
-
-class _EventTap:
-    """Wraps a structlog logger: every call is logged as before, and `tap(event, kw)` sees it too."""
-
-    def __init__(self, inner: Any, tap: Any):
-        self._inner = inner
-        self._tap = tap
-
-    def __getattr__(self, level: str) -> Any:
-        method = getattr(self._inner, level)
-        if level not in ("debug", "info", "warning", "error", "exception"):
-            return method
-
-        def call(event: str, *args: Any, **kw: Any) -> Any:
-            self._tap(event, kw)
-            return method(event, *args, **kw)
-
-        return call
 
 
 class _NoLines:

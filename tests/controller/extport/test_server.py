@@ -395,3 +395,24 @@ def test_a_client_pipelining_many_messages_is_served_in_order(tmp_path):
         await st.server.stop()
 
     run(body(), timeout_s=60)
+
+
+def test_bad_input_is_reported_to_the_hook(tmp_path):
+    """The supervisor counts garbage and refused clients as faults through `on_bad_input`, not by log scraping."""
+    seen: list[tuple[str, dict]] = []
+
+    async def body():
+        st = await _started(tmp_path, on_bad_input=lambda event, info: seen.append((event, info)))
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", st.port)
+            writer.write(b"IDN EXN END\r\nSSA 12x END\r\n" + b"\xff\xfe garbage" * 400 + b" END\r\n")
+            await writer.drain()
+            await asyncio.wait_for(reader.readuntil(b"END\r\n"), 3)
+            await asyncio.wait_for(reader.readuntil(b"END\r\n"), 3)
+            writer.close()
+        finally:
+            await st.server.stop()
+
+    run(body())
+    events = [e for e, _ in seen]
+    assert "ext_bad_message" in events
