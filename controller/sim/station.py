@@ -41,7 +41,9 @@ DARK_BEFORE = timedelta(minutes=5)
 SIM_WIND_M_S = 0.27
 SIM_EMISSION_KG_S = 0.34
 SIM_PERIOD_S = 60.0
-NETNS = ("pycam-sim-m", "pycam-sim-s")
+# Names unique to this process, so two sim runs on one machine never tear down each other's network.
+NETNS = (f"pycam-m{os.getpid()}", f"pycam-s{os.getpid()}")
+VETH = (f"pcm{os.getpid()}", f"pcs{os.getpid()}")
 # The station's own link-local network, as between the two Pis (and inside the default allowed networks).
 NETNS_ADDR = ("169.254.231.1", "169.254.231.2")
 
@@ -163,7 +165,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
 def netns_available() -> bool:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         return False
-    probe = "pycam-sim-probe"
+    probe = f"pycam-probe{os.getpid()}"
     ok = subprocess.run(["ip", "netns", "add", probe], capture_output=True).returncode == 0
     if ok:
         subprocess.run(["ip", "netns", "del", probe], capture_output=True)
@@ -176,13 +178,13 @@ def netns_up() -> None:
     cmds = [
         ["ip", "netns", "add", NETNS[0]],
         ["ip", "netns", "add", NETNS[1]],
-        ["ip", "link", "add", "pcm0", "type", "veth", "peer", "name", "pcs0"],
-        ["ip", "link", "set", "pcm0", "netns", NETNS[0]],
-        ["ip", "link", "set", "pcs0", "netns", NETNS[1]],
-        ["ip", "-n", NETNS[0], "addr", "add", f"{NETNS_ADDR[0]}/16", "dev", "pcm0"],
-        ["ip", "-n", NETNS[1], "addr", "add", f"{NETNS_ADDR[1]}/16", "dev", "pcs0"],
-        ["ip", "-n", NETNS[0], "link", "set", "pcm0", "up"],
-        ["ip", "-n", NETNS[1], "link", "set", "pcs0", "up"],
+        ["ip", "link", "add", VETH[0], "type", "veth", "peer", "name", VETH[1]],
+        ["ip", "link", "set", VETH[0], "netns", NETNS[0]],
+        ["ip", "link", "set", VETH[1], "netns", NETNS[1]],
+        ["ip", "-n", NETNS[0], "addr", "add", f"{NETNS_ADDR[0]}/16", "dev", VETH[0]],
+        ["ip", "-n", NETNS[1], "addr", "add", f"{NETNS_ADDR[1]}/16", "dev", VETH[1]],
+        ["ip", "-n", NETNS[0], "link", "set", VETH[0], "up"],
+        ["ip", "-n", NETNS[1], "link", "set", VETH[1], "up"],
         ["ip", "-n", NETNS[0], "link", "set", "lo", "up"],
         ["ip", "-n", NETNS[1], "link", "set", "lo", "up"],
     ]
@@ -196,7 +198,7 @@ def netns_down() -> None:
 
 
 def set_link(up: bool) -> None:
-    subprocess.run(["ip", "-n", NETNS[1], "link", "set", "pcs0", "up" if up else "down"], capture_output=True)
+    subprocess.run(["ip", "-n", NETNS[1], "link", "set", VETH[1], "up" if up else "down"], capture_output=True)
 
 
 # --------------------------------------------------------------------------------------------------- processes
