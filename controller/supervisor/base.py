@@ -126,6 +126,7 @@ class Supervisor:
         self.fault_counts: Counter[str] = Counter()  # every fault kind since the state folder was new
         self.storage_check: dict = {}
         self.disk_paused = False
+        self.disk_policy: Any = None
         self.free_mb: float | None = None
         self.offset_s = 0.0
         self.offset_ok = False
@@ -219,6 +220,7 @@ class Supervisor:
             self.kick.set()
         elif event == "store_failed":
             self.note_fault("store_failed", info)
+            self._check_disk()  # a write failed: perhaps the disk filled between two checks
 
     def request_stop(self, reason: str, restart: bool = False) -> None:
         if self.stop_requested is None:
@@ -277,7 +279,25 @@ class Supervisor:
         return None
 
     def on_slot(self, k: int, t: float) -> None:
-        """After each slot: cheap checks that may need the main coroutine."""
+        """After each slot: cheap checks that may need the main coroutine (free space: one statvfs)."""
+        self._check_disk()
+
+    def _check_disk(self) -> None:
+        """The disk suspender (controller/disk_policy.py): pause acquisition below min_free_mb, resume above
+        resume_free_mb. The master may first delete old processed data; the slave never deletes its spool."""
+        if self.disk_policy is None:
+            return
+        try:
+            res = self.disk_policy.check()
+        except OSError as e:
+            self.log.warning("disk_check_failed", error=str(e))
+            return
+        self.free_mb = round(res.free_mb, 1)
+        if res.changed:
+            self.disk_paused = res.paused
+            if res.paused:
+                self.note_fault("disk_full", {"free_mb": self.free_mb})
+            self.kick.set()
 
     async def close_devices(self) -> None:
         for key, runner in self.devices.items():

@@ -16,7 +16,6 @@ from controller.storage.atomic import atomic_write_text
 from controller.supervisor.actions import SupervisorActions
 from controller.supervisor.base import Supervisor, next_window_start, window_bounds
 
-DISK_CHECK_SLOTS = 1  # check free space after every slot (cheap: one statvfs), before the disk is really full
 WORKER_DRAIN_S = 600.0  # clock seconds the process phase waits for the worker's backlog
 DARKS_FILE = "last_darks.txt"  # the date (YYYY-MM-DD) of the last daily dark series
 EXT_FAULT_EVENTS = ("ext_bad_message", "ext_refused", "ext_client_refused")
@@ -34,7 +33,6 @@ class MasterSupervisor(Supervisor):
         self.ext_server: Any = None
         self.ext_port: int | None = None
         self.worker: Any = None
-        self.disk_policy: Any = None
         self.actions = SupervisorActions(self)
         self._wake_task: asyncio.Task | None = None
         self.stored_from_slave = 0
@@ -182,21 +180,6 @@ class MasterSupervisor(Supervisor):
         days = reply.get("spool_days")
         return {str(d) for d in days} if isinstance(days, list) else None
 
-    def _check_disk(self) -> None:
-        if self.disk_policy is None:
-            return
-        try:
-            res = self.disk_policy.check()
-        except OSError as e:
-            self.log.warning("disk_check_failed", error=str(e))
-            return
-        self.free_mb = round(res.free_mb, 1)
-        if res.changed:
-            self.disk_paused = res.paused
-            if res.paused:
-                self.note_fault("disk_full", {"free_mb": self.free_mb})
-            self.kick.set()
-
     async def _start_power(self) -> None:
         from controller.hardware import factory
         from controller.power import PowerHandoff
@@ -270,15 +253,6 @@ class MasterSupervisor(Supervisor):
         if notify is not None and name:
             with contextlib.suppress(OSError, ValueError):
                 notify(name)
-
-    def on_slot(self, k: int, t: float) -> None:
-        if k % DISK_CHECK_SLOTS == 0:
-            self._check_disk()
-
-    def device_event(self, event: str, info: dict) -> None:
-        super().device_event(event, info)
-        if event == "store_failed":
-            self._check_disk()  # a write failed: perhaps the disk filled between two checks
 
     # ------------------------------------------------------------------------------------------- phases
 

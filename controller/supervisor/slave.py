@@ -35,6 +35,7 @@ class SlaveSupervisor(Supervisor):
         self._stopped_by_master = asyncio.Event()
 
     async def boot_services(self) -> None:
+        from controller.disk_policy import DiskPolicy
         from controller.extport import protocol
         from controller.extport.control import DeviceControl, ext_request_handler
         from controller.hardware import factory
@@ -47,6 +48,12 @@ class SlaveSupervisor(Supervisor):
         self.settings = SettingsStore(self.state_dir, self.base_cfg)
         cfg = self.cfg
         self.spool = Spool(cfg.storage.spool_dir)
+        # Unsent files are never deleted: a full spool disk pauses captures until the master has drained it.
+        self.disk_policy = DiskPolicy(
+            cfg.storage, cfg.storage.spool_dir, today=lambda: "", is_processed=lambda p: False,
+            is_transferred=lambda p: False,
+        )  # fmt: skip
+        self._check_disk()
         scene = None
         if "sim" in (cfg.camera.backend, cfg.spectrometer.backend):
             scene = await loop.run_in_executor(None, factory.make_scene, cfg)
@@ -177,6 +184,8 @@ class SlaveSupervisor(Supervisor):
         self.start_slot_loop()
         resync_s = self.cfg.clock.resync_s
         while self.station.state in ("acquire", "degraded", "paused"):
+            if self.disk_paused:
+                self._check_disk()  # no slots run while paused: the suspender is re-checked here
             if self._stopped_by_master.is_set():
                 self.request_stop("master stop request")
             if self.clock.monotonic() - self.last_sync >= resync_s and self.link.connected:
@@ -189,7 +198,8 @@ class SlaveSupervisor(Supervisor):
             plan = self.plan
             until_end = None if plan is None or plan.end_s is None else plan.end_s - self.master_time()
             until_sync = resync_s - (self.clock.monotonic() - self.last_sync)
-            waits = [w for w in (until_end, until_sync) if w is not None]
+            until_recheck = self.cfg.schedule.period_s if self.disk_paused else None
+            waits = [w for w in (until_end, until_sync, until_recheck) if w is not None]
             await self.wait_kick(max(0.0, min(waits)) if waits else None)
         if self.station.state != "acquire":
             await self.stop_slot_loop()

@@ -175,3 +175,25 @@ async def test_restart_after_a_crash_is_a_fault_and_earlier_faults_are_kept(stat
         status["last_fault"]["kind"] == "restarted_after_crash" and status["last_fault"]["previous_state"] == "acquire"
     )
     assert status["fault_counts"] == {"link_lost": 3, "restarted_after_crash": 1}
+
+
+@run_async
+async def test_slave_spool_disk_full_pauses_the_slave_keeps_its_files_and_resumes(station):
+    """The slave never deletes unsent files: a full spool disk pauses its captures, and it resumes by itself."""
+    pair = station(factor=20.0)
+    master, slave = pair.master(), pair.slave()
+    tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
+    await wait_for(lambda: slave.station.state == "acquire" and _caps(slave, "B") >= 2, 20, "acquire")
+    free = {"mb": 10.0}
+    slave.disk_policy._free_bytes = lambda: int(free["mb"] * 1024 * 1024)
+    slave.disk_policy.cfg = type(slave.disk_policy.cfg)(min_free_mb=100, resume_free_mb=200)
+    await wait_for(lambda: slave.station.state == "paused", 10, "slave paused by its own disk check")
+    await asyncio.sleep(0.3)  # a capture already in flight when the pause came may still land
+    n = _caps(slave, "B")
+    await asyncio.sleep(0.6)  # > 2 slots at this time scale
+    assert _caps(slave, "B") == n
+    assert master.station.state == "acquire"  # the master goes on with camera A
+    free["mb"] = 500.0
+    await wait_for(lambda: slave.station.state == "acquire", 10, "slave resumed by itself")
+    await wait_for(lambda: _caps(slave, "B") > n, 10, "captures again")
+    await _stop(master, slave, tasks)
