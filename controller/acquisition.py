@@ -28,6 +28,7 @@ from controller.config import Config
 from controller.errors import DeviceUnavailable, HardwareError, PycamError, StorageError
 from controller.logging import get_logger
 from controller.storage.names import ImageName, SpectrumName, check_type
+from states.machine import MachineTable, StateModel, build_machine
 
 # The dark series takes at most this many exposures per device, spread over its shutter/integration list.
 DARK_STEPS = 12
@@ -177,11 +178,72 @@ async def wait_event_or_sleep(event: asyncio.Event, clock: Clock, seconds: float
     event.clear()
 
 
+class MachineDriver:
+    """A declared table (states/) run as a `build_machine` machine that only the event loop changes.
+
+    `fire` is the only way its state changes: it fires `trigger` when the current state accepts it (False
+    otherwise), so callers act on facts ("the capture failed") without re-checking the state. It refuses to run
+    outside the event loop's thread: executor threads hop to the loop with `call_soon_threadsafe` first.
+    Every change is one `state_change` event (build_machine) and is passed to `on_change(old, new, trigger)`.
+    """
+
+    def __init__(
+        self,
+        table: MachineTable,
+        name: str,
+        clock: Clock,
+        conditions: dict[str, Callable[[], bool]] | None = None,
+        on_change: Callable[[str, str, str], None] | None = None,
+        logger: Any = None,
+    ):
+        self.table = table
+        self.name = name
+        self._clock = clock
+        self._on_change = on_change or (lambda old, new, trigger: None)
+        self.model = StateModel()
+        self.machine = build_machine(
+            self.model, table, name=name, logger=logger or get_logger("machine"), asynchronous=False,
+            conditions=conditions,
+        )  # fmt: skip
+        self.since = clock.time()
+        self.history: deque[tuple[float, str, str, str]] = deque(maxlen=200)
+
+    @property
+    def state(self) -> str:
+        return self.model.state
+
+    def recent(self, n: int = 20) -> list[dict]:
+        """The last `n` changes (for the status file)."""
+        return [{"time": t, "old": o, "new": new, "trigger": tr} for t, o, new, tr in list(self.history)[-n:]]
+
+    def can(self, trigger: str) -> bool:
+        return trigger in self.table.allowed(self.state)
+
+    def fire(self, trigger: str, reason: str | None = None) -> bool:
+        """Fire `trigger` if the current state accepts it; True when the state changed."""
+        asyncio.get_running_loop()  # RuntimeError in an executor thread: only the loop changes state
+        old = self.state
+        if not self.can(trigger):
+            return False
+        self.model.trigger(trigger, **({"reason": reason} if reason else {}))
+        new = self.state
+        if new != old:
+            self.since = self._clock.time()
+            self.history.append((self.since, old, new, trigger))
+            self._on_change(old, new, trigger)
+        return new != old
+
+
+# A device in these states has an open, working device: it captures.
+USABLE_STATES = ("idle", "continuous", "single", "dark_series")
+
+
 class DeviceRunner:
     """One capture device: opened in an executor thread, captured per slot, retried with backoff on failure.
 
     `key` is "A", "B" (cameras) or "S" (spectrometer). `settings()` returns the effective Config (SettingsStore).
-    `sink(name, data)` stores the encoded file (master: data store; slave: spool).
+    `sink(name, data)` stores the encoded file (master: data store; slave: spool). Its state is the machine
+    "acquisition.<key>" of states/acquisition.py, changed only here and only on the event loop.
     """
 
     def __init__(
@@ -195,6 +257,8 @@ class DeviceRunner:
         offset: Callable[[], float] = lambda: 0.0,
         on_event: Callable[[str, dict], None] | None = None,
     ):
+        from states.acquisition import TABLE
+
         self.key = key
         self.name = {"A": "camera A", "B": "camera B", "S": "spectrometer"}[key]
         self._opener = opener
@@ -205,7 +269,6 @@ class DeviceRunner:
         self._offset = offset
         self._on_event = on_event or (lambda e, i: None)
         self.device: Any = None
-        self.state = "closed"  # closed, ready, error, unplugged
         self.captures = 0
         self.failures = 0
         self.last: str | None = None
@@ -213,43 +276,114 @@ class DeviceRunner:
         self._retry_at = 0.0  # local clock monotonic
         self._backoff = BACKOFF_START_S
         self._lock = asyncio.Lock()  # one capture at a time per device
-        self.continuous = True
+        self._want_continuous = True  # the operator's choice (external port SPC/STC ...)
+        self._scheduled = False  # the slot loop runs
         self.lateness_ms: deque[float] = deque(maxlen=256)
         self.device_cpu_s = 0.0
         self._log = get_logger("acquisition", device=self.name)
+        self.machine = MachineDriver(
+            TABLE, f"acquisition.{key}", clock, conditions={"continuous_wanted": self.continuous_wanted},
+            on_change=self._state_changed, logger=self._log,
+        )  # fmt: skip
+
+    # ----------------------------------------------------------------------------------------------- state
+
+    @property
+    def state(self) -> str:
+        return self.machine.state
+
+    @property
+    def usable(self) -> bool:
+        return self.state in USABLE_STATES
+
+    def continuous_wanted(self) -> bool:
+        return self._want_continuous and self._scheduled
+
+    @property
+    def continuous(self) -> bool:
+        """Wanted continuous (the slot loop captures it while it runs)."""
+        return self._want_continuous
+
+    @continuous.setter
+    def continuous(self, value: bool) -> None:
+        self._want_continuous = bool(value)
+        self._sync_continuous()
+
+    def set_scheduled(self, scheduled: bool) -> None:
+        """The slot loop started (True) or stopped (False)."""
+        self._scheduled = scheduled
+        self._sync_continuous()
+
+    def _sync_continuous(self) -> None:
+        if self.continuous_wanted():
+            self.machine.fire("start_continuous", reason="slot loop running")
+        else:
+            self.machine.fire("stop_continuous", reason="slot loop stopped or continuous off")
+
+    def _state_changed(self, old: str, new: str, trigger: str) -> None:
+        self._on_event("device_state", {"device": self.key, "old": old, "new": new, "trigger": trigger})
 
     # ----------------------------------------------------------------------------------------------- lifecycle
 
-    async def open(self) -> bool:
+    async def _open_device(self) -> BaseException | None:
+        """Open the device (executor) and apply the settings; the error when that failed."""
         loop = asyncio.get_running_loop()
         try:
             self.device = await loop.run_in_executor(None, self._opener)
+            if self.device is not None:
+                await self._apply_settings(initial=True)
         except (PycamError, OSError) as e:
-            self._failed(e, opening=True)
+            return e
+        return None
+
+    async def open(self) -> bool:
+        """Open at boot: idle, absent (no device configured) or error/unplugged (retried after a backoff)."""
+        error = await self._open_device()
+        if error is not None:
+            self._failed(error, opening=True)
             return False
         if self.device is None:  # e.g. spectrometer backend "none"
-            self.state = "absent"
+            self.machine.fire("no_device", reason="no such device on this Pi")
             return False
-        await self._apply_settings(initial=True)
-        self._set_state("ready")
+        self.machine.fire("opened")
         self._backoff = BACKOFF_START_S
         return True
 
-    async def close(self) -> None:
+    async def _release(self) -> None:
         dev, self.device = self.device, None
         if dev is not None:
             try:
                 await asyncio.get_running_loop().run_in_executor(None, dev.close)
             except (PycamError, OSError) as e:
                 self._log.warning("device_close_failed", error=str(e))
-        if self.state != "absent":
-            self._set_state("closed")
 
-    def _set_state(self, state: str) -> None:
-        if state != self.state:
-            old, self.state = self.state, state
-            self._log.info("device_state", old=old, new=state)
-            self._on_event("device_state", {"device": self.key, "old": old, "new": state})
+    async def close(self) -> None:
+        """Release the device for good (shutdown)."""
+        await self._release()
+        self.machine.fire("close", reason="shutdown")
+
+    async def restart(self) -> bool:
+        """Close and reopen the device now (external port: restart the backend)."""
+        async with self._lock:
+            if not self.machine.fire("recover", reason="backend restart"):
+                return False
+            await self._release()
+            return await self._reopen()
+
+    async def _reopen(self) -> bool:
+        """In recovering: open the device again; reopened, or back to error/unplugged with a longer backoff."""
+        error = await self._open_device()
+        if error is None and self.device is None:
+            error = DeviceUnavailable(self.name, "the backend returned no device")
+        if error is not None:
+            self._failed(error, opening=True)
+            return False
+        self._reopened()
+        return True
+
+    def _reopened(self) -> None:
+        self._backoff = BACKOFF_START_S
+        self.machine.fire("reopened")
 
     def _failed(self, e: BaseException, opening: bool = False) -> None:
         self.failures += 1
@@ -259,22 +393,23 @@ class DeviceRunner:
             "device_failed", error=str(e), opening=opening, retry_in_s=self._backoff, failures=self.failures
         )
         self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
-        self._set_state("unplugged" if isinstance(e, DeviceUnavailable) else "error")
+        if isinstance(e, DeviceUnavailable):
+            self.machine.fire("unplug", reason=str(e))
+        else:
+            trigger = {"opening": "open_failed", "recovering": "reopen_failed"}.get(self.state, "capture_failed")
+            self.machine.fire(trigger, reason=str(e))
 
     async def _recover(self) -> bool:
-        """Try to get the device back (called when its backoff has passed)."""
+        """Try to get the device back (called when its backoff has passed); True when a capture may be tried."""
         if self._clock.monotonic() < self._retry_at:
             return False
+        if not self.machine.fire("recover", reason="backoff over"):
+            return False
         if self.device is not None and hasattr(self.device, "inject_fault"):
-            # A sim device keeps its plugged/unplugged state in the object: try it again as it is.
-            self._set_state("ready")
+            # A sim device keeps its plugged/unplugged state in the object: the next capture is the probe.
             return True
-        await self.close()
-        return await self.open()
-
-    @property
-    def usable(self) -> bool:
-        return self.state == "ready"
+        await self._release()
+        return await self._reopen()
 
     async def _apply_settings(self, initial: bool = False) -> None:
         cfg = self._settings()
@@ -293,11 +428,24 @@ class DeviceRunner:
     # ------------------------------------------------------------------------------------------------ capture
 
     async def capture(self, slot_time: float | None, kind: str = "Plume", exposure: int | None = None) -> str | None:
-        """Capture, encode and store one file named with `slot_time` (master time; None: now). None if skipped."""
+        """Capture, encode and store one file named with `slot_time` (master time; None: now, a single capture).
+        None if skipped or failed."""
         check_type(kind)
+        if slot_time is not None:
+            return await self._capture(slot_time, kind, exposure)
+        single = self.machine.fire("capture_single", reason=kind)
+        try:
+            return await self._capture(None, kind, exposure)
+        finally:
+            if single:
+                self.machine.fire("single_done")
+
+    async def _capture(self, slot_time: float | None, kind: str, exposure: int | None) -> str | None:
         if not self.usable and not await self._recover():
             return None
         async with self._lock:
+            if self.device is None or not (self.usable or self.state == "recovering"):
+                return None  # lost (or closed) while this capture waited for the device
             loop = asyncio.get_running_loop()
             try:
                 await self._apply_settings()
@@ -313,6 +461,8 @@ class DeviceRunner:
             except OSError as e:
                 self._failed(HardwareError(self.name, str(e)))
                 return None
+            if self.state == "recovering":
+                self._reopened()  # the probe capture worked: the device is back
             offset = self._offset()
             capture_time = float(getattr(result, "timestamp", self._clock.time())) + offset
             stamp = slot_time if slot_time is not None else capture_time
@@ -389,29 +539,36 @@ class DeviceRunner:
         dev = self.device
         # Sim devices take darks with the lens covered / the shutter closed; real ones rely on the dark time.
         cover = next((a for a in ("lens_covered", "shutter_closed") if hasattr(dev, a)), None)
+        started = self.machine.fire("start_darks", reason=f"{len(steps)} exposures")
+        done = False
         if cover is not None:
             setattr(dev, cover, True)
         try:
             for value in steps:
-                name = await self.capture(None, "Dark", exposure=value)
+                name = await self._capture(None, "Dark", exposure=value)
                 if name:
                     names.append(name)
+            done = True
         finally:
             if cover is not None:
                 setattr(dev, cover, False)
-            if self.device is not None:
+            if started:
+                self.machine.fire("darks_done" if done else "abort_darks", reason=f"{len(names)} darks")
+            if self.device is not None and self.usable:
                 await self._apply_settings(initial=True)
         return names
 
     def info(self) -> dict:
         return {
             "state": self.state,
+            "usable": self.usable,
             "captures": self.captures,
             "failures": self.failures,
             "last": self.last,
             "last_error": self.last_error,
             "continuous": self.continuous,
             "device_cpu_s": round(self.device_cpu_s, 3),
+            "history": self.machine.recent(),
         }
 
 
@@ -477,6 +634,16 @@ class SlotLoop:
                 req.future.set_result(name)
 
     async def run(self) -> None:
+        """Capture on the plan until cancelled; the devices are scheduled (continuous when wanted) meanwhile."""
+        for device in self.devices.values():
+            device.set_scheduled(True)
+        try:
+            await self._run()
+        finally:
+            for device in self.devices.values():
+                device.set_scheduled(False)
+
+    async def _run(self) -> None:
         last_k: int | None = None
         while True:
             await self._take_singles()

@@ -1,9 +1,12 @@
-"""The processing worker (a child process of the master supervisor; it never blocks acquisition).
+"""The processing worker (a child process of the master supervisor; it never blocks acquisition); machine "worker".
 
-- running: keeping up with the files as they land. backlog: more unprocessed files than the backlog threshold
-  (after a night, an outage, or a slow step); `caught_up` when the queue is short again.
-- crashed: the child exited unexpectedly; `restart` (after a backoff the supervisor chooses) or, after too many
-  crashes in a row, `give_up` to disabled, from which only an explicit `start` (operator, next day) leaves.
+- starting: the child is being spawned; running: it processes files as they land.
+- backlog: more unprocessed files than the backlog threshold (after a night, an outage, or a slow step);
+  `caught_up` when the queue is short again.
+- crashed: the child exited unexpectedly (or could not be spawned); the supervisor `restart`s it after a backoff
+  that grows with the crashes in a row, or after too many crashes in a row gives up (`give_up` to disabled), from
+  which only an explicit `start` (operator, next day) leaves.
+- stopping: asked to finish (shutdown); `exited` once the child is gone.
 """
 
 from __future__ import annotations

@@ -474,7 +474,7 @@ async def _recovery(out: Path, t0: float) -> float | None:
             st = read_status(out / role / "state")
             if st.get("state") != "acquire" or st.get("exited"):
                 return False
-            if any(d.get("state") not in ("ready", "absent") for d in (st.get("devices") or {}).values()):
+            if any(not d.get("usable") and d.get("state") != "absent" for d in (st.get("devices") or {}).values()):
                 return False
         return True
 

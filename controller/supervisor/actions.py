@@ -105,8 +105,7 @@ class SupervisorActions:
 
         async def reopen() -> None:
             for runner in runners:
-                await runner.close()
-                await runner.open()
+                await runner.restart()
             self.sup.kick.set()
 
         self._spawn(reopen(), f"restart-{kind}")

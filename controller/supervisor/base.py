@@ -214,7 +214,8 @@ class Supervisor:
             )
 
     def device_event(self, event: str, info: dict) -> None:
-        if event == "device_state" and info.get("new") in ("error", "unplugged"):
+        # A failed retry (recovering -> error/unplugged) is the same fault still going on, not a new one.
+        if event == "device_state" and info.get("new") in ("error", "unplugged") and info.get("old") != "recovering":
             self.note_fault("device_" + info["new"], info)
         elif event == "device_state":
             self.kick.set()
@@ -346,8 +347,8 @@ class Supervisor:
         out = {"station": self.station.state}
         if self.link is not None:
             out["link"] = getattr(self.link, "state", None)
-        for k, d in self.devices.items():
-            out[f"device_{k}"] = d.state
+        for d in self.devices.values():
+            out[d.machine.name] = d.state
         return out
 
     def extra_status(self) -> dict:
@@ -570,5 +571,5 @@ class Supervisor:
     def degraded_reason(self) -> str:
         if self.link is None or not getattr(self.link, "connected", False):
             return "link down"
-        bad = [d.name for d in self.devices.values() if d.state in ("error", "unplugged", "closed")]
+        bad = [f"{d.name} ({d.state})" for d in self.devices.values() if not d.usable and d.state != "absent"]
         return "device lost: " + ", ".join(bad)

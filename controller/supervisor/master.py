@@ -17,6 +17,9 @@ from controller.supervisor.actions import SupervisorActions
 from controller.supervisor.base import Supervisor, next_window_start, window_bounds
 
 WORKER_DRAIN_S = 600.0  # clock seconds the process phase waits for the worker's backlog
+WORKER_BACKOFF_S = (0.5, 2.0, 10.0, 30.0)  # real seconds before restarting a crashed worker (n-th crash in a row)
+WORKER_MAX_CRASHES = 5  # crashes in a row before the worker is disabled until the next start
+WORKER_STABLE_S = 300.0  # real seconds of running after which a crash no longer counts as "in a row"
 DARKS_FILE = "last_darks.txt"  # the date (YYYY-MM-DD) of the last daily dark series
 EXT_FAULT_EVENTS = ("ext_bad_message", "ext_refused", "ext_client_refused")
 
@@ -33,6 +36,10 @@ class MasterSupervisor(Supervisor):
         self.ext_server: Any = None
         self.ext_port: int | None = None
         self.worker: Any = None
+        self.worker_machine: Any = None  # the "worker" machine (states/worker.py) of self.worker
+        self._worker_restart: asyncio.TimerHandle | None = None
+        self._worker_crashes = 0  # in a row
+        self._worker_up_at = 0.0
         self.actions = SupervisorActions(self)
         self._wake_task: asyncio.Task | None = None
         self.stored_from_slave = 0
@@ -103,13 +110,50 @@ class MasterSupervisor(Supervisor):
         except ImportError as e:
             self.log.warning("worker_unavailable", error=str(e))
             return
-        out = self.processing_out_dir()
-        self.worker = ProcessingWorker(cfg, cfg.storage.data_root, out)
+        from controller.acquisition import MachineDriver
+        from states.worker import TABLE
+
+        loop = asyncio.get_running_loop()
+        self.worker_machine = MachineDriver(TABLE, "worker", self.clock, logger=self.log)
+        # The supervisor restarts the child itself (auto_restart off), so every step goes through the machine.
+        self.worker = ProcessingWorker(
+            cfg, cfg.storage.data_root, self.processing_out_dir(),
+            crashed=lambda code: loop.call_soon_threadsafe(self._worker_crashed, code), auto_restart=False,
+        )  # fmt: skip
+        self.worker_machine.fire("start", reason="boot")
+        self._spawn_worker()
+
+    def _spawn_worker(self) -> None:
+        """In starting/restarting: spawn the child (started) or count it as a crash."""
         try:
             self.worker.start()
         except (PycamError, OSError) as e:
             self.log.error("worker_start_failed", error=str(e))
-            self.note_fault("worker_start_failed", {"error": str(e)})
+            self._worker_crashed(None, str(e))
+            return
+        self._worker_up_at = time.monotonic()
+        # The child may already have died (its crash callback is queued behind us): then this does nothing.
+        self.worker_machine.fire("started", reason=f"pid {self.worker.pid}")
+
+    def _worker_crashed(self, exitcode: int | None, error: str | None = None) -> None:
+        """The child died unasked (on the loop: the worker's watcher thread hops here)."""
+        if not self.worker_machine.fire("crash", reason=error or f"exit code {exitcode}"):
+            return  # stopping or already crashed: not a crash to act on
+        if time.monotonic() - self._worker_up_at >= WORKER_STABLE_S:
+            self._worker_crashes = 0  # it had been running fine: a fresh crash, not one of a series
+        self._worker_crashes += 1
+        self.note_fault("worker_crashed", {"exitcode": exitcode, "crashes_in_a_row": self._worker_crashes})
+        if self._worker_crashes > WORKER_MAX_CRASHES:
+            self.worker_machine.fire("give_up", reason=f"{self._worker_crashes} crashes in a row")
+            self.note_fault("worker_disabled", {"crashes_in_a_row": self._worker_crashes})
+            return
+        delay = WORKER_BACKOFF_S[min(self._worker_crashes - 1, len(WORKER_BACKOFF_S) - 1)]
+        self._worker_restart = asyncio.get_running_loop().call_later(delay, self._restart_worker)
+
+    def _restart_worker(self) -> None:
+        self._worker_restart = None
+        if self.worker_machine.fire("restart", reason=f"crash {self._worker_crashes} in a row"):
+            self._spawn_worker()
 
     def processing_out_dir(self) -> Path:
         return Path(self.cfg.storage.data_root).parent / "processed"
@@ -324,7 +368,7 @@ class MasterSupervisor(Supervisor):
     async def _drain_worker(self) -> None:
         """Wait (bounded) until the worker has processed the backlog of the day."""
         worker = self.worker
-        if worker is None or getattr(worker, "state", None) != "running":
+        if worker is None or self.worker_machine.state not in ("running", "backlog"):
             return
         worker.rescan()
         real_timeout = WORKER_DRAIN_S / max(self.clock.scale(), 1e-9)
@@ -372,8 +416,14 @@ class MasterSupervisor(Supervisor):
             self.exit_code = 75  # systemd restarts on failure; the unit treats 75 as "restart me"
 
     async def _stop_worker(self) -> None:
-        if self.worker is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
+        if self.worker is None:
+            return
+        if self._worker_restart is not None:
+            self._worker_restart.cancel()
+            self._worker_restart = None
+        self.worker_machine.fire("stop", reason="shutdown")
+        await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
+        self.worker_machine.fire("exited")
 
     async def _stop_ext(self) -> None:
         if self.ext_server is not None:
@@ -389,14 +439,15 @@ class MasterSupervisor(Supervisor):
         out = super().machines()
         if self.handoff is not None:
             out["power"] = self.handoff.state
-        if self.worker is not None:
-            out["worker"] = getattr(self.worker, "state", None)
+        if self.worker_machine is not None:
+            out["worker"] = self.worker_machine.state
         return out
 
     def extra_status(self) -> dict:
         return {
             "ext_port": self.ext_port,
-            "worker": getattr(self.worker, "state", None) if self.worker is not None else "disabled",
+            "worker": self.worker_machine.state if self.worker_machine is not None else "not configured",
+            "worker_history": self.worker_machine.recent() if self.worker_machine is not None else [],
             "stored_from_slave": self.stored_from_slave,
             "duplicates_from_slave": self.duplicates_from_slave,
             "data_root": str(self.cfg.storage.data_root),
