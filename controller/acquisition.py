@@ -207,10 +207,24 @@ class MachineDriver:
         )  # fmt: skip
         self.since = clock.time()
         self.history: deque[tuple[float, str, str, str]] = deque(maxlen=200)
+        self._waiters: list[asyncio.Future] = []
 
     @property
     def state(self) -> str:
         return self.model.state
+
+    async def wait_for(self, state: str, timeout_s: float) -> bool:
+        """Wait (real seconds) until the machine is in `state`; False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.state != state:
+            fut = loop.create_future()
+            self._waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return self.state == state
+        return True
 
     def recent(self, n: int = 20) -> list[dict]:
         """The last `n` changes (for the status file)."""
@@ -231,6 +245,10 @@ class MachineDriver:
             self.since = self._clock.time()
             self.history.append((self.since, old, new, trigger))
             self._on_change(old, new, trigger)
+            waiters, self._waiters = self._waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(new)
         return new != old
 
 

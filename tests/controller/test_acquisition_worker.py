@@ -1,0 +1,140 @@
+"""The master drives the processing worker's machine (states/worker.py): crash -> backoff -> restart, give up after
+too many crashes in a row, stop. The worker's crash callback comes from its watcher thread and hops to the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+
+import pytest
+import structlog
+
+from controller.clock import ManualClock
+from controller.config import config_from_dict
+from controller.supervisor import master as master_mod
+from controller.supervisor.base import RunOptions
+from tests.states.table_checks import changes
+
+
+def make_master(tmp_path):
+    cfg = config_from_dict(
+        {
+            "storage": {"data_root": str(tmp_path / "data"), "state_dir": str(tmp_path / "state")},
+            "processing": {"enabled": True},
+            "logging": {"format": "console", "level": "info"},
+        }
+    )
+    return master_mod.MasterSupervisor(cfg, ManualClock(), RunOptions(state_dir=tmp_path / "state"))
+
+
+class FakeWorker:
+    """ProcessingWorker's parent-side API; `crash()` calls the crash callback from a thread, as its watcher does."""
+
+    instances: list[FakeWorker] = []
+
+    def __init__(self, cfg, data_root, out_dir, crashed=None, auto_restart=True):
+        self.crashed = crashed
+        self.auto_restart = auto_restart
+        self.starts = 0
+        self.stops = 0
+        self.fail_next_start = False
+        self.pid = 1234
+        FakeWorker.instances.append(self)
+
+    def start(self) -> None:
+        self.starts += 1
+        if self.fail_next_start:
+            self.fail_next_start = False
+            raise OSError("cannot spawn")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.stops += 1
+
+    def crash(self, code: int = -9) -> None:
+        t = threading.Thread(target=self.crashed, args=(code,))
+        t.start()
+        t.join()
+
+
+@pytest.fixture
+def fake_worker(monkeypatch):
+    import processing.worker
+
+    FakeWorker.instances.clear()
+    monkeypatch.setattr(processing.worker, "ProcessingWorker", FakeWorker)
+    monkeypatch.setattr(master_mod, "WORKER_BACKOFF_S", (0.01,))
+    monkeypatch.setattr(master_mod, "WORKER_MAX_CRASHES", 2)
+
+
+def test_worker_crash_restart_give_up_and_stop(tmp_path, fake_worker):
+    async def scenario():
+        sup = make_master(tmp_path)
+        sup._start_worker()
+        machine, worker = sup.worker_machine, FakeWorker.instances[0]
+        assert machine.state == "running" and not worker.auto_restart
+        worker.crash()
+        assert await machine.wait_for("crashed", 5)
+        assert await machine.wait_for("running", 5)
+        worker.fail_next_start = True  # the restart after the next crash cannot spawn: one more crash
+        worker.crash()
+        assert await machine.wait_for("disabled", 5)
+        assert sup.machines()["worker"] == "disabled" and sup.extra_status()["worker"] == "disabled"
+        await sup._stop_worker()
+        return sup, worker
+
+    with structlog.testing.capture_logs() as logs:
+        sup, worker = asyncio.run(scenario())
+    assert [new for _, new, _ in changes(logs, "worker")] == [
+        "starting", "running", "crashed", "restarting", "running", "crashed", "restarting", "crashed", "disabled",
+        "stopped",
+    ]  # fmt: skip
+    assert worker.starts == 3
+    assert sup.fault_counts["worker_crashed"] == 3 and sup.fault_counts["worker_disabled"] == 1
+
+
+def test_a_crash_reported_while_stopping_is_not_restarted(tmp_path, fake_worker):
+    async def scenario():
+        sup = make_master(tmp_path)
+        sup._start_worker()
+        worker = FakeWorker.instances[0]
+        sup.worker_machine.fire("stop", reason="test")
+        worker.crash()
+        await asyncio.sleep(0)  # the thread has joined: its hop (call_soon_threadsafe) runs in this turn
+        return sup
+
+    sup = asyncio.run(scenario())
+    assert sup.worker_machine.state == "stopping" and sup._worker_restart is None
+
+
+@pytest.mark.slow
+def test_killing_the_real_worker_child_restarts_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(master_mod, "WORKER_BACKOFF_S", (0.2,))
+
+    async def scenario():
+        sup = make_master(tmp_path)
+        sup._start_worker()
+        machine = sup.worker_machine
+        assert machine.state == "running"
+        first = sup.worker.pid
+        os.kill(first, signal.SIGKILL)
+        assert await machine.wait_for("crashed", 30)
+        assert await machine.wait_for("running", 30)
+        second = sup.worker.pid
+        await sup._stop_worker()
+        return sup, first, second
+
+    with structlog.testing.capture_logs() as logs:
+        sup, first, second = asyncio.run(scenario())
+    ours = [e for e in logs if e["event"] == "state_change" and e.get("machine") == "worker" and "trigger" in e]
+    assert [e["new"] for e in ours] == [
+        "starting",
+        "running",
+        "crashed",
+        "restarting",
+        "running",
+        "stopping",
+        "stopped",
+    ]
+    assert second != first and sup.worker_machine.state == "stopped"
