@@ -12,13 +12,17 @@ a quarter of the frame period as pyplis does for time series) gives v = gap · p
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 from pyplis import Img, LineOnImage, OptflowFarneback
-from pyplis.plumespeed import find_signal_correlation, get_veff
+from pyplis.optimisation import MultiGaussFit
+from pyplis.plumespeed import get_veff
+from scipy.ndimage import gaussian_filter
+from scipy.optimize import least_squares
 
 from controller.logging import get_logger
 
@@ -49,17 +53,80 @@ class LineVelocity:
 NO_VELOCITY = LineVelocity(float("nan"), float("nan"), 0.0, 0.0)
 
 
+def _multi_gauss(p: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sum of Gaussians (amplitude, mu, sigma triples in `p`) at `x`, with each Gaussian's exponential term."""
+    amp, mu, sigma = np.reshape(p, (-1, 3)).T
+    d = x[:, None] - mu
+    e = np.exp(-(d**2) / (2 * sigma**2))
+    return (amp * e).sum(axis=1), e, d
+
+
+def _multi_gauss_residual(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _multi_gauss(p, x)[0] - y
+
+
+def _multi_gauss_jacobian(p: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    amp, _, sigma = np.reshape(p, (-1, 3)).T
+    _, e, d = _multi_gauss(p, x)
+    jac = np.empty((x.size, p.size))
+    jac[:, 0::3] = e
+    jac[:, 1::3] = amp * e * d / sigma**2
+    jac[:, 2::3] = amp * e * d**2 / sigma**3
+    return jac
+
+
+class FastMultiGaussFit(MultiGaussFit):
+    """pyplis's MultiGaussFit with a vectorised model and its analytic Jacobian in the least-squares fit.
+
+    pyplis sums the Gaussians in a Python loop and lets scipy differentiate numerically (one model call per
+    parameter per iteration): with up to 10 Gaussians on the orientation histogram that was ~85 % of the whole
+    chain (0.1-1.5 s per line). Same model, bounds, peak search and iteration; only the derivative is exact, so
+    the fitted parameters agree with pyplis's to the fit tolerance (tests/processing/test_flow.py compares them).
+    """
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.err_fun = _multi_gauss_residual
+
+    def do_fit(self, x, y, guess) -> bool:  # noqa: ANN001
+        try:
+            params, bds = self.prepare_fit_boundaries(guess)
+            self._fit_result = res = least_squares(
+                _multi_gauss_residual, params, jac=_multi_gauss_jacobian, args=(x, y), bounds=bds
+            )
+        except (ValueError, np.linalg.LinAlgError):  # pyplis swallows every error here too: the fit failed
+            return False
+        if not res.success:
+            return False
+        self.params = res.x
+        return True
+
+    def get_residual(self, params=None, mask=None) -> np.ndarray:  # noqa: ANN001
+        if not self.has_results():
+            return self.data - self.offset
+        x, y = self.index, self.data
+        if mask is not None and len(mask) == len(x):
+            x, y = x[mask], y[mask]
+        return (y - self.offset) - _multi_gauss(np.asarray(self.params if params is None else params), x)[0]
+
+
 class FineBinFarneback(OptflowFarneback):
-    """pyplis's Farneback engine with sub-pixel bins in the displacement-length histogram.
+    """pyplis's Farneback engine with sub-pixel bins in the displacement-length histogram and a fast multi-Gauss fit.
 
     pyplis bins lengths in whole pixels; at the pyramid levels that suit 648 x 486 images a plume moves 1-4 px per
-    frame, so whole-pixel bins quantise the speed by up to 30 %. Everything else is pyplis's analysis.
+    frame, so whole-pixel bins quantise the speed by up to 30 %. The orientation histogram's multi-Gauss fit is
+    pyplis's with an analytic Jacobian (FastMultiGaussFit). Everything else is pyplis's analysis.
     """
 
     LENGTH_BIN_PX = 0.05
 
     def flow_length_histo(self, pix_mask=None, bin_res_pix=None, min_length=1.0, **kwargs):  # noqa: ANN001, ANN201
         return super().flow_length_histo(pix_mask, self.LENGTH_BIN_PX, min_length, **kwargs)
+
+    def fit_multigauss_to_histo(self, count, bins, noise_amp=None, max_num_gaussians=None):  # noqa: ANN001, ANN201
+        c, x = self._prep_histo_data(count, bins)
+        fit = FastMultiGaussFit(data=c, index=x, noise_amp=noise_amp, max_num_gaussians=max_num_gaussians, do_fit=False)
+        return fit, bool(fit.run_optimisation())
 
 
 def contrast_range(img: np.ndarray) -> tuple[float, float]:
@@ -193,6 +260,28 @@ def _grid_step(times: np.ndarray) -> float:
     return max(dt / 4.0, 1e-3)
 
 
+def shifted_correlation(
+    first: np.ndarray, second: np.ndarray, max_shift_percent: float = 20.0, sigma_smooth: float = 1
+) -> np.ndarray:
+    """Pearson coefficient of `first` shifted by k samples against `second`, k = 0 .. max_shift - 1.
+
+    The coefficients of pyplis's `find_signal_correlation` on arrays (same smoothing, shifts and Pearson
+    coefficient per shift) without its per-shift scipy and pandas overhead (~15 ms per call at 1 Hz with a
+    full ring buffer). tests/processing/test_flow.py compares the two.
+    """
+    s1 = gaussian_filter(np.asarray(first, dtype=np.float64), sigma_smooth)
+    s2 = gaussian_filter(np.asarray(second, dtype=np.float64), sigma_smooth)
+    n = s1.size
+    out = np.full(int(n * max_shift_percent / 100.0), np.nan)
+    for k in range(out.size):
+        a = s1[: n - k] - s1[: n - k].mean()
+        b = s2[k:] - s2[k:].mean()
+        den = math.sqrt(float(a @ a) * float(b @ b))
+        if den > 0:
+            out[k] = float(np.clip((a @ b) / den, -1.0, 1.0))
+    return out
+
+
 def xcorr_lag(
     times: np.ndarray, first: np.ndarray, second: np.ndarray, max_shift_percent: float = 50.0
 ) -> tuple[float, float]:
@@ -205,8 +294,8 @@ def xcorr_lag(
     grid = np.arange(times[0], times[-1] + step / 2, step)
     s1 = np.interp(grid, times, first)
     s2 = np.interp(grid, times, second)
-    lag_idx, coeffs, *_ = find_signal_correlation(s1, s2, max_shift_percent=max_shift_percent, sigma_smooth=1)
-    k = int(lag_idx)
+    coeffs = shifted_correlation(s1, s2, max_shift_percent=max_shift_percent, sigma_smooth=1)
+    k = int(np.argmax(coeffs)) if coeffs.size else -1
     if not 0 <= k < len(coeffs):
         return float("nan"), float("nan")
     frac = 0.0

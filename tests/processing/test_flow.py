@@ -75,3 +75,38 @@ def test_flow_speed_within_10_percent_and_mask_matters(sim_aa: tuple) -> None:
     assert abs(np.median(masked) / v_true - 1) < 0.10
     # the whole ROI includes clear sky where the flow is dragged towards zero: it reads lower
     assert np.median(whole) < np.median(masked)
+
+
+def test_fast_multigauss_fit_matches_pyplis() -> None:
+    """Our analytic-Jacobian multi-Gauss fit gives pyplis's parameters on noisy multi-peak histograms."""
+    from pyplis.optimisation import MultiGaussFit
+
+    from processing.flow import FastMultiGaussFit
+
+    rng = np.random.default_rng(7)
+    x = np.linspace(-175.0, 175.0, 36)
+    for trial in range(6):
+        y = 400 * np.exp(-((x - rng.uniform(-60, 60)) ** 2) / (2 * rng.uniform(8, 25) ** 2))
+        y += rng.uniform(30, 150) * np.exp(-((x - rng.uniform(-170, 170)) ** 2) / (2 * 12.0**2))
+        y = np.clip(y + rng.normal(0, 8, x.size), 0, None)
+        kw = {"data": y, "index": x, "noise_amp": 0.05 * y.max(), "max_num_gaussians": 10, "do_fit": False}
+        ours, theirs = FastMultiGaussFit(**kw), MultiGaussFit(**kw)
+        assert ours.run_optimisation() == theirs.run_optimisation(), trial
+        assert len(ours.params) == len(theirs.params), trial
+        np.testing.assert_allclose(ours.params, theirs.params, rtol=1e-4, atol=1e-3 * y.max())
+        a, b = ours.analyse_fit_result(sigma_tol_overlaps=3), theirs.analyse_fit_result(sigma_tol_overlaps=3)
+        assert a[0] == pytest.approx(b[0], rel=1e-5, abs=1e-4) and a[1] == pytest.approx(b[1], rel=1e-4)
+
+
+def test_shifted_correlation_matches_pyplis() -> None:
+    from pyplis.plumespeed import find_signal_correlation
+
+    from processing.flow import shifted_correlation
+
+    rng = np.random.default_rng(1)
+    base = np.convolve(rng.normal(size=140), np.ones(5) / 5, mode="same")
+    first, second = base[10:], base[4:-6] + 0.1 * rng.normal(size=130)  # second lags first by 6 samples
+    lag, coeffs, *_ = find_signal_correlation(first, second, max_shift_percent=50, sigma_smooth=1)
+    ours = shifted_correlation(first, second, max_shift_percent=50, sigma_smooth=1)
+    np.testing.assert_allclose(ours, coeffs, rtol=0, atol=1e-12)
+    assert int(np.argmax(ours)) == lag == 6
