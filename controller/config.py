@@ -264,6 +264,13 @@ class ProcessingConfig:
     )
     calibration_window_s: float = field(default=1800.0, metadata=_range(10, 86_400))
     ring_buffer: int = field(default=64, metadata=_range(2, 100_000))
+    xcorr_min_window_s: float = field(
+        default=20.0,
+        metadata=_range(
+            0, 86_400, "time span the cross-correlation buffer must hold before it gives a plume speed (the "
+            "searchable lag is half the span; shorter series read the lag too short, the speed too high)"
+        ),
+    )
     velocity_method: Literal["flow", "xcorr", "sim_truth"] = "flow"
     pcs_line_normals: tuple[str, ...] = field(
         default=(), metadata={"doc": "per PCS line: 'left' or 'right' normal (pyplis LineOnImage); missing: right"}

@@ -229,9 +229,13 @@ class FlowVelocity:
 class CrossCorrelationVelocity:
     """Plume speed from the lag between the ICA series of a line and of a parallel line downstream."""
 
-    def __init__(self, gap_px: float, maxlen: int, min_samples: int = 8) -> None:
+    def __init__(self, gap_px: float, maxlen: int, min_samples: int = 8, min_window_s: float = 0.0) -> None:
         self.gap_px = gap_px
-        self.min_samples = min_samples
+        self.min_samples = min(min_samples, maxlen)
+        # No speed until the buffer spans this long (processing.xcorr_min_window_s): the searchable lag is half
+        # the span, and a series too short for the true lag reads it too short (the speed 2-4x too high).
+        self.min_window_s = min_window_s
+        self._warned_short = False
         self.times: deque[float] = deque(maxlen=maxlen)
         self.first: deque[float] = deque(maxlen=maxlen)
         self.second: deque[float] = deque(maxlen=maxlen)
@@ -243,8 +247,26 @@ class CrossCorrelationVelocity:
         self.first.append(ica_first)
         self.second.append(ica_second)
 
-    def velocity(self, pix_size_m: float) -> LineVelocity:
+    @property
+    def ready(self) -> bool:
+        """The buffer holds enough samples over the minimum window for a plume speed."""
         if len(self.times) < self.min_samples:
+            return False
+        if self.times[-1] - self.times[0] >= self.min_window_s:
+            return True
+        if len(self.times) == self.times.maxlen and not self._warned_short:
+            self._warned_short = True
+            log.warning(
+                "xcorr_buffer_too_short",
+                samples=len(self.times),
+                span_s=round(self.times[-1] - self.times[0], 1),
+                min_window_s=self.min_window_s,
+                detail="processing.ring_buffer samples never span processing.xcorr_min_window_s: no xcorr speeds",
+            )
+        return False
+
+    def velocity(self, pix_size_m: float) -> LineVelocity:
+        if not self.ready:
             return NO_VELOCITY
         lag_s, r = xcorr_lag(np.asarray(self.times), np.asarray(self.first), np.asarray(self.second))
         if not np.isfinite(lag_s) or lag_s <= 0:
@@ -296,7 +318,9 @@ def xcorr_lag(
     s2 = np.interp(grid, times, second)
     coeffs = shifted_correlation(s1, s2, max_shift_percent=max_shift_percent, sigma_smooth=1)
     k = int(np.argmax(coeffs)) if coeffs.size else -1
-    if not 0 <= k < len(coeffs):
+    if not 0 <= k < len(coeffs) - 1:
+        # no maximum inside the searched shifts (or the best is the longest one, where the correlation may still
+        # be rising: a series too short for the lag reads a too short lag, i.e. a too high speed)
         return float("nan"), float("nan")
     frac = 0.0
     if 0 < k < len(coeffs) - 1:  # parabolic refinement of the peak between grid steps

@@ -168,7 +168,10 @@ class PairProcessor:
         self.lines = pcs_lines(proc, shape)
         self.xcorr_lines = [offset_line(line, proc.pcs_line_gap_px) for line in self.lines]
         self.xcorr = {
-            line.line_id: CrossCorrelationVelocity(proc.pcs_line_gap_px, proc.ring_buffer) for line in self.lines
+            line.line_id: CrossCorrelationVelocity(
+                proc.pcs_line_gap_px, proc.ring_buffer, min_window_s=proc.xcorr_min_window_s
+            )
+            for line in self.lines
         }
         self._dx = [profile(line, self.geometry.col_dist_m) for line in self.lines]
 

@@ -110,3 +110,50 @@ def test_shifted_correlation_matches_pyplis() -> None:
     ours = shifted_correlation(first, second, max_shift_percent=50, sigma_smooth=1)
     np.testing.assert_allclose(ours, coeffs, rtol=0, atol=1e-12)
     assert int(np.argmax(ours)) == lag == 6
+
+
+def test_no_xcorr_speed_until_the_buffer_spans_the_minimum_window() -> None:
+    """From a fresh start at 1 Hz (the worker after a (re)start), cross-correlation gives no speed until the
+    buffer spans processing.xcorr_min_window_s, and every speed it gives is within 10 % of the truth (short
+    series used to read the lag too short: 2-4x the speed)."""
+    from processing.background import BackgroundChoice
+    from processing.darks import DarkLibrary
+    from processing.pipeline import Calibration, PairProcessor, Setup
+    from processing.registration import Registration
+
+    cfg = sim_config(flow_pyrlevel=2, xcorr_min_window_s=15.0)
+    scene = SimScene(cfg.sim, cfg.camera, cfg.spectrometer)
+    cal = Calibration(1.0 / SO2_SIGMA_EFF_CM2, 0.0)
+    proc = PairProcessor(cfg, Setup(DarkLibrary(), BackgroundChoice(0, "test"), {}, Registration(), cal))
+    v_true = scene.truth(T0)["plume_speed_m_s"]
+    t0 = datetime(2024, 3, 1, 12)
+    speeds = {}
+    for k in range(30):
+        aa = SO2_SIGMA_EFF_CM2 * scene.column_field(T0 + k)
+        res = proc.process_aa(str(k), t0 + timedelta(seconds=k), aa)
+        r = res.flux("1", "xcorr")
+        if r is not None:
+            speeds[k] = r.velocity.v_eff
+    assert speeds, "no cross-correlation speed at all in 30 s"
+    assert min(speeds) >= 15  # the buffer spans samples 0..k: k seconds
+    ratios = np.array(list(speeds.values())) / v_true
+    assert np.all(np.abs(ratios - 1) < 0.10), dict(zip(speeds, ratios.round(2), strict=True))
+
+
+def test_xcorr_lag_refuses_a_peak_at_the_longest_shift() -> None:
+    from processing.flow import CrossCorrelationVelocity, xcorr_lag
+
+    rng = np.random.default_rng(2)
+    base = np.convolve(rng.normal(size=80), np.ones(4) / 4, mode="same")
+    times = np.arange(60.0)
+    # second follows first by 8 s: found in 60 s, not in 12 s (the searchable lag is half the span)
+    lag, r = xcorr_lag(times, base[10:70], base[2:62])
+    assert lag == pytest.approx(8.0, abs=0.3) and r > 0.9
+    short, _ = xcorr_lag(times[:12], base[10:22], base[2:14])
+    assert np.isnan(short)
+    xc = CrossCorrelationVelocity(gap_px=10, maxlen=100, min_samples=8, min_window_s=30.0)
+    t0 = datetime(2024, 3, 1, 12)
+    for k in range(60):
+        xc.add(t0 + timedelta(seconds=k), float(base[10 + k]), float(base[2 + k]))
+        assert xc.ready == (k >= 30)
+    assert xc.velocity(2.0).v_eff == pytest.approx(10 * 2.0 / 8.0, rel=0.05)
