@@ -238,6 +238,12 @@ class SimConfig:
     faults: tuple[str, ...] = ()
 
 
+XCORR_MIN_WINDOW_DOC = (
+    "time span the cross-correlation buffer must hold before it gives a plume speed (the searchable lag is half "
+    "the span; shorter series read the lag too short, the speed too high)"
+)
+
+
 @dataclass(frozen=True)
 class ProcessingConfig:
     enabled: bool = True
@@ -266,10 +272,7 @@ class ProcessingConfig:
     ring_buffer: int = field(default=64, metadata=_range(2, 100_000))
     xcorr_min_window_s: float = field(
         default=20.0,
-        metadata=_range(
-            0, 86_400, "time span the cross-correlation buffer must hold before it gives a plume speed (the "
-            "searchable lag is half the span; shorter series read the lag too short, the speed too high)"
-        ),
+        metadata=_range(0, 86_400, XCORR_MIN_WINDOW_DOC),
     )
     velocity_method: Literal["flow", "xcorr", "sim_truth"] = "flow"
     pcs_line_normals: tuple[str, ...] = field(
