@@ -471,6 +471,42 @@ class DoasCalibration:
             self._trim(self._matched[-1].time)
         return last
 
+    # -- restart safety: the worker persists this (small: scalars within the window) and restores it after a crash
+    def state(self) -> dict | None:
+        """The FOV and the rolling-window inputs as JSON-able data; None before the FOV is known (the buffered
+        frames are images: after a restart the FOV search starts again)."""
+        if self.fov is None:
+            return None
+        f = self.fov
+        return {
+            "fov": [f.cx, f.cy, f.radius, f.pixel_corr, f.disk_corr],
+            "matched": [[m.time.isoformat(), m.aa_fov, m.column, m.column_err] for m in self._matched],
+            "aa_fov": [[t.isoformat(), a] for t, a in self._aa_fov],
+            "doas": [[r.time.isoformat(), r.so2, r.so2_err] for r in self._doas],
+            "done": sorted(t.isoformat() for t in self._done),
+        }
+
+    def restore(self, state: dict) -> None:
+        """Continue from `state()` of an earlier process (FOV known, rolling window refilled)."""
+        cx, cy, radius, pixel_corr, disk_corr = state["fov"]
+        none = np.zeros(0)
+        self.fov = FovResult(int(cx), int(cy), int(radius), pixel_corr, disk_corr, np.zeros((0, 0)), none, none, none)
+        self._frames.clear()
+        t = datetime.fromisoformat
+        self._matched = [_Matched(t(a), aa, c, e) for a, aa, c, e in state.get("matched", [])]
+        self._aa_fov = deque((t(a), aa) for a, aa in state.get("aa_fov", []))
+        self._doas = deque(_restored_doas(t(a), so2, err, self.cfg) for a, so2, err in state.get("doas", []))
+        self._done = {t(a) for a in state.get("done", [])}
+
+
+def _restored_doas(time: datetime, so2: float, so2_err: float, cfg: ProcessingConfig) -> DoasResult:
+    """A DoasResult carrying what the calibration uses (time and column); the fit details are not kept."""
+    nan = math.nan
+    return DoasResult(
+        time, so2, so2_err, nan, nan, nan, nan, nan, nan, nan, 0, 0, True, cfg.ppmm_to_molecules_cm2, nan,
+        source="restored",
+    )  # fmt: skip
+
 
 def usable(point: CalibrationPoint, min_points: int = 5) -> bool:
     """Whether a DOAS calibration point is good enough to turn AA into columns for emission rates."""

@@ -18,8 +18,10 @@ from controller.storage.atomic import atomic_write_text
 
 EMISSION_COLUMNS = (
     "datetime", "flux_(kg/s)", "flux_err", "velo_eff_(m/s)", "velo_eff_err",
-    "frac_optflow_ok", "frac_optflow_ok_ica", "ICA_mass_(kg/m)",
+    "frac_optflow_ok", "frac_optflow_ok_ica", "ICA_mass_(kg/m)", "calibration",
 )  # fmt: skip
+# The original's eight columns, then ours: "calibration" is the method whose slope made that row's columns
+# (doas, cells or default).
 CALIBRATION_COLUMNS = (
     "datetime", "aa_fov", "doas_column_(molecules/cm2)", "doas_column_err", "slope_(molecules/cm2)",
     "slope_err", "offset_(molecules/cm2)", "offset_err", "mse", "r2", "method",

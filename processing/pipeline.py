@@ -93,10 +93,11 @@ class LineResult:
     flux_err: float
     velocity: LineVelocity
     ica: float
+    calibration: str = ""
 
     def row(self, time: datetime) -> tuple:
         v = self.velocity
-        return (time, self.flux, self.flux_err, v.v_eff, v.v_err, v.frac_ok, v.frac_ok_ica, self.ica)
+        return (time, self.flux, self.flux_err, v.v_eff, v.v_err, v.frac_ok, v.frac_ok_ica, self.ica, self.calibration)
 
 
 @dataclass
@@ -220,7 +221,7 @@ class PairProcessor:
                 if not vel.ok:
                     continue
                 flux, flux_err = emission_rate(cols, vel.v_eff, dx, cols_err, vel.v_err, dx * geom.rel_err)
-                result.lines.append(LineResult(line.line_id, method, flux, flux_err, vel, ica))
+                result.lines.append(LineResult(line.line_id, method, flux, flux_err, vel, ica, cal.method))
         return result
 
 

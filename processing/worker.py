@@ -34,6 +34,7 @@ from processing.memory import fix_mmap_threshold, trim_heap
 log = get_logger("processing.worker")
 
 JOURNAL_NAME = "worker_journal.json"
+LIVECAL_STATE = "livecal_state.json"  # processing.livecal.STATE_NAME (not imported: the parent stays light)
 RESCAN_S = 60.0
 JOURNAL_KEEP = timedelta(days=2)
 RESTART_BACKOFF_S = (0.5, 2.0, 10.0, 30.0)
@@ -93,6 +94,8 @@ class _ChildState:
         self.writer = None
         self.doas = None
         self.doas_csv = None
+        self.livecal = None  # processing.livecal.LiveCalibration, from the first Plume spectrum on
+        self.calib_csv = None
         self._setup_key: tuple[int, int] | None = None
 
     def emit(self, *event: Any) -> None:
@@ -109,6 +112,10 @@ class _ChildState:
         cal = CalibrationRun(self.cfg, _no_spectra(scan), self.out_dir).initial()
         setup = build_setup(self.cfg, scan, cal)
         self.processor = PairProcessor(self.cfg, setup)
+        if self.livecal is not None:
+            self.livecal.fallback = cal
+        elif (self.out_dir / LIVECAL_STATE).exists():  # restarted after the DOAS calibration had begun: continue
+            self._ensure_livecal()
         extra = {"background": setup.background.description, "calibration": setup.calibration.description}
         self.writer = ResultWriter(self.out_dir, self.cfg, self.processor, extra)
         self._setup_key = key
@@ -129,10 +136,13 @@ class _ChildState:
         todo = [p for p in pairs if ("pairs", p.key) not in self.journal]
         if todo:
             self.emit("backlog", len(todo))
-        for pair in todo:
-            self._process_pair(pair)
-        for spec in scan.spectra:
-            self._process_spectrum(spec.path, spec.name)
+        # pairs and spectra in time order, so the DOAS calibration sees them as they were taken
+        items = [(p.time, 0, p) for p in todo] + [(s.name.time, 1, s) for s in scan.spectra]
+        for _, _, item in sorted(items, key=lambda x: x[:2]):
+            if hasattr(item, "a"):
+                self._process_pair(item)
+            else:
+                self._process_spectrum(item.path, item.name)
         self.emit("idle", len(todo))
 
     def _recent_files(self) -> list[Path]:
@@ -205,7 +215,14 @@ class _ChildState:
 
     def _process_pair(self, pair: Any) -> None:
         try:
-            result = self.processor.process(pair)
+            if self.livecal is None:
+                result = self.processor.process(pair)
+            else:
+                aa, dark_desc = self.processor.aa_image(pair)
+                self.livecal.add_pair(pair, aa)
+                cal = self.livecal.current(pair.time)
+                result = self.processor.process_aa(pair.key, pair.time, aa, dark_desc, cal)
+                self._calibration_rows()
         except (ProcessingError, OSError, ValueError) as e:
             log.warning("pair_failed", pair=pair.key, error=str(e))
             self.journal.mark("pairs", pair.key)  # a broken pair is not retried forever
@@ -239,8 +256,37 @@ class _ChildState:
             self.journal.mark("spectra", name.time_key)
             return
         self.doas_csv.append((r.time, r.so2, r.so2_err, r.ldf))
+        self._feed_calibration(r)
         self.journal.mark("spectra", name.time_key)
         self.emit("spectrum", name.time_key)
+
+    def _feed_calibration(self, result: Any) -> None:
+        """A Plume spectrum's DOAS result feeds the live calibration (created with the first one)."""
+        self._ensure_livecal()
+        try:
+            self.livecal.add_doas(result)
+        except ProcessingError as e:
+            log.warning("calibration_refused", time=str(result.time), error=str(e))
+        self._calibration_rows()
+
+    def _ensure_livecal(self) -> None:
+        from processing.livecal import LiveCalibration
+        from processing.outputs import CALIBRATION_COLUMNS, CsvSeries
+        from processing.pipeline import default_calibration
+
+        if self.livecal is not None:
+            return
+        fallback = self.processor.setup.calibration if self.processor else default_calibration(self.cfg)
+        self.livecal = LiveCalibration(self.cfg, fallback, self.out_dir)
+        ppmm = self.cfg.processing.ppmm_to_molecules_cm2
+        self.calib_csv = CsvSeries(
+            self.out_dir / "calibration_series.csv", CALIBRATION_COLUMNS,
+            ["# S = slope * AA + offset, columns in molecules/cm2", f"# 1 ppm.m = {ppmm:.4g} molecules/cm2"],
+        )  # fmt: skip
+
+    def _calibration_rows(self) -> None:
+        for row in self.livecal.pop_rows():
+            self.calib_csv.append(row)
 
 
 def _is_date(text: str) -> bool:

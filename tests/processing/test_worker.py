@@ -89,3 +89,60 @@ def test_worker_processes_notified_pairs(shared_data: Path, tmp_path: Path, repo
     finally:
         worker.stop()
     assert all(len(t) == len(set(t)) for t in _rows(out).values())
+
+
+@pytest.mark.slow  # ~30 s: 34 rendered pairs and spectra, DOAS fits
+def test_worker_uses_live_doas_calibration_and_continues_it_after_restart(tmp_path: Path) -> None:
+    """Sim pairs and spectra through the worker's child state (in-process): the DOAS calibration takes over from
+    the default slope once the FOV is found, each row records its method, and a restarted worker continues with
+    the saved FOV and window instead of searching again."""
+    import numpy as np
+
+    from processing.livecal import STATE_NAME
+    from processing.worker import _ChildState
+    from tests.processing.sim_frames import T0, doas_sim_config, render_sequence, render_spectra
+
+    cfg = doas_sim_config(tmp_path, flow_pyrlevel=2, velocity_method="xcorr", ring_buffer=20)
+    data, out = tmp_path / "data", tmp_path / "out"
+    scene = render_sequence(cfg, data, n_pairs=28, period_s=2.0)
+    render_spectra(scene, data, 28)
+    state = _ChildState(cfg, data, out, None)
+    state.full_scan()
+    assert state.livecal is not None and state.livecal.dcal.fov is not None
+    assert (out / STATE_NAME).exists()
+    path = out / "emission_rates_line1_xcorr.csv"
+    rows = read_series(path)
+    methods = rows["calibration"]
+    assert "default" in methods and "doas" in methods, methods
+    assert methods.index("doas") > max(i for i, m in enumerate(methods) if m == "default")  # no going back
+    x = cfg.processing.pcs_lines[0][0]
+
+    def rel_err(rows: dict, method: str) -> float:
+        sel = [i for i, m in enumerate(rows["calibration"]) if m == method]
+        times = [rows["datetime"][i] for i in sel]
+        truth = [scene.flux_through_column(T0 + _offset(t), x) for t in times]
+        return float(np.mean([rows["flux_(kg/s)"][i] for i in sel]) / np.mean(truth) - 1)
+
+    assert abs(rel_err(rows, "doas")) < 0.10
+    assert rel_err(rows, "default") > 0.3  # the default slope is 1.5x the scene's truth
+    cal = read_series(out / "calibration_series.csv")
+    assert set(cal["method"]) == {"doas"} and len(cal["datetime"]) >= 5
+
+    # a restart: the new child state continues with the saved FOV; new pairs and spectra are calibrated at once
+    render_sequence(cfg, data, n_pairs=34, period_s=2.0, darks=False)
+    render_spectra(scene, data, 34)
+    restarted = _ChildState(cfg, data, out, None)
+    restarted.full_scan()
+    assert restarted.livecal.dcal.fov.cx == state.livecal.dcal.fov.cx
+    rows = read_series(path)
+    assert len(rows["datetime"]) == len(set(rows["datetime"]))
+    assert rows["calibration"][-6:] == ["doas"] * 6
+
+
+def _offset(t) -> float:  # noqa: ANN001
+    """Seconds from the sim epoch T0 to a row's time (rows are naive UTC)."""
+    from datetime import UTC, datetime
+
+    from tests.processing.sim_frames import T0
+
+    return (t - datetime.fromtimestamp(T0, UTC).replace(tzinfo=None)).total_seconds()
