@@ -49,13 +49,14 @@ class DateFolderStore:
         return self.path_for(name).is_file()
 
 
-def open_store(root: str | Path) -> ByteStore:
-    """The project's DataStore on `root` when it is available, else the plain date-folder store."""
+def open_store(root: str | Path, flat_copy_dir: str | Path | None = None) -> ByteStore:
+    """The project's DataStore on `root` (hard-linking each new file into `flat_copy_dir` when given, for the
+    original's FTP client; storage.flat_copy_dir), else the plain date-folder store."""
     try:
         from controller.storage.datastore import DataStore
     except ImportError:
         return DateFolderStore(root)
-    return DataStore(root)
+    return DataStore(root, flat_copy_dir=flat_copy_dir or None)
 
 
 class FileReceiver:

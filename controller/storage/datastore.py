@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.errors import FileNameError, StorageError
+from controller.errors import FileNameError
 from controller.logging import get_logger
 from controller.storage.atomic import atomic_write_bytes, is_temp_or_locked
 from controller.storage.names import ImageName, SpectrumName, parse_name
@@ -67,6 +67,8 @@ class DataStore:
         return path
 
     def _link_flat(self, path: Path) -> None:
+        # The file is already safe under its final name: a flat-copy failure (another filesystem, permissions) is
+        # logged, not raised, so it never fails a capture or makes the link refuse (and resend) a stored file.
         target = self.flat_copy_dir / path.name
         try:
             self.flat_copy_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +76,20 @@ class DataStore:
                 target.unlink()
             os.link(path, target)
         except OSError as e:
-            raise StorageError(e.errno, f"cannot link {path.name} into {self.flat_copy_dir}: {e.strerror}") from e
+            self._log.warning("flat_copy_failed", name=path.name, flat_copy_dir=str(self.flat_copy_dir), error=str(e))
+
+    def remove(self, path: str | Path) -> None:
+        """Delete a stored file and its flat copy (the hard link would otherwise keep the space in use). A flat
+        file that is not the same inode (replaced by someone else) is left alone."""
+        path = Path(path)
+        if self.flat_copy_dir is not None:
+            flat = self.flat_copy_dir / path.name
+            try:
+                if os.path.samefile(flat, path):
+                    flat.unlink()
+            except FileNotFoundError:
+                pass  # no flat copy (or the FTP client already took it)
+        path.unlink()
 
     def exists(self, name: str) -> bool:
         return self.path_for(name).is_file()

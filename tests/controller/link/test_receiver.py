@@ -27,6 +27,16 @@ def test_stored_in_date_folder_then_duplicate(tmp_path):
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [name]
 
 
+def test_received_files_get_the_flat_copy_for_the_original_ftp_client(tmp_path):
+    from controller.link.receiver import open_store
+
+    rx = FileReceiver(open_store(tmp_path / "data", flat_copy_dir=tmp_path / "flat"))
+    name = station_names(1)[0]
+    assert rx.accept(name, sha(b"abc"), b"abc") == "stored"
+    assert (tmp_path / "flat" / name).read_bytes() == b"abc"
+    assert (tmp_path / "data" / "2024-03-26" / name).read_bytes() == b"abc"
+
+
 def test_checksum_mismatch_stores_nothing(tmp_path):
     rx = FileReceiver(tmp_path)
     name = station_names(1)[0]

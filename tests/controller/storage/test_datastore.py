@@ -68,6 +68,31 @@ def test_flat_copy_is_a_hard_link(tmp_path):
     assert flat.read_bytes() == b"2"
 
 
+def test_flat_copy_failure_never_fails_the_stored_file(tmp_path):
+    blocker = tmp_path / "flat"
+    blocker.write_text("a file where the flat folder should be")
+    store = DataStore(tmp_path / "data", flat_copy_dir=blocker)
+    path = store.save_bytes("2019-09-18T074335_1000ss_1coadd_Plume.npy", b"1")
+    assert path.read_bytes() == b"1" and store.exists(path.name)
+
+
+def test_removing_a_file_frees_its_flat_copy_too(tmp_path):
+    # Disk policy deletions must free space: a hard link left in the flat folder would keep every block in use.
+    store = DataStore(tmp_path / "data", flat_copy_dir=tmp_path / "flat")
+    kept = store.save_bytes("2019-09-18T074335_1000ss_1coadd_Plume.npy", b"1")
+    gone = store.save_bytes("2019-09-18T074339_1000ss_1coadd_Plume.npy", b"2")
+    replaced = store.save_bytes("2019-09-18T074343_1000ss_1coadd_Plume.npy", b"3")
+    (tmp_path / "flat" / replaced.name).unlink()
+    (tmp_path / "flat" / replaced.name).write_bytes(b"someone else's")
+    store.remove(gone)
+    store.remove(replaced)
+    assert not gone.exists() and not (tmp_path / "flat" / gone.name).exists()
+    assert (tmp_path / "flat" / replaced.name).read_bytes() == b"someone else's"
+    assert os.path.samefile(tmp_path / "flat" / kept.name, kept)
+    store.remove(kept)  # the FTP client may already have taken the flat copy: still fine
+    assert not (tmp_path / "flat" / kept.name).exists()
+
+
 def test_free_bytes_of_missing_root_uses_parent(tmp_path):
     store = DataStore(tmp_path / "not" / "yet")
     st = os.statvfs(tmp_path)
