@@ -32,6 +32,28 @@ def test_units_are_notify_services_with_watchdog_restart_and_start_limit(role):
     assert service["ExecStart"].startswith("@PYCAM_VENV@/bin/pycam")
 
 
+# Actions that reboot or power off a Pi; WatchdogSignal stays SIGABRT (a SIGTERM would run the clean stop, which
+# also stops the slave).
+_FORBIDDEN_KEYS = ("FailureAction", "SuccessAction", "StartLimitAction", "JobTimeoutAction", "WatchdogSignal")
+
+
+@pytest.mark.parametrize("role", ["master", "slave"])
+def test_watchdog_restarts_only_this_service_and_never_reboots_either_pi(role):
+    # The original's watchdog rebooted both Pis even after a successful restart. Here a hung loop restarts this
+    # supervisor only: no reboot/poweroff action, no tie to the other Pi's unit, and the hooks reboot nothing.
+    unit = read_unit(REPO / "systemd" / f"pycam-{role}.service")
+    for section in unit.sections():
+        for key in _FORBIDDEN_KEYS:
+            assert key not in unit[section], f"[{section}] {key}"
+        for key in ("BindsTo", "PartOf", "Requires", "Requisite", "OnFailure"):
+            assert "pycam" not in unit[section].get(key, ""), f"[{section}] {key}"
+    assert unit["Service"]["Restart"] == "on-failure"
+    for script in (REPO / "systemd").glob("*.sh"):
+        text = script.read_text()
+        for word in ("reboot", "shutdown -r", "systemctl restart", "poweroff"):
+            assert word not in text, f"{script.name}: {word}"
+
+
 def test_boot_guard_trips_before_systemd_gives_up():
     from controller.bootguard import DEFAULT_LIMIT
 
