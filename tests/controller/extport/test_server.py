@@ -178,6 +178,27 @@ def test_one_malformed_number_does_not_kill_the_client(tmp_path):
     run(body())
 
 
+def test_over_long_message_gets_err_and_the_connection_and_others_stay_usable(tmp_path):
+    async def body():
+        st = await _started(tmp_path)
+        limit = st.server.max_message_bytes
+        async with _client(st) as sender, _client(st) as other:
+            assert await st.server.wait_for_clients(2, 2.0)
+            # one message far beyond the limit, sent in pieces, with a valid setting hidden at its end
+            flood = b"PXC " + b"9" * (3 * limit) + b" CAD 5 END\r\n"
+            for i in range(0, len(flood), 1000):
+                await sender.send_raw(flood[i : i + 1000])
+            assert await sender.receive() == {"ERR": protocol.ERR_MESSAGE, "IDN": "CM1"}
+            await sender.ping()  # the same connection still answers
+            assert st.slave_store.config.spectrometer.coadd == 1  # CAD 5 inside the refused message not applied
+            assert await sender.command([("CAD", 3)]) == [{"CAD": "3", "IDN": "SPC"}]
+            assert await other.receive(2.0) == {"CAD": "3", "IDN": "SPC"}  # nothing of the flood reached it
+        assert st.slave_store.config.spectrometer.coadd == 3
+        await st.server.stop()
+
+    run(body())
+
+
 def test_rate_zero_is_refused_and_nothing_changes(tmp_path):
     async def body():
         st = await _started(tmp_path)
