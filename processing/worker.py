@@ -2,7 +2,9 @@
 
 Parent side (`ProcessingWorker`, used by the supervisor): `start()`, `stop()`, `notify(name)` ("file stored: name",
 from the link receiver / capture), `state`, a `crashed` callback; a watcher thread blocks on the child's sentinel and
-restarts the child (with a backoff) when it dies.
+restarts the child (with a backoff) when it dies. The child's events ("pair", "spectrum", "backlog", "idle") are read
+as they come by a pump thread and handed to `on_event` (the supervisor fires its worker machine's behind/caught_up
+from them); at most EVENTS_KEPT unread ones are buffered for `wait_event`.
 
 Child side (`run_child`): blocks on its command queue; each notification is parsed (a station file name, never a
 path from outside) and the pair it completes is processed at once; a slow periodic rescan of the data root (and
@@ -18,7 +20,8 @@ import json
 import multiprocessing as mp
 import queue
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -38,6 +41,8 @@ LIVECAL_STATE = "livecal_state.json"  # processing.livecal.STATE_NAME (not impor
 RESCAN_S = 60.0
 JOURNAL_KEEP = timedelta(days=2)
 RESTART_BACKOFF_S = (0.5, 2.0, 10.0, 30.0)
+BACKLOG_PAIRS = 5  # unprocessed pairs (scan) or queued notifications / 2 (live) from which the worker is behind
+EVENTS_KEPT = 256  # the parent keeps at most this many unread child events (oldest dropped)
 
 
 # ------------------------------------------------------------------------------------------------- journal
@@ -121,12 +126,16 @@ class _ChildState:
         self._setup_key = key
         log.info("worker_setup", darks=len(scan.darks), clears=len(scan.clears), calibration=cal.method)
 
-    def full_scan(self) -> None:
-        """Scan the data root: set up, then process every complete pair and spectrum not yet done (oldest first)."""
+    def full_scan(self, token: Any = None) -> None:
+        """Scan the data root: set up, then process every complete pair and spectrum not yet done (oldest first).
+
+        Ends with ("idle", n) (n pairs processed), ("idle", n, token) when asked by `rescan(token)`; a scan that finds
+        more than BACKLOG_PAIRS pairs to do first says ("backlog", n)."""
         from processing.images import scan_folder
         from processing.pairing import pair_images
 
         if not self.data_root.is_dir():
+            self.emit("idle", 0, *(() if token is None else (token,)))
             return
         scan = scan_folder(self.data_root, self._recent_files())
         self.ensure_setup(scan)
@@ -134,7 +143,7 @@ class _ChildState:
         for half in unpaired[-self.max_pending :]:
             self._remember(half.name, half.path)
         todo = [p for p in pairs if ("pairs", p.key) not in self.journal]
-        if todo:
+        if len(todo) > BACKLOG_PAIRS:
             self.emit("backlog", len(todo))
         # pairs and spectra in time order, so the DOAS calibration sees them as they were taken
         items = [(p.time, 0, p) for p in todo] + [(s.name.time, 1, s) for s in scan.spectra]
@@ -143,7 +152,7 @@ class _ChildState:
                 self._process_pair(item)
             else:
                 self._process_spectrum(item.path, item.name)
-        self.emit("idle", len(todo))
+        self.emit("idle", len(todo), *(() if token is None else (token,)))
 
     def _recent_files(self) -> list[Path]:
         """Files of the two newest date folders (the journal spans two days), or of a flat root."""
@@ -311,6 +320,7 @@ def run_child(cfg: Config, data_root: str, out_dir: str, commands: Any, events: 
     fix_mmap_threshold()
     state = _ChildState(cfg, Path(data_root), Path(out_dir), events)
     state.full_scan()
+    behind = False
     while True:
         try:
             cmd = commands.get(timeout=RESCAN_S)
@@ -323,7 +333,25 @@ def run_child(cfg: Config, data_root: str, out_dir: str, commands: Any, events: 
         if cmd[0] == "stored":
             state.on_stored(str(cmd[1]))
         elif cmd[0] == "rescan":
-            state.full_scan()
+            state.full_scan(cmd[1] if len(cmd) > 1 else None)
+        # Live backlog (notifications arrive faster than pairs are processed): said once when it starts and once
+        # when the queue is short again (one pair's halves), so the parent's machine goes behind / caught_up
+        # without an event per pair.
+        waiting = _queued(commands)
+        if not behind and waiting > 2 * BACKLOG_PAIRS:
+            behind = True
+            state.emit("backlog", waiting // 2)
+        elif behind and waiting <= 2:
+            behind = False
+            state.emit("idle", 0)
+
+
+def _queued(commands: Any) -> int:
+    """Commands waiting in the queue (0 where the platform cannot tell)."""
+    try:
+        return commands.qsize()
+    except NotImplementedError:
+        return 0
 
 
 # ------------------------------------------------------------------------------------------------- parent
@@ -339,6 +367,7 @@ class ProcessingWorker:
         out_dir: str | Path,
         crashed: Callable[[int | None], None] | None = None,
         auto_restart: bool = True,
+        on_event: Callable[[tuple], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.data_root = Path(data_root)
@@ -346,8 +375,12 @@ class ProcessingWorker:
         self.crashed = crashed
         self.auto_restart = auto_restart
         self._ctx = mp.get_context("spawn")
-        # events of all child generations end up here (a pump thread per child reads its pipe)
-        self.events: queue.Queue = queue.Queue()
+        # Events of all child generations are read continuously by a pump thread per child: each goes to `on_event`
+        # (called from that thread; the supervisor hops to its loop) and into a bounded buffer for `wait_event`.
+        self.on_event = on_event
+        self._events: deque[tuple] = deque(maxlen=EVENTS_KEPT)
+        self._events_cond = threading.Condition()
+        self.events_received = 0
         self._commands = None
         self._proc = None
         self._state = "stopped"
@@ -365,9 +398,10 @@ class ProcessingWorker:
         return self._proc.pid if self._proc is not None else None
 
     def _set_state(self, new: str) -> None:
+        # Not a "state_change": the supervisor's "worker" machine (states/worker.py) logs those.
         old, self._state = self._state, new
         if old != new:
-            log.info("state_change", machine="worker", old=old, new=new)
+            log.info("worker_child_phase", old=old, new=new)
 
     def _spawn(self) -> None:
         # Fresh queue and pipe per child: a child killed while holding a queue's lock must not block the next.
@@ -386,11 +420,26 @@ class ProcessingWorker:
     def _pump(self, reader: Any) -> None:
         try:
             while True:
-                self.events.put(reader.recv())
+                self._deliver(reader.recv())
         except (EOFError, OSError):
             pass
         finally:
             reader.close()
+
+    def _deliver(self, event: tuple) -> None:
+        with self._events_cond:
+            self._events.append(event)
+            self.events_received += 1
+            self._events_cond.notify_all()
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:  # a faulty callback must not stop the pump (the child would block on a full pipe)
+                log.exception("worker_event_callback_failed", event=str(event[0]))
+
+    @property
+    def events_buffered(self) -> int:
+        return len(self._events)
 
     def start(self) -> None:
         with self._lock:
@@ -436,9 +485,10 @@ class ProcessingWorker:
         if self._commands is not None and self._state == "running":
             self._commands.put(("stored", name))
 
-    def rescan(self) -> None:
+    def rescan(self, token: Any = None) -> None:
+        """Ask for a full scan; it ends with ("idle", n, token) when a token is given, ("idle", n) otherwise."""
         if self._commands is not None:
-            self._commands.put(("rescan",))
+            self._commands.put(("rescan",) if token is None else ("rescan", token))
 
     def stop(self, timeout_s: float = 30.0) -> None:
         with self._lock:
@@ -463,17 +513,17 @@ class ProcessingWorker:
 
     def wait_event(self, kind: str, timeout_s: float) -> tuple | None:
         """Next event of `kind` from the child ("pair", "idle", "backlog", "spectrum"), or None on timeout."""
-        deadline = datetime.now() + timedelta(seconds=timeout_s)
-        while True:
-            left = (deadline - datetime.now()).total_seconds()
-            if left <= 0:
-                return None
-            try:
-                ev = self.events.get(timeout=left)
-            except queue.Empty:
-                return None
-            if ev[0] == kind:
-                return ev
+        deadline = time.monotonic() + timeout_s
+        with self._events_cond:
+            while True:
+                while self._events:
+                    ev = self._events.popleft()
+                    if ev[0] == kind:
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._events_cond.wait(left)
 
 
 __all__ = ["Journal", "ProcessingWorker", "run_child"]

@@ -40,6 +40,9 @@ class MasterSupervisor(Supervisor):
         self._worker_restart: asyncio.TimerHandle | None = None
         self._worker_crashes = 0  # in a row
         self._worker_up_at = 0.0
+        self._drain_waiters: dict[int, asyncio.Future] = {}  # rescan token -> future set by its ("idle", n, token)
+        self._drain_tokens = 0
+        self.worker_pairs = 0  # pairs the worker reported processed (its "pair" events)
         self.actions = SupervisorActions(self)
         self._wake_task: asyncio.Task | None = None
         self.stored_from_slave = 0
@@ -120,6 +123,8 @@ class MasterSupervisor(Supervisor):
             cfg, cfg.storage.data_root, self.processing_out_dir(),
             crashed=lambda code: loop.call_soon_threadsafe(self._worker_crashed, code), auto_restart=False,
         )  # fmt: skip
+        # The child's events are consumed as they come (its pump thread hops here), not only by the drain step.
+        self.worker.on_event = lambda event: loop.call_soon_threadsafe(self._worker_event, event)
         self.worker_machine.fire("start", reason="boot")
         self._spawn_worker()
 
@@ -134,6 +139,22 @@ class MasterSupervisor(Supervisor):
         self._worker_up_at = time.monotonic()
         # The child may already have died (its crash callback is queued behind us): then this does nothing.
         self.worker_machine.fire("started", reason=f"pid {self.worker.pid}")
+        for token in self._drain_waiters:  # a drain's rescan died with the previous child: ask the new one
+            self.worker.rescan(token)
+
+    def _worker_event(self, event: tuple) -> None:
+        """An event of the worker child (on the loop): backlog/idle drive the machine, idle ends a drain."""
+        kind = event[0] if event else None
+        if kind == "pair":
+            self.worker_pairs += 1
+        elif kind == "backlog":
+            self.worker_machine.fire("behind", reason=f"{event[1]} pairs to process")
+        elif kind == "idle":
+            self.worker_machine.fire("caught_up", reason=f"idle after {event[1]} pairs")
+            if len(event) > 2:
+                fut = self._drain_waiters.pop(event[2], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(event[1])
 
     def _worker_crashed(self, exitcode: int | None, error: str | None = None) -> None:
         """The child died unasked (on the loop: the worker's watcher thread hops here)."""
@@ -370,9 +391,19 @@ class MasterSupervisor(Supervisor):
         worker = self.worker
         if worker is None or self.worker_machine.state not in ("running", "backlog"):
             return
-        worker.rescan()
+        self._drain_tokens += 1
+        token = self._drain_tokens
+        fut = asyncio.get_running_loop().create_future()
+        self._drain_waiters[token] = fut
+        worker.rescan(token)
         real_timeout = WORKER_DRAIN_S / max(self.clock.scale(), 1e-9)
-        idle = await asyncio.get_running_loop().run_in_executor(None, worker.wait_event, "idle", real_timeout)
+        try:
+            await asyncio.wait_for(fut, real_timeout)
+            idle = True
+        except TimeoutError:
+            idle = False
+        finally:
+            self._drain_waiters.pop(token, None)
         self.log.info("worker_drained" if idle else "worker_drain_timeout", timeout_s=round(real_timeout, 1))
 
     async def sleep_phase(self) -> None:

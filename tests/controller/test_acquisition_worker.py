@@ -57,6 +57,15 @@ class FakeWorker:
         t.start()
         t.join()
 
+    def emit(self, *events: tuple) -> None:
+        """Child events as the pump thread delivers them (from another thread, in order)."""
+        t = threading.Thread(target=lambda: [self.on_event(e) for e in events])
+        t.start()
+        t.join()
+
+    def rescan(self, token=None) -> None:
+        self.emit(("backlog", 7), *[("pair", f"p{i}") for i in range(7)], ("idle", 7, token))
+
 
 @pytest.fixture
 def fake_worker(monkeypatch):
@@ -138,3 +147,27 @@ def test_killing_the_real_worker_child_restarts_it(tmp_path, monkeypatch):
         "stopped",
     ]
     assert second != first and sup.worker_machine.state == "stopped"
+
+
+def test_worker_events_drive_behind_caught_up_and_end_the_drain(tmp_path, fake_worker):
+    """The child's backlog/idle events (read continuously, hopped to the loop) fire behind/caught_up; the drain step
+    waits for the idle that answers its own rescan."""
+
+    async def scenario():
+        sup = make_master(tmp_path)
+        sup._start_worker()
+        machine, worker = sup.worker_machine, FakeWorker.instances[0]
+        worker.emit(("backlog", 40), *[("pair", f"k{i}") for i in range(40)])
+        assert await machine.wait_for("backlog", 5)
+        worker.emit(("idle", 40))
+        assert await machine.wait_for("running", 5)
+        await sup._drain_worker()  # FakeWorker.rescan answers with backlog, 7 pairs, then idle with the token
+        assert sup._drain_waiters == {} and machine.state == "running"
+        return sup
+
+    with structlog.testing.capture_logs() as logs:
+        sup = asyncio.run(scenario())
+    triggers = [(new, trigger) for _, new, trigger in changes(logs, "worker")]
+    assert triggers[2:] == [("backlog", "behind"), ("running", "caught_up")] * 2
+    assert sup.worker_pairs == 47
+    assert any(e["event"] == "worker_drained" for e in logs)

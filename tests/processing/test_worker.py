@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import load_config
+from controller.config import config_from_dict, load_config
 from processing.outputs import read_series
 from processing.worker import Journal, ProcessingWorker
 
@@ -146,3 +146,70 @@ def _offset(t) -> float:  # noqa: ANN001
     from tests.processing.sim_frames import T0
 
     return (t - datetime.fromtimestamp(T0, UTC).replace(tzinfo=None)).total_seconds()
+
+
+def test_child_events_are_read_continuously_and_the_buffer_stays_bounded(tmp_path: Path) -> None:
+    """Thousands of pair events: every one reaches on_event, at most EVENTS_KEPT stay buffered for wait_event."""
+    from processing.worker import EVENTS_KEPT
+
+    class Reader:
+        def __init__(self, events: list[tuple]) -> None:
+            self.events = iter(events)
+
+        def recv(self) -> tuple:
+            try:
+                return next(self.events)
+            except StopIteration:
+                raise EOFError from None
+
+        def close(self) -> None:
+            pass
+
+    seen = []
+    worker = ProcessingWorker(config_from_dict({}), tmp_path / "data", tmp_path / "out", on_event=seen.append)
+    n = 5 * EVENTS_KEPT
+    worker._pump(Reader([("backlog", n)] + [("pair", f"k{i}", 1) for i in range(n)] + [("idle", n)]))
+    assert len(seen) == n + 2 and worker.events_received == n + 2
+    assert worker.events_buffered == EVENTS_KEPT
+    assert worker.wait_event("idle", 0.1) == ("idle", n)
+    assert worker.events_buffered == 0 and worker.wait_event("pair", 0.05) is None
+
+
+def test_child_says_backlog_once_and_idle_when_its_queue_empties(tmp_path: Path, monkeypatch) -> None:
+    """The child loop (in-process, a fake state): a burst of notifications -> one backlog, one idle, nothing per
+    pair, and a requested rescan answers with its token."""
+    import queue as stdqueue
+
+    from processing import worker as worker_mod
+
+    class Events:
+        def __init__(self) -> None:
+            self.sent: list[tuple] = []
+
+        def send(self, event: tuple) -> None:
+            self.sent.append(event)
+
+    class FakeState(worker_mod._ChildState):
+        def __init__(self, cfg, data_root, out_dir, events) -> None:  # noqa: ANN001
+            self.events = events
+            self.stored: list[str] = []
+
+        def full_scan(self, token=None) -> None:  # noqa: ANN001
+            self.emit("idle", 0, *(() if token is None else (token,)))
+
+        def on_stored(self, name: str) -> None:
+            self.stored.append(name)
+
+    monkeypatch.setattr(worker_mod, "_ChildState", FakeState)
+    monkeypatch.setattr(worker_mod, "fix_mmap_threshold", lambda: None)
+    commands: stdqueue.Queue = stdqueue.Queue()
+    n = 4 * worker_mod.BACKLOG_PAIRS * 2
+    for i in range(n):
+        commands.put(("stored", f"file{i}"))
+    commands.put(("rescan", 3))
+    commands.put(("stop",))
+    events = Events()
+    worker_mod.run_child(config_from_dict({}), str(tmp_path), str(tmp_path / "out"), commands, events)
+    kinds = [e[0] for e in events.sent]
+    assert kinds == ["idle", "backlog", "idle", "idle", "stopped"], events.sent
+    assert events.sent[1][1] == (n + 1) // 2 and events.sent[3] == ("idle", 0, 3)
