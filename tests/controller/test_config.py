@@ -98,6 +98,7 @@ def test_every_out_of_range_value_names_its_key_and_range(section, name, tp, lo,
         ({"camera": {"min_saturation": 0.9, "max_saturation": 0.8}}, "camera.min_saturation"),
         ({"camera": {"saturation_rows": 0}}, "camera.saturation_rows"),
         ({"camera": {"frame_rate_hz": 0.0}}, "camera.frame_rate_hz"),
+        ({"spectrometer": {"frame_rate_hz": 0.0}}, "spectrometer.frame_rate_hz"),  # rate 0 crashed the original
         ({"camera": {"shutter_list_us": [10, 5]}}, "camera.shutter_list_us"),
         ({"spectrometer": {"min_saturation": 0.5, "max_saturation": 0.4}}, "spectrometer.min_saturation"),
         ({"spectrometer": {"saturation_window_nm": [340, 300]}}, "spectrometer.saturation_window_nm"),
