@@ -9,10 +9,12 @@ A device that fails is retried with backoff while the others go on.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import io
 import json
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -25,7 +27,7 @@ import numpy as np
 
 from controller.clock import Clock
 from controller.config import Config
-from controller.errors import DeviceUnavailable, HardwareError, PycamError, StorageError
+from controller.errors import DeviceTimeout, DeviceUnavailable, HardwareError, PycamError, StorageError
 from controller.logging import get_logger
 from controller.storage.names import ImageName, SpectrumName, check_type
 from states.machine import MachineTable, StateModel, build_machine
@@ -34,6 +36,15 @@ from states.machine import MachineTable, StateModel, build_machine
 DARK_STEPS = 12
 BACKOFF_START_S = 2.0
 BACKOFF_MAX_S = 120.0
+# A capture may wait for up to this many frame (scan) times: a fresh frame after a setting change.
+CAPTURE_FRAMES = 3
+# Opening (firmware, configuration, stream start) gets this many times the device's call limit.
+OPEN_FACTOR = 3
+# Calls of one device still hung in a vendor call after their time limit: beyond this many, further calls fail at
+# once instead of tying up one more thread each.
+MAX_HUNG_CALLS = 2
+# The slot loop waits for a slot's captures until this fraction of a period before the next slot.
+SLOT_WAIT_MARGIN = 0.25
 
 
 @dataclass(frozen=True)
@@ -164,6 +175,101 @@ class CaptureJournal:
 Sink = Callable[[str, bytes], Awaitable[None]]
 
 
+class DeviceCaller:
+    """Runs one device's blocking calls, one at a time, in the device's own daemon thread, each with a time limit.
+
+    A call over its limit raises DeviceTimeout at once; its thread is abandoned (it is stuck in the vendor call and
+    never reused) and the next call gets a fresh thread, so one hung device never holds another device, the slot
+    loop or start-up. Abandoned threads are daemons: a hung vendor call cannot keep the process from exiting.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self._queue: Any = None  # queue.SimpleQueue of the current worker thread
+        self._hung: list[concurrent.futures.Future] = []  # timed-out calls still running in abandoned threads
+        self.timeouts = 0
+
+    def _thread(self) -> Any:
+        if self._queue is None:
+            import queue
+
+            self._queue = queue.SimpleQueue()
+            name = f"device-{self.name}"
+            threading.Thread(target=_device_worker, args=(self._queue,), name=name, daemon=True).start()
+        return self._queue
+
+    @property
+    def hung(self) -> int:
+        """Abandoned calls still stuck in the vendor library."""
+        self._hung = [f for f in self._hung if not f.done()]
+        return len(self._hung)
+
+    async def _wait_for_hung(self, timeout_s: float) -> None:
+        """Too many calls stuck: wait (within this call's limit) for one to return, else DeviceTimeout."""
+        if self.hung < MAX_HUNG_CALLS:
+            return
+        waiters = [asyncio.wrap_future(f) for f in self._hung]
+        try:
+            await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+        if self.hung >= MAX_HUNG_CALLS:
+            raise DeviceTimeout(self.name, f"{self.hung} earlier calls still hung in the device library")
+
+    async def call(
+        self, timeout_s: float, fn: Callable[..., Any], *args: Any, late: Callable[[Any], None] | None = None
+    ) -> Any:
+        """`fn(*args)` in the device thread, limited to `timeout_s` real seconds (DeviceTimeout beyond it).
+        `late(result)` gets the result of a timed-out call that returns after all (e.g. to close a late device)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await self._wait_for_hung(timeout_s)
+        timeout_s = max(0.0, timeout_s - (loop.time() - start))
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._thread().put((fut, fn, args))
+        wrapped = asyncio.wrap_future(fut)
+        done, _ = await asyncio.wait({wrapped}, timeout=timeout_s)
+        if done:
+            return wrapped.result()
+        wrapped.cancel()  # also cancels `fut` when it has not started (and detaches it from this loop)
+        # The thread is stuck in this call (or in an earlier one): never give it another call.
+        self._abandon()
+        if not fut.done():
+            self._hung.append(fut)
+        if late is not None and not fut.cancelled():
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception() is not None or late(f.result()))
+        self.timeouts += 1
+        raise DeviceTimeout(self.name, f"{getattr(fn, '__name__', 'call')}: no answer within {timeout_s:.3g} s")
+
+    def _abandon(self) -> None:
+        if self._queue is not None:
+            self._queue.put(None)  # the worker ends once its call returns, if it ever does
+        self._queue = None
+
+    def shutdown(self) -> None:
+        """End the worker thread after its queued calls (shutdown)."""
+        if self._queue is not None:
+            self._queue.put(None)
+        self._queue = None
+
+
+def _device_worker(q: Any) -> None:
+    while True:
+        item = q.get()
+        if item is None:
+            return
+        fut, fn, args = item
+        if not fut.set_running_or_notify_cancel():
+            continue  # timed out while queued: never started
+        try:
+            result = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine, which decides
+            fut.set_exception(e)
+        else:
+            fut.set_result(result)
+
+
 async def wait_event_or_sleep(event: asyncio.Event, clock: Clock, seconds: float | None) -> None:
     """Wait until `event` is set or `seconds` of clock time pass (None: no limit); clears the event."""
     if not event.is_set():
@@ -257,7 +363,8 @@ USABLE_STATES = ("idle", "continuous", "single", "dark_series")
 
 
 class DeviceRunner:
-    """One capture device: opened in an executor thread, captured per slot, retried with backoff on failure.
+    """One capture device: opened and captured in its own thread with a time limit per call (DeviceCaller),
+    captured per slot, retried with backoff on failure (a call over its limit is a failure like any other).
 
     `key` is "A", "B" (cameras) or "S" (spectrometer). `settings()` returns the effective Config (SettingsStore).
     `sink(name, data)` stores the encoded file (master: data store; slave: spool). Its state is the machine
@@ -299,6 +406,7 @@ class DeviceRunner:
         self.lateness_ms: deque[float] = deque(maxlen=256)
         self.device_cpu_s = 0.0
         self._log = get_logger("acquisition", device=self.name)
+        self._caller = DeviceCaller(self.name)
         self.machine = MachineDriver(
             TABLE, f"acquisition.{key}", clock, conditions={"continuous_wanted": self.continuous_wanted},
             on_change=self._state_changed, logger=self._log,
@@ -341,13 +449,48 @@ class DeviceRunner:
     def _state_changed(self, old: str, new: str, trigger: str) -> None:
         self._on_event("device_state", {"device": self.key, "old": old, "new": new, "trigger": trigger})
 
+    # ----------------------------------------------------------------------------------------------- time limits
+
+    def call_limit_s(self) -> float:
+        """Real seconds one device call (a setting, close) may take."""
+        cfg = self._settings()
+        return float(cfg.spectrometer.call_timeout_s if self.key == "S" else cfg.camera.call_timeout_s)
+
+    def capture_limit_s(self, exposure: int | None = None) -> float:
+        """Real seconds a capture may take: a few frame (scan) times at the longest exposure that may be in force,
+        plus the call limit."""
+        cfg = self._settings()
+
+        def known(*values: Any) -> float:
+            return float(max((v for v in values if isinstance(v, int | float)), default=0))
+
+        dev = self.device
+        if self.key == "S":
+            ms = known(exposure, getattr(dev, "integration_ms", None), cfg.spectrometer.integration_ms)
+            frame_s = ms * int(cfg.spectrometer.coadd) / 1000.0
+        else:
+            frame_s = known(exposure, getattr(dev, "exposure_us", None), cfg.camera.shutter_us) / 1e6
+        return CAPTURE_FRAMES * frame_s + self.call_limit_s()
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, limit_s: float | None = None) -> Any:
+        return await self._caller.call(self.call_limit_s() if limit_s is None else limit_s, fn, *args)
+
+    def _close_late(self, dev: Any) -> None:
+        """A device whose open returned after its time limit: nobody uses it, release it (in that thread)."""
+        if dev is None:
+            return
+        try:
+            dev.close()
+        except (PycamError, OSError) as e:
+            self._log.warning("late_device_close_failed", error=str(e))
+
     # ----------------------------------------------------------------------------------------------- lifecycle
 
     async def _open_device(self) -> BaseException | None:
-        """Open the device (executor) and apply the settings; the error when that failed."""
-        loop = asyncio.get_running_loop()
+        """Open the device (its thread, time-limited) and apply the settings; the error when that failed."""
         try:
-            self.device = await loop.run_in_executor(None, self._opener)
+            limit = OPEN_FACTOR * self.call_limit_s()
+            self.device = await self._caller.call(limit, self._opener, late=self._close_late)
             if self.device is not None:
                 await self._apply_settings(initial=True)
         except (PycamError, OSError) as e:
@@ -371,13 +514,14 @@ class DeviceRunner:
         dev, self.device = self.device, None
         if dev is not None:
             try:
-                await asyncio.get_running_loop().run_in_executor(None, dev.close)
+                await self._call(dev.close)
             except (PycamError, OSError) as e:
                 self._log.warning("device_close_failed", error=str(e))
 
     async def close(self) -> None:
         """Release the device for good (shutdown)."""
         await self._release()
+        self._caller.shutdown()
         self.machine.fire("close", reason="shutdown")
 
     async def restart(self) -> bool:
@@ -408,8 +552,9 @@ class DeviceRunner:
         self.last_error = str(e)
         self._retry_at = self._clock.monotonic() + self._backoff
         self._log.warning(
-            "device_failed", error=str(e), opening=opening, retry_in_s=self._backoff, failures=self.failures
-        )
+            "device_failed", error=str(e), opening=opening, retry_in_s=self._backoff, failures=self.failures,
+            timed_out=isinstance(e, DeviceTimeout), hung_calls=self._caller.hung,
+        )  # fmt: skip
         self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
         if isinstance(e, DeviceUnavailable):
             self.machine.fire("unplug", reason=str(e))
@@ -431,17 +576,16 @@ class DeviceRunner:
 
     async def _apply_settings(self, initial: bool = False) -> None:
         cfg = self._settings()
-        loop = asyncio.get_running_loop()
         dev = self.device
         if dev is None:
             return
         if self.key in ("A", "B"):
             if initial or not cfg.camera.auto_exposure:
-                await loop.run_in_executor(None, dev.set_exposure, int(cfg.camera.shutter_us))
+                await self._call(dev.set_exposure, int(cfg.camera.shutter_us))
             if initial:
-                await loop.run_in_executor(None, dev.set_gain, float(cfg.camera.gain))
+                await self._call(dev.set_gain, float(cfg.camera.gain))
         elif initial or not cfg.spectrometer.auto_integration:
-            await loop.run_in_executor(None, dev.set_integration_ms, int(cfg.spectrometer.integration_ms))
+            await self._call(dev.set_integration_ms, int(cfg.spectrometer.integration_ms))
 
     # ------------------------------------------------------------------------------------------------ capture
 
@@ -465,14 +609,14 @@ class DeviceRunner:
             if self.device is None or not (self.usable or self.state == "recovering"):
                 return None  # lost (or closed) while this capture waited for the device
             loop = asyncio.get_running_loop()
+            dev = self.device
             try:
                 await self._apply_settings()
                 if exposure is not None:
-                    setter = self.device.set_exposure if self.key != "S" else self.device.set_integration_ms
-                    await loop.run_in_executor(None, setter, int(exposure))
+                    await self._call(dev.set_exposure if self.key != "S" else dev.set_integration_ms, int(exposure))
                 cfg = self._settings()
                 args = (int(cfg.spectrometer.coadd),) if self.key == "S" else ()
-                result = await loop.run_in_executor(None, self._timed_capture, args)
+                result = await self._call(self._timed_capture, dev, args, limit_s=self.capture_limit_s(exposure))
             except HardwareError as e:
                 self._failed(e)
                 return None
@@ -503,11 +647,11 @@ class DeviceRunner:
         self._on_event("captured", {"device": self.key, "file": name})
         return name
 
-    def _timed_capture(self, args: tuple) -> Any:
+    def _timed_capture(self, dev: Any, args: tuple) -> Any:
         # The device's own CPU time (a sim device renders its scene here): benchmarks subtract it.
         t0 = time.thread_time()
         try:
-            return self.device.capture(*args)
+            return dev.capture(*args)
         finally:
             self.device_cpu_s += time.thread_time() - t0
 
@@ -521,7 +665,6 @@ class DeviceRunner:
 
     async def _auto_adjust(self, result: Any) -> None:
         cfg = self._settings()
-        loop = asyncio.get_running_loop()
         try:
             from controller import autoexposure
         except ImportError:
@@ -533,14 +676,14 @@ class DeviceRunner:
                         result.counts, result.wavelengths_nm, int(result.integration_ms), cfg.spectrometer
                     )
                     if new != result.integration_ms:
-                        await loop.run_in_executor(None, self.device.set_integration_ms, int(new))
+                        await self._call(self.device.set_integration_ms, int(new))
             elif cfg.camera.auto_exposure:
                 max_value = (1 << int(getattr(result, "bit_depth", cfg.camera.bit_depth))) - 1
                 new = autoexposure.next_shutter(
                     result.pixels, int(result.exposure_us), cfg.camera.shutter_list_us, cfg.camera, max_value
                 )
                 if new != result.exposure_us:
-                    await loop.run_in_executor(None, self.device.set_exposure, int(new))
+                    await self._call(self.device.set_exposure, int(new))
         except HardwareError as e:
             self._failed(e)
 
@@ -586,6 +729,8 @@ class DeviceRunner:
             "last_error": self.last_error,
             "continuous": self.continuous,
             "device_cpu_s": round(self.device_cpu_s, 3),
+            "timeouts": self._caller.timeouts,
+            "hung_calls": self._caller.hung,
             "history": self.machine.recent(),
         }
 
@@ -603,6 +748,9 @@ class SlotLoop:
     `plan()` returns the current SlotPlan or None; `offset()` is master - local in seconds; `blocked()` returns a
     reason string while captures must not run (disk full, clock unsynchronised). Single captures requested from
     outside are taken right after the next slot's continuous captures (or at once when nothing is continuous).
+    Each capture runs as its own task: the loop waits for a slot's captures at most until the next slot, and a
+    device still busy with an earlier capture (a slow or hung device, until its time limit) skips its slots
+    while the others capture on theirs.
     """
 
     def __init__(
@@ -622,6 +770,9 @@ class SlotLoop:
         self._on_slot = on_slot or (lambda k, t: None)
         self._wake = asyncio.Event()
         self._singles: deque[SingleRequest] = deque()
+        self._busy: dict[str, asyncio.Task] = {}  # device key -> its slot capture still running
+        self._single_tasks: set[asyncio.Task] = set()
+        self.skipped: dict[str, int] = {}  # device key -> slots skipped because it was still busy
         self.slots = 0
         self.last_slot: int | None = None
         self._log = get_logger("slot_loop")
@@ -640,6 +791,7 @@ class SlotLoop:
         await wait_event_or_sleep(self._wake, self.clock, seconds)
 
     async def _take_singles(self) -> None:
+        """Start the queued single captures; each waits for its device (never for the slot loop)."""
         while self._singles:
             req = self._singles.popleft()
             runner = self.devices.get(req.device)
@@ -647,9 +799,59 @@ class SlotLoop:
                 if not req.future.done():
                     req.future.set_exception(DeviceUnavailable(req.device, "no such device on this Pi"))
                 continue
+            task = asyncio.ensure_future(self._single(runner, req))
+            self._single_tasks.add(task)
+            task.add_done_callback(self._single_tasks.discard)
+        await asyncio.sleep(0)  # let them take their device's lock before the next slot's capture queues on it
+
+    async def _single(self, runner: DeviceRunner, req: SingleRequest) -> None:
+        try:
             name = await runner.capture(None, req.kind)
-            if not req.future.done():
-                req.future.set_result(name)
+        except asyncio.CancelledError:
+            req.future.cancel()
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug in the capture path: logged, the loop and other devices go on
+            self._log.error("single_capture_crashed", device=req.device, error=repr(e))
+            name = None
+        if not req.future.done():
+            req.future.set_result(name)
+
+    def _start_captures(self, devices: list[DeviceRunner], k: int, t_slot: float) -> list[asyncio.Task]:
+        started = []
+        for d in devices:
+            busy = self._busy.get(d.key)
+            if busy is not None and not busy.done():
+                self.skipped[d.key] = self.skipped.get(d.key, 0) + 1
+                self._log.warning("slot_skipped_device_busy", device=d.key, slot=k)
+                continue
+            if busy is not None and busy.exception() is not None:
+                raise busy.exception()  # a bug in the capture path: the supervisor notes slot_loop_crashed
+            task = asyncio.ensure_future(d.capture(t_slot))
+            self._busy[d.key] = task
+            started.append(task)
+        return started
+
+    async def _wait_captures(self, tasks: list[asyncio.Task], until_s: float) -> None:
+        """Wait for this slot's captures, but not past `until_s` clock seconds (the next slot)."""
+        if not tasks:
+            return
+        timer = asyncio.ensure_future(self.clock.sleep(max(0.0, until_s)))
+        waiter = asyncio.ensure_future(asyncio.wait(tasks))
+        try:
+            await asyncio.wait({timer, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+            waiter.cancel()
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()
+
+    async def _cancel_captures(self) -> None:
+        tasks = [t for t in (*self._busy.values(), *self._single_tasks) if not t.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._busy.clear()
 
     async def run(self) -> None:
         """Capture on the plan until cancelled; the devices are scheduled (continuous when wanted) meanwhile."""
@@ -658,6 +860,7 @@ class SlotLoop:
         try:
             await self._run()
         finally:
+            await self._cancel_captures()
             for device in self.devices.values():
                 device.set_scheduled(False)
 
@@ -691,5 +894,8 @@ class SlotLoop:
             last_k = k
             self.last_slot = k
             self.slots += 1
-            await asyncio.gather(*(d.capture(t_slot) for d in continuous))
+            started = self._start_captures(continuous, k, t_slot)
+            # Stop waiting a little before the next slot, so that slot is not already past when it is planned.
+            until_next = plan.slot_time(k + 1) - SLOT_WAIT_MARGIN * plan.period_s - (self.clock.time() + offset)
+            await self._wait_captures(started, until_next)
             self._on_slot(k, t_slot)

@@ -140,6 +140,13 @@ def _parse_hhmm(text: str, key: str) -> tuple[int, int]:
     return h, m
 
 
+# A vendor call that hangs (rather than raising) must not block start-up or the slot loop.
+CALL_TIMEOUT_DOC = (
+    "time limit (s) of one device call; a capture gets three frame/scan times more, opening three times this; "
+    "over it the device is in error and reopened after its backoff"
+)
+
+
 @dataclass(frozen=True)
 class CameraConfig:
     backend: Literal["sim", "picamera2"] = "sim"
@@ -157,6 +164,7 @@ class CameraConfig:
     frame_rate_hz: float = field(default=0.25, metadata=_range(0.0, 1.0, "FRC, in (0, 1] Hz"))
     focal_length_mm: float = field(default=12.0, metadata=_range(0.1, 1000))
     pixel_pitch_um: float = field(default=5.6, metadata=_range(0.1, 100, "after binning (OV5647 1.4 µm x 4)"))
+    call_timeout_s: float = field(default=10.0, metadata=_range(0.01, 600, CALL_TIMEOUT_DOC))
 
     def check(self, prefix: str) -> None:
         if self.min_saturation >= self.max_saturation:
@@ -182,6 +190,7 @@ class SpectrometerConfig:
     saturation_window_nm: tuple[int, int] = (300, 340)
     integration_list_ms: tuple[int, ...] = field(default_factory=_original_integration_list_ms)
     max_counts: int = field(default=65535, metadata=_range(1, 1 << 20, "saturation level of the detector"))
+    call_timeout_s: float = field(default=10.0, metadata=_range(0.01, 600, CALL_TIMEOUT_DOC))
 
     def check(self, prefix: str) -> None:
         if self.min_saturation >= self.max_saturation:
