@@ -40,7 +40,8 @@ def format_summary(s: dict) -> str:
         f"stored on master: {s['stored']}  (of the captured: {s['stored_captured']})",
         f"lost: {s['lost']}   corrupt: {s['corrupt']}   duplicates: {s['duplicates']}",
         f"A/B pairs on master: {s['pairs_on_master']}   pairs processed: {s['pairs_processed']}",
-        f"emission rate: recovered {s['flux_recovered_kg_s']} kg/s vs truth {s['flux_truth_kg_s']} kg/s",
+        f"emission rate: recovered {s['flux_recovered_kg_s']} kg/s vs truth {s['flux_truth_kg_s']} kg/s"
+        f"  (calibration: {s.get('calibration')}, rows per method: {s.get('calibration_rows')})",
     ]
     for role, seq in s["state_changes"].items():
         lines.append(f"{role} states: {' '.join(seq)}")

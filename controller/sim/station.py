@@ -46,6 +46,16 @@ NETNS = (f"pycam-m{os.getpid()}", f"pycam-s{os.getpid()}")
 VETH = (f"pcm{os.getpid()}", f"pcs{os.getpid()}")
 # The station's own link-local network, as between the two Pis (and inside the default allowed networks).
 NETNS_ADDR = ("169.254.231.1", "169.254.231.2")
+# The shared reference spectra (sao2010, SO2, O3, Ring), next to the repository as in the project's layout.
+REFERENCES_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "references"
+REFERENCE_FILES = {
+    "solar_reference": "sao2010.txt", "so2_xsec": "SO2_293K.txt", "o3_xsec": "O3_Voigt_223K.txt",
+    "ring_spectrum": "Ring.txt",
+}  # fmt: skip
+SIM_ILS_NAME = "sim_gaussian_ils.txt"
+# The DOAS calibration's FOV search runs on this many pairs (the worker's pre-FOV ring buffer): about 20 min of
+# 60 s slots, so most of a station day is DOAS-calibrated.
+SIM_RING_BUFFER = 20
 
 
 @dataclass
@@ -104,8 +114,40 @@ def _free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def write_scene_ils(path: Path) -> Path:
+    """The sim spectrometer's instrument line shape (a Gaussian of the scene's FWHM) as an ILS file."""
+    import numpy as np
+
+    from controller.sim.scene import ILS_FWHM_NM
+
+    sigma = ILS_FWHM_NM / (2 * np.sqrt(2 * np.log(2)))
+    x = np.arange(-2.0, 2.0001, 0.01)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savetxt(path, np.column_stack([x, np.exp(-0.5 * (x / sigma) ** 2)]))
+    return path
+
+
+def references_available(references: Path = REFERENCES_DIR) -> bool:
+    return all((references / f).is_file() for f in REFERENCE_FILES.values())
+
+
+def doas_settings(out: Path, references: Path = REFERENCES_DIR) -> tuple[dict, dict] | None:
+    """(sim, processing) config entries that make the scene render with the shared references and the worker
+    retrieve and calibrate with the same ones (and the scene's ILS); None when the references are missing."""
+    if not references_available(references):
+        log.warning("sim_station_no_references", folder=str(references), calibration="default slope")
+        return None
+    processing = {k: str(references / f) for k, f in REFERENCE_FILES.items()}
+    processing["ils"] = str(write_scene_ils(out / SIM_ILS_NAME))
+    return {"references_dir": str(references)}, processing
+
+
 def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple[str, str]) -> tuple[dict, dict]:
-    """The master's and the slave's config dicts for this run."""
+    """The master's and the slave's config dicts for this run.
+
+    With the shared references present (and a spectrometer) the worker calibrates by DOAS (the spectrometer's
+    FOV found in the images, AA fitted against its columns); the default slope (the scene's own cross-section)
+    only serves the pairs before that, and as the whole calibration when the references are missing."""
     minutes = round(run.hours * 60)
     end = WINDOW_START + timedelta(minutes=minutes)
     dark = WINDOW_START - DARK_BEFORE
@@ -136,6 +178,10 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         },
         "logging": {"format": "json", "level": run.log_level},
     }  # fmt: skip
+    doas = doas_settings(out) if run.processing and run.spectrometer else None
+    if doas is not None:
+        common["sim"].update(doas[0])
+        common["processing"].update(doas[1], ring_buffer=SIM_RING_BUFFER)
     cfgs = []
     for role, shutter in (("master", 6000), ("slave", 2000)):
         d = json.loads(json.dumps(common))
@@ -551,7 +597,10 @@ def _sha(path: Path) -> str:
 
 def _flux(processed: Path, mcfg: dict) -> dict:
     """The worker's emission rates (mean over the day) and the scene's truth through the same line."""
-    result = {"pairs_processed": 0, "flux_truth_kg_s": None, "flux_recovered_kg_s": None, "plot": None}
+    result = {
+        "pairs_processed": 0, "flux_truth_kg_s": None, "flux_recovered_kg_s": None, "plot": None,
+        "calibration": None,
+    }  # fmt: skip
     csvs = sorted(processed.glob("emission_rates_line*_xcorr.csv")) or sorted(processed.glob("emission_rates_*.csv"))
     try:
         from processing.worker import JOURNAL_NAME
@@ -571,7 +620,13 @@ def _flux(processed: Path, mcfg: dict) -> dict:
     rows = read_series(csvs[0])
     times = [t.replace(tzinfo=UTC).timestamp() for t in rows.get("datetime", [])]
     fluxes = np.array(rows.get("flux_(kg/s)", []), dtype=float)
+    # The calibration of each row (the CSV's calibration column): with any DOAS-calibrated rows, the figures are
+    # theirs alone (the default slope before the FOV is found is the scene's own cross-section: circular).
+    methods = [str(m) for m in rows.get("calibration", ["default"] * len(fluxes))]
     ok = np.isfinite(fluxes)
+    result["calibration_rows"] = dict(Counter(m for m, good in zip(methods, ok, strict=True) if good))
+    method = "doas" if result["calibration_rows"].get("doas") else Counter(methods).most_common(1)[0][0]
+    ok &= np.array([m == method for m in methods], dtype=bool)
     if not ok.any():
         return result
     cfg = config_from_dict({k: v for k, v in mcfg.items()})
@@ -583,10 +638,22 @@ def _flux(processed: Path, mcfg: dict) -> dict:
         flux_recovered_kg_s=round(float(np.mean(fluxes[ok])), 4),
         flux_rows=int(ok.sum()),
         flux_csv=csvs[0].name,
+        calibration=method,
         emission_rate_config_kg_s=cfg.sim.emission_rate_kg_s,
+        fov=_fov_found(processed, scene),
     )
     result["plot"] = _plot(processed / "sim_station_flux.png", times, fluxes, truth)
     return result
+
+
+def _fov_found(processed: Path, scene) -> dict:
+    """The spectrometer FOV the worker found (its live calibration state) against the scene's."""
+    found = None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, ImportError):
+        from processing.livecal import STATE_NAME
+
+        found = json.loads((processed / STATE_NAME).read_text())["dcal"]["fov"][:3]
+    return {"found_cx_cy_r": found, "scene_cx_cy_r": [*scene.fov_centre_px, scene.fov_radius_px]}
 
 
 def _plot(path: Path, times: list[float], fluxes, truth) -> str | None:

@@ -25,12 +25,19 @@ def _sim_station(tmp_path, *args: str, timeout_s: float = 600) -> dict:
 def test_sim_station_day_loses_nothing_and_recovers_the_emission_rate(tmp_path):
     s = _sim_station(tmp_path)
     print(json.dumps({k: s[k] for k in ("captured", "stored", "lost", "duplicates", "pairs_processed",
-                                        "flux_truth_kg_s", "flux_recovered_kg_s", "real_seconds")}))  # fmt: skip
+                                        "flux_truth_kg_s", "flux_recovered_kg_s", "calibration", "calibration_rows", "fov",
+                                        "real_seconds")}))  # fmt: skip
     assert s["finished_cleanly"]
     assert s["captured"] > 0 and s["lost"] == 0 and s["corrupt"] == 0 and s["duplicates"] == 0
     assert s["stored_captured"] == s["captured"]
     assert s["pairs_processed"] > 0
     assert abs(s["flux_recovered_kg_s"] / s["flux_truth_kg_s"] - 1) < 0.10
+    # with the shared references the worker calibrates by DOAS (the figures above are its rows only)
+    from controller.sim.station import references_available
+
+    if references_available():
+        assert s["calibration"] == "doas", s["calibration_rows"]
+        assert s["calibration_rows"]["doas"] >= s["pairs_processed"] // 2, s["calibration_rows"]
     for role in ("master", "slave"):
         seq = s["state_changes"][role]
         assert "sync->acquire" in seq and seq[-1] == "shutdown->off", (role, seq)

@@ -62,13 +62,9 @@ def doas_sim_config(tmp: Path, **processing: object) -> Config:
     The default calibration slope is deliberately 1.5x the scene's truth: a run that really uses the DOAS
     calibration gets the emission rate right, one that falls back to the default does not.
     """
-    from controller.sim.scene import ILS_FWHM_NM
+    from controller.sim.station import write_scene_ils
 
-    sigma = ILS_FWHM_NM / (2 * np.sqrt(2 * np.log(2)))
-    x = np.arange(-2.0, 2.0001, 0.01)
-    ils = tmp / "gaussian_ils.txt"
-    tmp.mkdir(parents=True, exist_ok=True)
-    np.savetxt(ils, np.column_stack([x, np.exp(-0.5 * (x / sigma) ** 2)]))
+    ils = write_scene_ils(tmp / "gaussian_ils.txt")
     refs = {
         "solar_reference": str(REFERENCES / "sao2010.txt"),
         "so2_xsec": str(REFERENCES / "SO2_293K.txt"),
