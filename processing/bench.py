@@ -6,6 +6,8 @@
 - ms per spectrum of the DOAS fit (P1's bench_doas);
 - peak memory of a worker-like child process over N pairs (replays of the Villarrica pairs at 1 s spacing;
   target < 500 MB), measured in the child: RSS after each pair (psutil) and the kernel's high-water mark (VmHWM).
+  Each pair also goes through the worker's live DOAS calibration (processing.livecal) as in the worker; with no
+  spectra its FOV is never found, so its pre-FOV ring buffer of AA frames stays full all along (the worst case).
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ def _memory_child(data_dir: str, n_pairs: int, result: mp.Queue) -> None:
 
     import psutil
 
+    from processing.livecal import LiveCalibration
     from processing.memory import fix_mmap_threshold, trim_heap
     from processing.pipeline import ResultWriter
 
@@ -104,12 +107,22 @@ def _memory_child(data_dir: str, n_pairs: int, result: mp.Queue) -> None:
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         writer = ResultWriter(Path(tmp), cfg, proc, {})
+        livecal = LiveCalibration(cfg, proc.setup.calibration, Path(tmp))
         for pair in _replay(pairs, n_pairs):
-            writer.write(proc.process(pair))
+            # the worker's path with a live calibration (processing.worker._ChildState._process_pair)
+            aa, dark_desc = proc.aa_image(pair)
+            livecal.add_pair(pair, aa)
+            result_ = proc.process_aa(pair.key, pair.time, aa, dark_desc, livecal.current(pair.time))
+            writer.write(result_)
+            result_.aa = aa = None
             trim_heap()  # as the worker child does after each pair
             peak = max(peak, me.memory_info().rss)
+        buffered = len(livecal.dcal._frames)
+        frame_mb = sum(f.aa.nbytes for f in livecal.dcal._frames) / 2**20
     result.put({
         "pairs": n_pairs,
+        "livecal_frames_buffered": buffered,
+        "livecal_buffer_mb": round(frame_mb, 1),
         "peak_rss_mb": round(peak / 2**20, 1),
         # the kernel's high-water mark of this process's own memory (VmHWM). ru_maxrss is not that: Linux carries
         # it over fork and exec, so it reports the parent's RSS at spawn time when the parent was larger
