@@ -13,7 +13,6 @@ from typing import Literal, Protocol
 
 from controller.errors import ProtocolError
 from controller.logging import get_logger
-from controller.storage.atomic import atomic_write_bytes
 from controller.storage.names import parse_name
 
 
@@ -33,29 +32,11 @@ class ByteStore(Protocol):
     def path_for(self, name: str) -> Path: ...
 
 
-class DateFolderStore:
-    """root/YYYY-MM-DD/name, written atomically. Used when no DataStore is given."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    def path_for(self, name: str) -> Path:
-        return self.root / parse_name(name).date_folder / name
-
-    def save_bytes(self, name: str, data: bytes) -> Path:
-        return atomic_write_bytes(self.path_for(name), data)
-
-    def exists(self, name: str) -> bool:
-        return self.path_for(name).is_file()
-
-
 def open_store(root: str | Path, flat_copy_dir: str | Path | None = None) -> ByteStore:
-    """The project's DataStore on `root` (hard-linking each new file into `flat_copy_dir` when given, for the
-    original's FTP client; storage.flat_copy_dir), else the plain date-folder store."""
-    try:
-        from controller.storage.datastore import DataStore
-    except ImportError:
-        return DateFolderStore(root)
+    """The project's DataStore on `root`, hard-linking each new file into `flat_copy_dir` when given (for the
+    original's FTP client; storage.flat_copy_dir)."""
+    from controller.storage.datastore import DataStore
+
     return DataStore(root, flat_copy_dir=flat_copy_dir or None)
 
 

@@ -69,7 +69,7 @@ class MasterSupervisor(Supervisor):
         from controller.link.master import MasterLink
         from controller.link.receiver import FileReceiver, open_store
 
-        self.datastore = open_store(cfg.storage.data_root)
+        self.datastore = open_store(cfg.storage.data_root, cfg.storage.flat_copy_dir)
         # Files from the slave are refused (nack "storage": the slave keeps them in its spool) while paused.
         self.receiver = FileReceiver(_PausableStore(self.datastore, lambda: self.disk_paused))
         from controller.hardware import factory
@@ -186,6 +186,7 @@ class MasterSupervisor(Supervisor):
         self.disk_policy = DiskPolicy(
             self.cfg.storage, self.cfg.storage.data_root, today=self._today, is_processed=self._is_processed,
             day_complete=lambda day: day in self.day_ledger,
+            delete=self.datastore.remove,  # drops the flat copy too: its hard link would keep the space in use
         )  # fmt: skip
         self._check_disk()
 

@@ -197,3 +197,18 @@ async def test_slave_spool_disk_full_pauses_the_slave_keeps_its_files_and_resume
     await wait_for(lambda: slave.station.state == "acquire", 10, "slave resumed by itself")
     await wait_for(lambda: _caps(slave, "B") > n, 10, "captures again")
     await _stop(master, slave, tasks)
+
+
+@run_async
+async def test_flat_copy_for_the_original_ftp_client_holds_every_stored_file(station, tmp_path):
+    """spec/file-formats.md: the original's FTP client reads a flat folder; A (local) and B (from the slave) both."""
+    flat = tmp_path / "flat"
+    pair = station(factor=20.0, storage={"flat_copy_dir": str(flat)})
+    master, slave = pair.master(), pair.slave()
+    tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
+    await wait_for(lambda: _caps(master, "A") >= 2 and _caps(slave, "B") >= 2, 20, "captures on both Pis")
+    await _stop(master, slave, tasks)
+    stored = {p.name: p for p in pair.master_cfg.storage.data_root.rglob("*.*")}
+    assert {parse_name(n).band for n in stored if n.endswith(".png")} == {"A", "B"}
+    assert {p.name for p in flat.iterdir()} == set(stored)
+    assert all((flat / n).samefile(p) for n, p in stored.items())  # hard links: no second copy on the disk
