@@ -16,7 +16,12 @@ if TYPE_CHECKING:
 
 IDENTITY_TO_KEY = {"CM1": "A", "CM2": "B", "SPC": "S"}
 GROUPS = {"cameras": ("A", "B"), "spectrometer": ("S",)}
-DONE_KEYS = {"cameras": ("DFC", "CM1"), "spectrometer": ("DFS", "SPC")}
+# "Dark series finished" replies, by group and Pi. The slave has no external port: it asks the master to send it.
+DONE_KEYS = {
+    ("master", "cameras"): ("DFC", "CM1"), ("slave", "cameras"): ("DFC", "CM2"),
+    ("master", "spectrometer"): ("DFS", "SPC"), ("slave", "spectrometer"): ("DFS", "SPC"),
+}  # fmt: skip
+ANNOUNCE_KEYS = frozenset({"DFC", "DFS"})
 
 
 class SupervisorActions:
@@ -94,11 +99,23 @@ class SupervisorActions:
             except (LinkError, TimeoutError) as e:
                 self.sup.log.warning("slave_darks_not_started", error=str(e))
         self.sup.log.info("dark_series_done", kind=kind, files=len(names))
-        server = getattr(self.sup, "ext_server", None)
-        if announce and server is not None:
-            done_key, idn = DONE_KEYS[kind]
-            server.broadcast({done_key: 1, "IDN": idn})
+        if announce:
+            await self._announce_done(kind)
         return names
+
+    async def _announce_done(self, kind: str) -> None:
+        done_key, idn = DONE_KEYS[(self.sup.role, kind)]
+        reply = {done_key: 1, "IDN": idn}
+        server = getattr(self.sup, "ext_server", None)
+        if server is not None:
+            server.broadcast(reply)
+            return
+        link = self.sup.link
+        if self.sup.role == "slave" and link is not None and link.connected:
+            try:
+                await link.request("announce", reply, 5.0)
+            except (LinkError, TimeoutError) as e:
+                self.sup.log.warning("dark_series_done_not_announced", key=done_key, error=str(e))
 
     async def restart_backend(self, kind: str) -> None:
         runners = self._runners(kind)

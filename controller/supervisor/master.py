@@ -81,11 +81,23 @@ class MasterSupervisor(Supervisor):
         self.link = MasterLink(cfg, self.clock, self.receiver)
         self.link.add_listener(self._link_event)
         self.link.on_request("status", self._status_request)
+        self.link.on_request("announce", self._announce_request)
         await self.link.start()
         await self._start_ext()
         self._start_worker()
         self._start_disk_policy()
         await self._start_power()
+
+    async def _announce_request(self, body: dict) -> dict:
+        """The slave's "dark series finished" (DFC/DFS) for the external clients; nothing else is relayed."""
+        from controller.supervisor.actions import ANNOUNCE_KEYS
+
+        keys = set(body) - {"IDN"}
+        if not keys or not keys <= ANNOUNCE_KEYS or body.get("IDN") not in ("CM2", "SPC"):
+            return {"ok": False, "error": f"not an announcement: {sorted(body)}"}
+        if self.ext_server is not None:
+            self.ext_server.broadcast({k: body[k] for k in (*sorted(keys), "IDN")})
+        return {"ok": True}
 
     async def _start_ext(self) -> None:
         from controller.extport import protocol

@@ -89,7 +89,17 @@ async def test_dks_runs_the_spectrometer_dark_series(station):
     spec = pair.slave_cfg.spectrometer
     steps = sorted(set(dark_steps(tuple(spec.integration_list_ms))) | {spec.integration_ms})
     master, slave, tasks = await _started(pair)
-    await _command(master, [("DKS", 1)])
+    from controller.extport.client import ExtClient
+
+    async with ExtClient(port=master.ext_port, timeout_s=10) as client:
+        replies = await client.command([("DKS", 1)])
+        assert replies and not any("ERR" in r for r in replies), replies
+        # The slave's spectrometer finished: the client hears "DFS 1 IDN SPC" (relayed by the master).
+        done = None
+        while done is None:
+            reply = await client.receive(30)
+            done = reply if "DFS" in reply else None
+        assert done == {"DFS": "1", "IDN": "SPC"}
     await wait_for(lambda: len(_spectra(root, "Dark")) == len(steps), 30, "spectrometer darks on the master")
     assert sorted(n.integration_ms for n in _spectra(root, "Dark")) == steps
     assert not [p for p in root.rglob("*_Dark.png")]  # no camera darks
