@@ -279,6 +279,14 @@ class Supervisor:
             return "clock offset unknown or too large"
         return None
 
+    def note_link_down(self, info: dict | None) -> None:
+        """A link drop is a fault, except the one that ends a deliberate shutdown (the peer stopping)."""
+        details = {k: v for k, v in (info or {}).items() if isinstance(v, str | int | float)}
+        if self.station.state in ("shutdown", "off"):
+            self.log.info("link_closed_at_shutdown", **details)
+            return
+        self.note_fault("link_lost", details)
+
     def on_slot(self, k: int, t: float) -> None:
         """After each slot: cheap checks that may need the main coroutine (free space: one statvfs)."""
         self._check_disk()

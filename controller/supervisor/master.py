@@ -286,7 +286,7 @@ class MasterSupervisor(Supervisor):
         if event == "connected":
             asyncio.get_running_loop().create_task(self._slave_connected())
         elif event == "disconnected":
-            self.note_fault("link_lost", {k: v for k, v in (info or {}).items() if isinstance(v, str | int | float)})
+            self.note_link_down(info)
             if self.handoff is not None:
                 asyncio.get_running_loop().create_task(self.handoff.link_changed(False))
         elif event == "file_stored" and (info or {}).get("status") == "duplicate":

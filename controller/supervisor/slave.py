@@ -76,7 +76,7 @@ class SlaveSupervisor(Supervisor):
 
     def _link_event(self, event: str, info: dict) -> None:
         if event == "disconnected":
-            self.note_fault("link_lost", {k: v for k, v in (info or {}).items() if isinstance(v, str | int | float)})
+            self.note_link_down(info)
         self.kick.set()
 
     async def _schedule_request(self, body: dict) -> dict:
