@@ -30,6 +30,7 @@ from controller.config import Config
 from controller.errors import DeviceTimeout, DeviceUnavailable, HardwareError, PycamError, StorageError
 from controller.logging import get_logger
 from controller.storage.names import ImageName, SpectrumName, check_type
+from controller.storage.png import encode_png16
 from states.machine import MachineTable, StateModel, build_machine
 
 # The dark series takes at most this many exposures per device, spread over its shutter/integration list.
@@ -104,36 +105,6 @@ def encode_spectrum(array_2xn: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, np.asarray(array_2xn, dtype=np.float64), allow_pickle=False)
     return buf.getvalue()
-
-
-def encode_png16(pixels: np.ndarray) -> bytes:
-    """16-bit greyscale PNG: HW's encoder (controller/storage/png.py) when present, else a minimal numpy+zlib one."""
-    try:
-        from controller.storage.png import encode_png16 as encode
-    except ImportError:
-        encode = _encode_png16
-    return encode(pixels)
-
-
-def _encode_png16(pixels: np.ndarray) -> bytes:
-    import struct
-    import zlib
-
-    arr = np.ascontiguousarray(pixels, dtype=">u2")
-    h, w = arr.shape
-    raw = np.zeros((h, 1 + 2 * w), dtype=np.uint8)
-    raw[:, 1:] = arr.view(np.uint8).reshape(h, 2 * w)
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", w, h, 16, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 3))
-        + chunk(b"IEND", b"")
-    )
 
 
 def dark_steps(values: tuple[int, ...], steps: int = DARK_STEPS) -> list[int]:

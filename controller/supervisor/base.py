@@ -365,23 +365,9 @@ class Supervisor:
     # -------------------------------------------------------------------------------------------- sd_notify
 
     def sd_notify(self, message: str) -> None:
-        try:
-            from controller import bootguard
-        except ImportError:
-            bootguard = None
-        notify = getattr(bootguard, "sd_notify", None)
-        if notify is not None:
-            notify(message)
-            return
-        addr = os.environ.get("NOTIFY_SOCKET")
-        if not addr:
-            return
-        import socket
+        from controller import bootguard
 
-        if addr.startswith("@"):
-            addr = "\0" + addr[1:]
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(message.encode(), addr)
+        bootguard.sd_notify(message)
 
     async def _watchdog(self) -> None:
         """Ping systemd's watchdog only while the loop is responsive and the main coroutine alive."""

@@ -264,8 +264,6 @@ class MasterSupervisor(Supervisor):
 
         try:
             self.power_lines = factory.open_power_lines(self.cfg)
-        except ImportError:
-            self.power_lines = _mock_lines(self.cfg)
         except (PycamError, OSError) as e:
             self.log.error("power_lines_unavailable", error=str(e))
             self.note_fault("power_lines_unavailable", {"error": str(e)})
@@ -530,39 +528,17 @@ class _NoLines:
         return None
 
 
-def _mock_lines(cfg: Any) -> Any:
-    """Mock GPIO lines when the hardware factory has none (sim)."""
-    if cfg.gpio.backend != "mock":
-        return _NoLines()
-    from controller.hardware.gpio import GpioPowerLines
-
-    return GpioPowerLines(cfg.gpio)
-
-
 def check_storage(cfg: Any) -> dict:
-    """Storage check through S1's mounts module: is data_root on the SSD (or an allowed fallback)?"""
-    try:
-        from controller import mounts
-    except ImportError:
-        mounts = None
-    check = getattr(mounts, "check_storage", None)
-    if check is not None:
-        result = check(cfg.storage)
-        if isinstance(result, dict):
-            return result
-        return {k: getattr(result, k) for k in ("ok", "reason", "kind", "mount_point", "device") if hasattr(result, k)}
-    root = Path(cfg.storage.data_root)
-    root.mkdir(parents=True, exist_ok=True)
-    ok = cfg.storage.allow_fallback or not (cfg.storage.mount_point or cfg.storage.fs_uuid)
-    return {"ok": ok, "kind": "fallback", "reason": "mounts module unavailable; data_root used as is"}
+    """Is data_root on the SSD (or an allowed fallback)? controller/mounts.py decides and says which."""
+    from controller import mounts
+
+    return mounts.check_storage(cfg.storage)
 
 
 def master_clock_status(cfg: Any) -> dict:
     """The master's clock source (RTC, chrony, GPS) through S1's clocksource module."""
-    try:
-        from controller import clocksource
-    except ImportError:
-        return {"best": None, "note": "clocksource module unavailable"}
+    from controller import clocksource
+
     try:
         return clocksource.clock_status(clocksource.master_sources(cfg))
     except (PycamError, OSError) as e:
