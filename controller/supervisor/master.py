@@ -125,7 +125,7 @@ class MasterSupervisor(Supervisor):
         except ImportError as e:
             self.log.warning("worker_unavailable", error=str(e))
             return
-        from controller.acquisition import MachineDriver
+        from states.driver import MachineDriver
         from states.worker import TABLE
 
         loop = asyncio.get_running_loop()
