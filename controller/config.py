@@ -222,6 +222,16 @@ class PowerConfig:
 
 @dataclass(frozen=True)
 class ClockConfig:
+    backend: Literal["chrony", "sim"] = field(
+        default="chrony", metadata={"doc": "time source: this Pi's chronyd, or the simulated chrony (sim)"}
+    )
+    chronyc_host: str = field(default="", metadata={"doc": "chronyc -h: chronyd's command socket or address"})
+    ntp_servers: tuple[str, ...] = field(
+        default=(), metadata={"doc": "master: upstream NTP servers/pools for chrony (none: RTC + local stratum)"}
+    )
+    gps_refclock: Literal["shm", "sock"] = field(
+        default="shm", metadata={"doc": "master with gps_serial: gpsd hands NMEA time to chrony by SHM or SOCK"}
+    )
     tolerance_ms: float = field(default=50.0, metadata=_range(0.1, 60_000))
     gps_serial: str = field(default="", metadata={"doc": "pyserial URL of a GPS NMEA stream, e.g. /dev/ttyS0"})
     gps_baud: int = field(default=9600, metadata=_range(300, 921_600))

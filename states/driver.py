@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from controller.clock import Clock
+from controller.timekeeping.clock import Clock
 from controller.logging import get_logger
 from states.machine import MachineTable, StateModel, build_machine
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from controller.acquisition.caller import CAPTURE_FRAMES, OPEN_FACTOR, DeviceCaller
 from controller.acquisition.journal import CaptureJournal, CaptureRecord
-from controller.clock import Clock
+from controller.timekeeping.clock import Clock
 from controller.config import Config
 from controller.errors import DeviceTimeout, DeviceUnavailable, HardwareError, PycamError, StorageError
 from controller.logging import get_logger

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from controller.acquisition.runner import DeviceRunner
-from controller.clock import Clock
+from controller.timekeeping.clock import Clock
 from controller.errors import DeviceUnavailable
 from controller.logging import get_logger
 from controller.storage.names import check_type

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.clock import SystemClock
+from controller.timekeeping.clock import SystemClock
 from controller.config import Config, config_from_dict
 from controller.link.master import MasterLink
 from controller.link.receiver import FileReceiver

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from controller.acquisition.autoexposure import nearest_index, next_integration, next_shutter
-from controller.clock import Clock, SystemClock
+from controller.timekeeping.clock import Clock, SystemClock
 from controller.config import Config, load_config
 from controller.errors import ConfigError, PycamError
 from controller.hardware.checks import check_frame, check_spectrum

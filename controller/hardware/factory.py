@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.clock import Clock
+from controller.timekeeping.clock import Clock
 from controller.config import Config
 from controller.hardware.interfaces import Camera, PowerLines, Spectrometer
 from controller.sim.scene import SimScene

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.clock import Clock
+from controller.timekeeping.clock import Clock
 from controller.config import CameraConfig
 from controller.errors import DeviceTimeout, DeviceUnavailable, HardwareError
 from controller.hardware.interfaces import Frame

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.clock import Clock
+from controller.timekeeping.clock import Clock
 from controller.config import SpectrometerConfig
 from controller.errors import DeviceUnavailable, HardwareError
 from controller.hardware.interfaces import Spectrum

@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from controller.clock import Clock
+from controller.timekeeping.clock import Clock
 from controller.config import CameraConfig, SpectrometerConfig
 from controller.errors import DeviceTimeout, DeviceUnavailable
 from controller.hardware.interfaces import Frame, Spectrum

@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar
 
-from controller.clock import Clock
+from controller.timekeeping.clock import Clock
 from controller.config import Config
 from controller.errors import LinkError, ProtocolError
 from controller.link.framing import DEFAULT_LIMITS, FrameLimits, Message, encode_prefix_and_header, read_message

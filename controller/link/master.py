@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from controller.clock import Clock
+from controller.timekeeping.clock import Clock
 from controller.config import Config
 from controller.errors import FileNameError, LinkError, ProtocolError, StorageError
 from controller.link.endpoint import LinkEndpoint, Session, header_field

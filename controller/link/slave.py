@@ -14,7 +14,7 @@ import hashlib
 import random
 from typing import Any
 
-from controller.clock import Clock
+from controller.timekeeping.clock import Clock
 from controller.config import Config
 from controller.errors import LinkError, ProtocolError, StorageError
 from controller.link.endpoint import LinkEndpoint, Session, header_field

@@ -193,7 +193,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         "spectrometer": {"backend": "sim"},
         "gpio": {"backend": "mock"},
         "power": {"hello_timeout_s": 120.0, "wake_retries": 2, "stop_timeout_s": 600.0},
-        "clock": {"tolerance_ms": 50.0 * max(1.0, scale / 10), "sync_samples": 5, "resync_s": 600.0},
+        "clock": {"backend": "sim", "tolerance_ms": 50.0 * max(1.0, scale / 10), "sync_samples": 5, "resync_s": 600.0},
         "sim": {
             "seed": run.seed, "time_scale": scale, "wind_speed_m_s": SIM_WIND_M_S,
             "emission_rate_kg_s": SIM_EMISSION_KG_S,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.acquisition import CaptureJournal, DeviceRunner, SlotLoop, SlotPlan, wait_event_or_sleep
-from controller.clock import Clock
+from controller.timekeeping.clock import Clock
 from controller.config import Config
 from controller.errors import PycamError
 from controller.logging import get_logger
@@ -35,7 +35,6 @@ class RunOptions:
     """Options of `pycam run` that are not station config (sim and test hooks)."""
 
     state_dir: Path | None = None
-    discipline_sim_clock: bool = True  # sim only: the slave steps its clock like chrony would
     fault_retry_s: float = 30.0  # clock seconds in fault before booting again
     boot_guard: Any = None  # S1's BootGuard: tripped after repeated start-ups that never got healthy
 

@@ -537,7 +537,7 @@ def check_storage(cfg: Any) -> dict:
 
 def master_clock_status(cfg: Any) -> dict:
     """The master's clock source (RTC, chrony, GPS) through S1's clocksource module."""
-    from controller import clocksource
+    from controller.timekeeping import clocksource
 
     try:
         return clocksource.clock_status(clocksource.master_sources(cfg))

@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from controller.acquisition import BACKOFF_START_S, DeviceRunner
-from controller.clock import ManualClock
+from controller.timekeeping.clock import ManualClock
 from controller.config import config_from_dict
 from controller.errors import HardwareError
 from controller.hardware import factory

@@ -11,7 +11,7 @@ import threading
 import pytest
 import structlog
 
-from controller.clock import ManualClock
+from controller.timekeeping.clock import ManualClock
 from controller.config import config_from_dict
 from controller.supervisor import master as master_mod
 from controller.supervisor.base import RunOptions

@@ -12,7 +12,7 @@ import structlog
 from gpiozero import Button
 from gpiozero.pins.mock import MockConnectedPin, MockFactory
 
-from controller.clock import ManualClock
+from controller.timekeeping.clock import ManualClock
 from controller.config import GpioConfig, config_from_dict
 from controller.errors import LinkError
 from controller.hardware.gpio import GpioPowerLines

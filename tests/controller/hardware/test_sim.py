@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from controller.clock import ManualClock
+from controller.timekeeping.clock import ManualClock
 from controller.config import Config, SimConfig, config_from_dict
 from controller.errors import DeviceTimeout, DeviceUnavailable, HardwareError
 from controller.hardware.checks import check_frame, check_spectrum

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from controller.clock import ManualClock
+from controller.timekeeping.clock import ManualClock
 from controller.config import Config, config_from_dict
 from controller.errors import DeviceTimeout, DeviceUnavailable, HardwareError
 from controller.hardware.factory import open_camera, open_power_lines, open_spectrometer

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.clock import SystemClock
+from controller.timekeeping.clock import SystemClock
 from controller.config import Config, config_from_dict
 from controller.link.faults import FaultyProxy, faulty_proxy
 from controller.link.master import MasterLink

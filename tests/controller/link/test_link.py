@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from controller.clock import SystemClock
+from controller.timekeeping.clock import SystemClock
 from controller.errors import LinkError, StorageError
 from controller.link.endpoint import RequestFailed
 from controller.link.framing import encode_frame

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.clock import ScaledClock
+from controller.timekeeping.clock import ScaledClock
 from controller.config import Config, config_from_dict
 from controller.supervisor.base import RunOptions
 
@@ -41,7 +41,7 @@ def station_config(tmp: Path, role: str, link_port: int, ext_port: int, **over: 
         "spectrometer": {"backend": "sim"},
         "gpio": {"backend": "mock"},
         "power": {"hello_timeout_s": 20.0, "wake_retries": 1, "stop_timeout_s": 30.0},
-        "clock": {"tolerance_ms": 50.0, "sync_samples": 3, "resync_s": 60.0},
+        "clock": {"backend": "sim", "tolerance_ms": 50.0, "sync_samples": 3, "resync_s": 60.0},
         "processing": {"enabled": False},
         "logging": {"format": "console", "level": "warning"},
     }  # fmt: skip
