@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from controller.acquisition.runner import DeviceRunner
-from controller.timekeeping.clock import Clock
 from controller.errors import DeviceUnavailable
 from controller.logging import get_logger
 from controller.storage.names import check_type
+from controller.timekeeping.clock import Clock
 
 # The slot loop waits for a slot's captures until this fraction of a period before the next slot.
 SLOT_WAIT_MARGIN = 0.25

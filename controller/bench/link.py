@@ -25,13 +25,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.timekeeping.clock import SystemClock
 from controller.config import Config, config_from_dict
 from controller.link.master import MasterLink
 from controller.link.receiver import FileReceiver
 from controller.link.slave import DEFAULT_WINDOW, SlaveLink
 from controller.link.spool import Spool
 from controller.storage.names import ImageName
+from controller.timekeeping.clock import SystemClock
 
 IMAGE_BYTES = 630_000
 

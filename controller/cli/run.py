@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
-from controller.timekeeping.clock import Clock, ScaledClock, SystemClock
 from controller.config import Config, load_config
 from controller.errors import ConfigError, PycamError
 from controller.logging import configure_logging, get_logger
 from controller.supervisor.base import RunOptions, Supervisor
+from controller.timekeeping.clock import Clock, ScaledClock, SystemClock
 
 
 def make_clock(cfg: Config, sim_epoch: float | None, real_start: float | None, offset_s: float) -> Clock:

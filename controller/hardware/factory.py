@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from controller.timekeeping.clock import Clock
 from controller.config import Config
 from controller.hardware.interfaces import Camera, PowerLines, Spectrometer
 from controller.sim.scene import SimScene
+from controller.timekeeping.clock import Clock
 
 
 def make_scene(cfg: Config) -> SimScene:

@@ -22,11 +22,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar
 
-from controller.timekeeping.clock import Clock
 from controller.config import Config
 from controller.errors import LinkError, ProtocolError
 from controller.link.framing import DEFAULT_LIMITS, FrameLimits, Message, encode_prefix_and_header, read_message
 from controller.logging import get_logger
+from controller.timekeeping.clock import Clock
 from states.link import TABLE
 from states.machine import StateModel, build_machine
 

@@ -13,13 +13,13 @@ import asyncio
 import contextlib
 from typing import Any
 
-from controller.timekeeping.clock import Clock
 from controller.config import Config
 from controller.errors import FileNameError, LinkError, ProtocolError, StorageError
 from controller.link.endpoint import LinkEndpoint, Session, header_field
 from controller.link.framing import DEFAULT_LIMITS, FrameLimits, Message
 from controller.link.receiver import ChecksumMismatch, FileReceiver, NameConflict
 from controller.netaccess import AddressFilter
+from controller.timekeeping.clock import Clock
 
 # Files being stored at once per session; the slave's window keeps it below this, so reading never stalls.
 MAX_CONCURRENT_STORES = 32

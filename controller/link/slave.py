@@ -14,12 +14,12 @@ import hashlib
 import random
 from typing import Any
 
-from controller.timekeeping.clock import Clock
 from controller.config import Config
 from controller.errors import LinkError, ProtocolError, StorageError
 from controller.link.endpoint import LinkEndpoint, Session, header_field
 from controller.link.framing import DEFAULT_LIMITS, FrameLimits, Message
 from controller.link.spool import Spool
+from controller.timekeeping.clock import Clock
 
 BACKOFF_BASE_S = 0.05
 DEFAULT_WINDOW = 8

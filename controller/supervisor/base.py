@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from controller.acquisition import CaptureJournal, DeviceRunner, SlotLoop, SlotPlan, wait_event_or_sleep
-from controller.timekeeping.clock import Clock
 from controller.config import Config
 from controller.errors import PycamError
 from controller.logging import get_logger
 from controller.supervisor.statusfile import StatusWriter, read_temperatures, read_wittypi_temperature
+from controller.timekeeping.clock import Clock
 
 RUNNING = ("acquire", "degraded", "paused")
 FAULT_FILE = "sim-fault.json"

@@ -34,6 +34,7 @@ class SlaveSupervisor(Supervisor):
         self.rtt_s: float | None = None
         self.sync_failures = 0
         self._stopped_by_master = asyncio.Event()
+        self._offset_fault_noted = False
         self.time_source: TimeSource = make_time_source(self.cfg, self.clock, self._master_reachable)
 
     async def boot_services(self) -> None:
@@ -150,8 +151,12 @@ class SlaveSupervisor(Supervisor):
         self.rtt_s = rtt
         self.offset_s = offset
         ok, why = time_agreement(chrony, offset, self.cfg.clock.tolerance_ms / 1000.0)
-        if abs(offset) > self.cfg.clock.tolerance_ms / 1000.0:
-            self.note_fault("clock_offset", {"offset_ms": round(offset * 1000, 1), "tolerance_ms": self.cfg.clock.tolerance_ms})
+        if not ok and (self.offset_ok or not self._offset_fault_noted):
+            # Once per bad spell (note_fault wakes the main loop: noting every attempt would spin the sync phase).
+            self._offset_fault_noted = True
+            self.note_fault("clock_offset", {"offset_ms": round(offset * 1000, 1), "why": why})
+        elif ok:
+            self._offset_fault_noted = False
         if ok != self.offset_ok:
             self.log.info(
                 "clock_offset", offset_ms=round(offset * 1000, 3), rtt_ms=round(rtt * 1000, 3), ok=ok, why=why,

@@ -101,6 +101,7 @@ class RtcSource:
 
 # ---------------------------------------------------------------------------------------------------- chrony/NTP
 
+
 def parse_chronyc_tracking(text: str) -> dict:
     """Parse `chronyc -c tracking` (CSV, see controller.timekeeping.chrony) or `chronyc tracking` (human) output.
 

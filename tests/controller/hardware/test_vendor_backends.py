@@ -9,12 +9,12 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from controller.timekeeping.clock import ManualClock
 from controller.config import Config, config_from_dict
 from controller.errors import DeviceTimeout, DeviceUnavailable, HardwareError
 from controller.hardware.factory import open_camera, open_power_lines, open_spectrometer
 from controller.hardware.gpio import GpioPowerLines, mock_station_factory
 from controller.hardware.picamera2_backend import area_bin, unpacked_format
+from controller.timekeeping.clock import ManualClock
 
 FULL_W, FULL_H = 2592, 1944
 

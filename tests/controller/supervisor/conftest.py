@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.timekeeping.clock import ScaledClock
 from controller.config import Config, config_from_dict
 from controller.supervisor.base import RunOptions
+from controller.timekeeping.clock import ScaledClock
 
 # 2024-06-01T10:59:00Z: one minute before a window opens.
 START_EPOCH = 1717239540.0

@@ -8,6 +8,8 @@ import random
 import pytest
 import serial
 
+from controller.config import config_from_dict
+from controller.errors import ProtocolError
 from controller.timekeeping.clock import ManualClock
 from controller.timekeeping.clocksource import (
     GpsSource,
@@ -21,8 +23,6 @@ from controller.timekeeping.clocksource import (
     parse_nmea_time,
     robust_offset,
 )
-from controller.config import config_from_dict
-from controller.errors import ProtocolError
 
 
 def _nmea(body: str) -> str:

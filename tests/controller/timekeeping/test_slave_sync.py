@@ -11,7 +11,7 @@ from controller.sim.chrony import FIRST_SYNC_S, SimChrony
 from controller.supervisor.slave import SYNC_RETRY_S
 from controller.timekeeping import time_agreement
 from controller.timekeeping.clock import ManualClock
-from tests.controller.supervisor.conftest import run_async, station, wait_for  # noqa: F401 (fixture)
+from tests.controller.supervisor.conftest import run_async, wait_for
 
 HOURS_OFF = 5 * 3600.0
 
