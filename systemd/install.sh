@@ -65,7 +65,14 @@ live=1  # changing this machine (users, groups, ownership, services); not with -
 venv="$(readlink -m "$venv")"
 [ -x "$venv/bin/pycam" ] || die "$venv/bin/pycam not found: create the venv first (scripts/bootstrap.sh or pip install)"
 export PYTHONPATH="$home${PYTHONPATH:+:$PYTHONPATH}"
-py() { "$venv/bin/python" "$@"; }
+quiet() {  # run a step; on failure its last message line becomes the installer's one error line
+    local out
+    if ! out="$("$@" 2>&1)"; then
+        die "$(printf '%s\n' "$out" | grep -v '^[[:space:]]*$' | tail -n 1 | sed -e 's/^install.sh: //' -e 's/^Error: //')"
+    fi
+    [ -z "$out" ] || printf '%s\n' "$out"
+}
+py() { quiet "$venv/bin/python" "$@"; }
 
 if ! check="$("$venv/bin/pycam" config check "$config" 2>&1)"; then
     die "$(printf '%s' "$check" | grep -v '^\s*$' | tail -n 1)"
@@ -104,7 +111,7 @@ installed_config="/etc/pycam/$role.toml"
 py "$here/render.py" config --role "$role" --config "$config" --out "$root$installed_config"
 # Readable by the service user (the master's holds the control-port token), by nobody else.
 [ "$as_root" = 0 ] || chown "root:$([ "$user_exists" = 1 ] && echo "$group" || echo root)" "$root$installed_config"
-eval "$(py "$here/render.py" facts --role "$role" --config "$root$installed_config")"
+eval "$("$venv/bin/python" "$here/render.py" facts --role "$role" --config "$root$installed_config")"
 
 # --------------------------------------------------------------------------------------------- the unit
 unit="pycam-$role.service"
@@ -144,6 +151,16 @@ fi
 if [ -f "$key" ]; then
     chmod 0600 "$key"
     own "$key"
+fi
+
+# The data folder on the master's disk (the slave's spool, when it is not in the state directory) is the user's.
+data_dir="$PYCAM_SPOOL_DIR"
+[ "$role" = slave ] || data_dir="$PYCAM_DATA_ROOT"
+if [ "$live" = 1 ] && [ -n "$PYCAM_MOUNT_POINT" ] && ! mountpoint -q "$PYCAM_MOUNT_POINT" 2>/dev/null; then
+    echo "$role: $PYCAM_MOUNT_POINT (storage.mount_point) is not mounted now: mount the data disk before starting $unit" >&2
+elif [ "$live" = 1 ]; then
+    install -d -m 0750 "$data_dir"
+    own "$data_dir"
 fi
 
 # ------------------------------------------------------------------------------------------ udev rules
@@ -191,7 +208,7 @@ if [ "$role" = master ]; then
         chmod +x "$target"
         echo "hooked $target -> $line"
     done
-    "$venv/bin/pycam" schedule wittypi --config "$root$installed_config" --out "$wittypi_dir/schedule.wpi"
+    quiet "$venv/bin/pycam" schedule wittypi --config "$root$installed_config" --out "$wittypi_dir/schedule.wpi"
     echo "WittyPi: load the schedule with $wittypi_dir/runScript.sh (the master's time zone must be UTC)"
 else
     echo "slave: enable the halt line in /boot/firmware/config.txt, e.g. dtoverlay=gpio-shutdown,gpio_pin=<pin>"

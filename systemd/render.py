@@ -116,6 +116,7 @@ def facts(cfg, role: str) -> str:
         "PYCAM_SPOOL_DIR": str(cfg.storage.spool_dir),
         "PYCAM_KEY_FILE": key_file(cfg),
         "PYCAM_STATION": cfg.station.name,
+        "PYCAM_MOUNT_POINT": cfg.storage.mount_point,
     }
     if role == "master":
         values["PYCAM_DATA_MOUNT"] = data_mount(cfg)

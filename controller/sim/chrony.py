@@ -36,6 +36,8 @@ class SimChrony:
         self.step_limit = step_limit
         self.first_sync_s = first_sync_s
         self.updates = 0
+        self.last_offset_s: float | None = None
+        self.ref_time_s = 0.0
         self.synchronised = False
         self._reach_since: float | None = None
         self._last_seen: float | None = None
@@ -45,6 +47,7 @@ class SimChrony:
     def _discipline(self, now: float) -> None:
         """One clock update: step over the threshold (while allowed), else slew for the time since the last."""
         error = -self.clock.offset_s  # server time - this clock
+        self.last_offset_s = error
         may_step = self.step_limit < 0 or self.updates < self.step_limit
         if abs(error) > self.step_threshold_s and may_step:
             self.clock.offset_s += error
@@ -55,6 +58,7 @@ class SimChrony:
             self.clock.offset_s += max(-limit, min(limit, error))
         self.updates += 1
         self._last_update = now
+        self.ref_time_s = self.clock.time()
         if not self.synchronised:
             self.synchronised = True
             self.log.info("sim_chrony_synchronised", server=self.server, offset_s=round(self.clock.offset_s, 6))
@@ -87,6 +91,8 @@ class SimChrony:
             "available": True,
             "synchronised": self.synchronised,
             "offset_s": -self.clock.offset_s,
+            "last_offset_s": self.last_offset_s,
+            "ref_time_s": self.ref_time_s,
             "stratum": 11 if self.synchronised else 0,
             "leap_status": "Normal" if self.synchronised else "Not synchronised",
             "reference_id": "SIM" if self.synchronised else "00000000",

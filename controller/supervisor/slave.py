@@ -35,6 +35,7 @@ class SlaveSupervisor(Supervisor):
         self.sync_failures = 0
         self._stopped_by_master = asyncio.Event()
         self._offset_fault_noted = False
+        self._chrony_update: float | None = None  # chrony's ref time when we last read it
         self.time_source: TimeSource = make_time_source(self.cfg, self.clock, self._master_reachable)
 
     async def boot_services(self) -> None:
@@ -150,13 +151,18 @@ class SlaveSupervisor(Supervisor):
         self.last_sync = self.clock.monotonic()
         self.rtt_s = rtt
         self.offset_s = offset
-        ok, why = time_agreement(chrony, offset, self.cfg.clock.tolerance_ms / 1000.0)
-        if not ok and (self.offset_ok or not self._offset_fault_noted):
+        tolerance = self.cfg.clock.tolerance_ms / 1000.0
+        ok, why = time_agreement(chrony, offset, tolerance)
+        stepped = chrony.get("last_offset_s") if chrony.get("ref_time_s") != self._chrony_update else None
+        self._chrony_update = chrony.get("ref_time_s")
+        if stepped is not None and abs(stepped) > tolerance:
+            # chrony corrected this clock by more than the tolerance since we last looked (a step, or the first sync).
+            self.note_fault("clock_offset", {"offset_ms": round(stepped * 1000, 1), "why": "corrected by chrony"})
+        elif abs(offset) > tolerance and not self._offset_fault_noted:
             # Once per bad spell (note_fault wakes the main loop: noting every attempt would spin the sync phase).
-            self._offset_fault_noted = True
+            # chrony not synchronised yet is a wait, not a fault.
             self.note_fault("clock_offset", {"offset_ms": round(offset * 1000, 1), "why": why})
-        elif ok:
-            self._offset_fault_noted = False
+        self._offset_fault_noted = abs(offset) > tolerance
         if ok != self.offset_ok:
             self.log.info(
                 "clock_offset", offset_ms=round(offset * 1000, 3), rtt_ms=round(rtt * 1000, 3), ok=ok, why=why,

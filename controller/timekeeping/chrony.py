@@ -102,6 +102,8 @@ def chrony_state(tracking: dict, sources: list[dict]) -> dict:
         "synchronised": tracking_synchronised(tracking),
         # Our convention everywhere: source time - this clock, so chrony's "fast" offset flips sign.
         "offset_s": -float(tracking["system_offset_s"]),
+        "last_offset_s": -float(tracking["last_offset_s"]),  # the correction at the last clock update
+        "ref_time_s": float(tracking["ref_time_s"]),  # when that update was
         "stratum": tracking["stratum"],
         "leap_status": tracking["leap_status"],
         "reference_id": tracking["reference_id"],
@@ -133,8 +135,8 @@ class ChronyReader:
         return self.runner(cmd)
 
     def status(self) -> dict:
-        """{source, available, synchronised, offset_s (source - this clock), stratum, leap_status, reference,
-        selected (the source chrony follows, or None), sources}; `available` False when chronyd does not answer."""
+        """{source, available, synchronised, offset_s (source - this clock), last_offset_s, ref_time_s, stratum,
+        leap_status, reference, selected (the source chrony follows, or None), sources}; `available` False when chronyd does not answer."""
         text = self._chronyc("tracking")
         if not text:
             return unavailable("chronyc tracking: no answer from chronyd (is chrony installed and running?)")

@@ -72,3 +72,21 @@ def test_a_real_clock_is_never_given_to_the_simulated_chrony():
 
     with pytest.raises(TypeError):
         SimChrony(NoOffset(), lambda: True)
+
+
+@run_async
+async def test_a_clock_step_corrected_by_chrony_is_still_reported_as_a_clock_fault(station):
+    pair = station(factor=20.0)
+    master, slave = pair.master(), pair.slave()
+    tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
+    await wait_for(lambda: slave.station.state == "acquire", 60, "slave acquire")
+    before = slave.fault_counts["clock_offset"]
+    await slave.inject_fault({"kind": "clock_step", "seconds": 5.0})
+    slave.last_sync = -1e18  # resync now rather than after clock.resync_s
+    slave.kick.set()
+    await wait_for(lambda: slave.fault_counts["clock_offset"] > before, 30, "clock fault noted")
+    # chrony (simulated) takes the step back at its next poll, not the supervisor; the slave acquires again
+    await wait_for(lambda: abs(slave.clock.offset_s) < 0.05, 30, "clock corrected")
+    await wait_for(lambda: slave.station.state == "acquire" and slave.offset_ok, 30, "slave acquire again")
+    master.request_stop("test over")
+    await asyncio.wait_for(asyncio.gather(*tasks), 60)
