@@ -20,6 +20,9 @@ from pathlib import Path
 STATE_DIR = Path("/var/lib/pycam")  # StateDirectory=pycam: the unit passes it as --state-dir %S/pycam
 
 
+HOMES = (Path("/home"), Path("/root"), Path("/run/user"))  # what ProtectHome=yes hides
+
+
 class InstallError(Exception):
     pass
 
@@ -62,6 +65,11 @@ def render_unit(template: str, sandbox: str, values: dict[str, str], cfg, role: 
     text = text.replace("@PYCAM_RW_PATHS@", "\n".join(rw) if rw else "# (everything it writes is in StateDirectory)")
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)
+    code = [values.get("PYCAM_HOME", ""), values.get("PYCAM_VENV", "")]
+    code += [str(Path(c, "bin/python").resolve()) for c in code[1:] if c]
+    if any(Path(c).is_relative_to(h) for c in code if c for h in HOMES):
+        # The project (or its interpreter) lives in a home folder: readable, still not writable.
+        text = text.replace("ProtectHome=yes", "ProtectHome=read-only")
     left = sorted(set(re.findall(r"@PYCAM_[A-Z_]+@", text)))
     if left:
         raise InstallError(f"unit template: placeholders not rendered: {', '.join(left)}")

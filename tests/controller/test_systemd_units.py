@@ -225,3 +225,25 @@ def security_exposure(path: Path) -> float:
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout + out.stderr)
     assert found, out.stdout + out.stderr
     return float(found.group(1))
+
+
+def _render_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pycam_install_render", REPO / "systemd/render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("home", "protect"), [("/opt/pycam", "yes"), ("/home/pi/pycam", "read-only")])
+def test_a_project_in_a_home_folder_stays_readable_under_protecthome(home, protect):
+    from controller.config import config_from_dict
+
+    render = _render_module()
+    values = {"PYCAM_HOME": home, "PYCAM_VENV": f"{home}/.venv", "PYCAM_CONFIG": "/etc/pycam/slave.toml",
+              "PYCAM_USER": "pycam", "PYCAM_GROUP": "pycam"}  # fmt: skip
+    text = render.render_unit((REPO / "systemd/pycam-slave.service").read_text(),
+                              (REPO / "systemd/sandbox.conf").read_text(), values,
+                              config_from_dict({"station": {"role": "slave"}}), "slave")  # fmt: skip
+    assert Unit(text)["Service"]["ProtectHome"] == protect
