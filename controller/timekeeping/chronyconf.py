@@ -5,9 +5,9 @@ Master: serves time on the link network (`allow 169.254.0.0/16`) and, with no up
 stratum 10 (`local stratum 10 orphan`). Its clock is set at boot by the WittyPi software from the WittyPi's RTC
 (its daemon's rtc_to_system, as today), so there is no `rtcsync`/`rtcfile`: the WittyPi RTC is not a kernel RTC and
 the WittyPi software writes it back itself (system_to_rtc). Upstream NTP servers (`clock.ntp_servers`) and a GPS
-(`clock.gps_serial`, NMEA read by gpsd, handed to chrony through gpsd's shared memory segment 0 or its chrony
-socket: `clock.gps_refclock`) are followed when configured; NMEA time without PPS is good to ~0.1-0.3 s, so the GPS
-carries a delay and never outranks a reachable NTP server.
+(`clock.gps_serial`, NMEA read by gpsd, handed to chrony through gpsd's shared memory segment 0 or the socket gpsd
+opens at /run/chrony.<device>.sock: `clock.gps_refclock`) are followed when configured; NMEA time without PPS is
+good to ~0.1-0.3 s, so the GPS carries a delay and does not outrank a reachable NTP server.
 
 Slave: follows the master only (`server <master> iburst`), steps whenever it is more than 1 s off (`makestep 1 -1`:
 the slave has no RTC and boots hours off after every halt), slews below that. It serves nobody and claims no
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 LINK_NETWORK = "169.254.0.0/16"
-GPS_DELAY_S = 0.2  # NMEA sentence latency spread, without PPS
+GPS_DELAY_S = 0.5  # NMEA sentence latency spread without PPS (gpsd's and chrony's usual figure for NMEA)
 GPS_OFFSET_S = 0.0  # measure on site against NTP and set it here if the receiver is known to be late
 
 
@@ -35,7 +35,11 @@ def _gps_refclock(cfg: Any) -> list[str]:
         line = f"refclock SOCK /run/chrony.{device}.sock refid GPS delay {GPS_DELAY_S}"
     else:
         line = f"refclock SHM 0 refid GPS precision 1e-1 offset {GPS_OFFSET_S} delay {GPS_DELAY_S}"
-    return [f'# GPS {cfg.clock.gps_serial} through gpsd (apt install gpsd; DEVICES="{cfg.clock.gps_serial}")', line]
+    return [
+        f'# GPS {cfg.clock.gps_serial} through gpsd (apt install gpsd; /etc/default/gpsd: DEVICES="{cfg.clock.gps_serial}"',
+        f'# GPSD_OPTIONS="-n"; with a SOCK refclock gpsd writes to /run/chrony.{device}.sock)',
+        line,
+    ]
 
 
 def render(cfg: Any, role: str, chrony_dir: str = "/var/lib/chrony", extra: Iterable[str] = ()) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 
 from controller.config import config_from_dict
@@ -77,3 +80,18 @@ def test_chrony_conf_for_each_role():
     assert "local" not in slave and "allow" not in slave  # the slave never serves nor claims time
     with pytest.raises(ValueError):
         render(master, "both")
+
+
+@pytest.mark.skipif(shutil.which("chronyd") is None, reason="chrony not installed (scripts/bootstrap.sh)")
+@pytest.mark.parametrize(
+    ("role", "clock"),
+    [("master", {}), ("master", {"gps_serial": "/dev/ttyAMA0", "ntp_servers": ["ntp.example.org"]}),
+     ("master", {"gps_serial": "/dev/ttyACM0", "gps_refclock": "sock"}), ("slave", {})],
+)  # fmt: skip
+def test_chronyd_itself_accepts_each_rendered_conf(tmp_path, role, clock):
+    conf = tmp_path / "chrony.conf"
+    conf.write_text(render(config_from_dict({"clock": clock}), role))
+    # -p: parse the configuration, print it and exit (no daemon, no clock touched)
+    out = subprocess.run(["chronyd", "-p", "-f", str(conf)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert ("local stratum 10 orphan" in out.stdout) == (role == "master")
