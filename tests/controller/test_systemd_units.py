@@ -247,3 +247,15 @@ def test_a_project_in_a_home_folder_stays_readable_under_protecthome(home, prote
                               (REPO / "systemd/sandbox.conf").read_text(), values,
                               config_from_dict({"station": {"role": "slave"}}), "slave")  # fmt: skip
     assert Unit(text)["Service"]["ProtectHome"] == protect
+
+
+def test_control_port_token_goes_into_the_network_section_once():
+    import tomllib
+
+    with_token = _render_module().with_token
+    empty = '[station]\nname = "x"\n\n[network]\nauth_token = ""\next_port = 1\n\n[storage]\nmin_free_mb = 0\n'
+    assert tomllib.loads(with_token(empty, "ab12"))["network"] == {"auth_token": "ab12", "ext_port": 1}
+    missing = "[network]\next_port = 1\n[storage]\nmin_free_mb = 0\n"
+    parsed = tomllib.loads(with_token(missing, "cd34"))
+    assert parsed["network"] == {"auth_token": "cd34", "ext_port": 1} and parsed["storage"] == {"min_free_mb": 0}
+    assert tomllib.loads(with_token('[station]\nname = "x"\n', "ef56"))["network"] == {"auth_token": "ef56"}
