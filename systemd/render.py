@@ -77,7 +77,7 @@ def render_unit(template: str, sandbox: str, values: dict[str, str], cfg, role: 
     return text
 
 
-TOKEN_LINE = re.compile(r"^\s*auth_token\s*=\s*(\"[^\"]*\"|'[^']*')\s*(#.*)?$", re.MULTILINE)
+TOKEN_LINE = re.compile(r"^[ \t]*auth_token[ \t]*=[ \t]*(\"[^\"]*\"|'[^']*')[ \t]*(#.*)?$", re.MULTILINE)
 
 
 def with_token(text: str, token: str) -> str:
