@@ -33,6 +33,7 @@ class MasterSupervisor(Supervisor):
         self.receiver: Any = None
         self.handoff: Any = None
         self.power_lines: Any = None
+        self.power_board: Any = None  # controller.power.board.PowerBoardMonitor
         self.ext_server: Any = None
         self.ext_port: int | None = None
         self.worker: Any = None
@@ -87,6 +88,10 @@ class MasterSupervisor(Supervisor):
         self._start_worker()
         self._start_disk_policy()
         await self._start_power()
+        from controller.power.board import PowerBoardMonitor
+
+        self.power_board = PowerBoardMonitor()
+        await self.power_board.start()
 
     async def _announce_request(self, body: dict) -> dict:
         """The slave's "dark series finished" (DFC/DFS) for the external clients; nothing else is relayed."""
@@ -260,7 +265,7 @@ class MasterSupervisor(Supervisor):
 
     async def _start_power(self) -> None:
         from controller.hardware import factory
-        from controller.power import PowerHandoff
+        from controller.power.handoff import PowerHandoff
 
         try:
             self.power_lines = factory.open_power_lines(self.cfg)
@@ -451,6 +456,7 @@ class MasterSupervisor(Supervisor):
                 ("link", self.stop_link),
                 ("devices", self.close_devices),
                 ("power_lines", self._close_lines),
+                ("power_board", self._stop_power_board),
             ]
         )
         await self.station.fire("halted", reason=f"slave flushed={flushed}")
@@ -470,6 +476,10 @@ class MasterSupervisor(Supervisor):
     async def _stop_ext(self) -> None:
         if self.ext_server is not None:
             await self.ext_server.stop()
+
+    async def _stop_power_board(self) -> None:
+        if self.power_board is not None:
+            await self.power_board.stop()
 
     async def _close_lines(self) -> None:
         if self.power_lines is not None:
@@ -493,6 +503,7 @@ class MasterSupervisor(Supervisor):
             "stored_from_slave": self.stored_from_slave,
             "duplicates_from_slave": self.duplicates_from_slave,
             "data_root": str(self.cfg.storage.data_root),
+            "power_board": self.power_board.status() if self.power_board is not None else None,
         }
 
 
