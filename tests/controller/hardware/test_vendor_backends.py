@@ -360,6 +360,19 @@ def test_seabreeze_no_device(fake_seabreeze):
         open_spectrometer(config_from_dict({"spectrometer": {"backend": "seabreeze"}}), ManualClock())
 
 
+def test_seabreeze_pinned_to_the_release_with_aarch64_wheels_everywhere():
+    """The Pi gets a wheel (2.10.0: manylinux aarch64, cp311), and the tests run against that same release."""
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[3] / "pyproject.toml").read_text())["project"]
+    pins = {extra: [r for r in reqs if r.startswith("seabreeze")] for extra, reqs in
+            project["optional-dependencies"].items() if any(r.startswith("seabreeze") for r in reqs)}  # fmt: skip
+    assert pins == {"pi": ["seabreeze==2.10.0"], "dev": ["seabreeze==2.10.0"]}
+    assert version("seabreeze") == "2.10.0"
+
+
 # ---------------------------------------------------------------------------------------------------- gpio
 
 
