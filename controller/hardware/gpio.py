@@ -125,7 +125,10 @@ class GpioPowerLines:
             err = gpio_error(e)
             if err is None:
                 raise
-            raise err from e
+            # The traceback holds the half-built gpiozero device and with it its pin reservation (gpiozero reserves
+            # before it claims the line): drop it, so the next attempt is not refused with GPIOPinInUse.
+            e.__traceback__ = None
+            raise err from None
 
     def _pulse(self, device, seconds: float, line: str) -> None:
         self._log.info("gpio_pulse", line=line, pin=device.pin.info.name if device.pin else None, seconds=seconds)

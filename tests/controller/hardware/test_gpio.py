@@ -157,3 +157,20 @@ def test_mock_backend_opens_at_once():
         return state, svc.state
 
     assert _run(main()) == ("open", "closed")
+
+
+def test_failed_open_leaves_no_pin_reservation_behind():
+    """gpiozero reserves a pin before claiming it: a half-built device kept alive by the traceback would make every
+    retry fail with GPIOPinInUse until the garbage collector ran."""
+    import gc
+
+    factory = LgpioBusyFactory()
+    gc.disable()
+    try:
+        for _ in range(2):
+            with pytest.raises(GpioBusy):
+                GpioPowerLines(CFG, factory=factory)
+        factory.busy = False
+        GpioPowerLines(CFG, factory=factory).close()
+    finally:
+        gc.enable()
