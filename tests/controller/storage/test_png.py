@@ -61,3 +61,11 @@ def test_corrupt_or_wrong_input_is_refused():
     rgb = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes()
     with pytest.raises(ValueError, match="grayscale"):
         decode_png16(rgb)
+
+
+def test_bench_png_figures_compare_with_opencvs_default():
+    from controller.bench.supervisor import png_figures
+
+    fig = png_figures(repeats=2)
+    assert fig["frame"] == [486, 648] and fig["meets_target"] is True
+    assert fig["kib"] == fig["opencv_default_kib"] and fig["encode_ms"] > 0 and fig["decode_ms"] > 0
