@@ -23,7 +23,7 @@ from controller.acquisition import CaptureJournal, DeviceRunner, SlotLoop, SlotP
 from controller.config import Config
 from controller.errors import PycamError
 from controller.logging import get_logger
-from controller.supervisor.statusfile import StatusWriter, read_temperatures, read_wittypi_temperature
+from controller.supervisor.statusfile import StatusWriter, read_temperatures
 from controller.timekeeping.clock import Clock
 
 RUNNING = ("acquire", "degraded", "paused")
@@ -338,7 +338,7 @@ class Supervisor:
                 "source": self.clock_source,
             },
             "storage": {**self.storage_check, "free_mb": self.free_mb, "paused": self.disk_paused},
-            "temperatures": {**read_temperatures(), "wittypi_rtc": read_wittypi_temperature()},
+            "temperatures": read_temperatures(),
             "devices": {k: d.info() for k, d in self.devices.items()},
             "captures": {k: d.captures for k, d in self.devices.items()},
             "slots": self.slot_loop.slots if self.slot_loop else 0,

@@ -45,7 +45,7 @@ class SlaveSupervisor(Supervisor):
         from controller.hardware import factory
         from controller.link.slave import SlaveLink
         from controller.link.spool import Spool
-        from controller.power import slave_stop_handler
+        from controller.power.handoff import slave_stop_handler
         from controller.settings import SettingsStore
 
         loop = asyncio.get_running_loop()
