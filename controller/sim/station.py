@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller.acquisition import CaptureJournal
+from controller.link.auth import create_key
 from controller.logging import get_logger
 from controller.storage.names import ImageName, parse_name
 
@@ -159,6 +160,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         "network": {
             "master_host": hosts[0], "link_bind": hosts[0], "ext_bind": hosts[0], "ext_port_fallbacks": [],
             "heartbeat_s": 1.0, "link_timeout_s": 4.0, "backoff_max_s": 0.5,
+            "link_key_file": str(create_key(out / "link.key")),  # made once, as the installer does; both Pis
         },
         "schedule": {
             "period_s": run.period_s, "windows_utc": [[WINDOW_START.strftime("%H:%M"), end.strftime("%H:%M")]],
@@ -392,7 +394,7 @@ async def _run_async(run: StationRun) -> dict:
         link_port, ext_port = _free_port(), _free_port()
     mcfg, scfg = station_configs(run, link_port, ext_port, hosts)
     if not use_netns:
-        from controller.link.faults import FaultyProxy
+        from controller.sim.faults import FaultyProxy
 
         proxy = FaultyProxy("127.0.0.1", link_port)
         scfg["network"]["link_port"] = await proxy.start()

@@ -508,6 +508,16 @@ class _PausableStore:
             raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
         return self._store.save_bytes(name, data)
 
+    def temp_for(self, name: str) -> Path:
+        if self._paused():
+            raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
+        return self._store.temp_for(name)
+
+    def save_file(self, name: str, tmp: str | Path) -> Path:
+        if self._paused():
+            raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
+        return self._store.save_file(name, tmp)
+
     def exists(self, name: str) -> bool:
         return self._store.exists(name)
 
