@@ -2,8 +2,8 @@
 
 A connection becomes the slave's session only after the handshake in auth.py: the peer proved the link key, so a
 peer without it can neither take the session nor store a file. Until then its frames are small and payload-free,
-at most MAX_HANDSHAKES connections are in handshake (MAX_HANDSHAKES_PER_ADDRESS from one address) and each has
-network.link_timeout_s for the whole handshake. A proven newcomer replaces the current session only when that one
+at most MAX_HANDSHAKES connections are in handshake (MAX_HANDSHAKES_PER_ADDRESS from one address: a newcomer closes
+the oldest) and each has network.link_timeout_s for the whole handshake. A proven newcomer replaces the current session only when that one
 no longer answers a probe (the slave rebooted; bug 2 of spec/known-failures.md: the original never accepted a
 device again after it vanished); a live session is kept and the newcomer refused, so a second slave cannot make
 the link flap. The port is bound with SO_REUSEADDR, so a restarted master binds at once (bug 3).
@@ -61,7 +61,7 @@ class MasterLink(LinkEndpoint):
         self._connections: dict[asyncio.Task, Session] = {}
         self._writes: set[asyncio.Future] = set()
         self._store_slots = asyncio.Semaphore(MAX_CONCURRENT_STORES)
-        self._handshakes: dict[str, int] = {}  # peer address -> connections in handshake from there
+        self._handshakes: dict[Session, str] = {}  # connections in handshake (oldest first) -> peer host
         self.stats = {"stored": 0, "duplicate": 0, "checksum": 0, "conflict": 0, "invalid": 0, "storage": 0}
         self.refused = {"busy": 0, "auth": 0, "handshake": 0, "second_slave": 0}
 
@@ -111,17 +111,13 @@ class MasterLink(LinkEndpoint):
             writer.transport.abort()
             return
         host = str(peername[0]) if isinstance(peername, tuple) else str(peername)
-        if sum(self._handshakes.values()) >= MAX_HANDSHAKES or self._handshakes.get(host, 0) >= (
-            MAX_HANDSHAKES_PER_ADDRESS
-        ):
-            self.refused["busy"] += 1
-            writer.transport.abort()  # not logged one by one: a flood must not flood the log too
-            return
+        self._make_room(host)
         session = self._new_session(reader, writer)
         self._connections[task] = session
         reason = "closed"
         try:
-            if not await self._handshake(session, host):
+            self._handshakes[session] = host
+            if not await self._handshake(session):
                 return
             old = self._session
             if old is not None:
@@ -136,10 +132,24 @@ class MasterLink(LinkEndpoint):
             if self._session_down(session, reason) and not self._closing:
                 self._fire("lost", reason=reason)
 
-    async def _handshake(self, session: Session, host: str) -> bool:
+    def _make_room(self, host: str) -> None:
+        """Before a new connection's handshake: close the oldest one in handshake from `host` when that address
+        has MAX_HANDSHAKES_PER_ADDRESS, or the oldest overall at MAX_HANDSHAKES. A real slave's handshake takes
+        milliseconds, so a flood of idle or slow connections can neither pile up nor keep the slave out."""
+        same = [s for s, h in self._handshakes.items() if h == host]
+        if len(same) >= MAX_HANDSHAKES_PER_ADDRESS:
+            victim = same[0]
+        elif len(self._handshakes) >= MAX_HANDSHAKES:
+            victim = next(iter(self._handshakes))
+        else:
+            return
+        self.refused["busy"] += 1  # not logged one by one: a flood must not flood the log too
+        del self._handshakes[victim]
+        victim.close("handshake slots full: oldest closed")
+
+    async def _handshake(self, session: Session) -> bool:
         """Hello, proofs both ways, welcome, all within link_timeout_s; True when `session` may become the
         session. Failures are logged and counted, and leave the current session alone."""
-        self._handshakes[host] = self._handshakes.get(host, 0) + 1
         if self.state == "listening":
             self._fire("accepted")
         try:
@@ -175,11 +185,7 @@ class MasterLink(LinkEndpoint):
                 self._fire("lost", reason="handshake failed")
             return False
         finally:
-            left = self._handshakes[host] - 1
-            if left:
-                self._handshakes[host] = left
-            else:
-                del self._handshakes[host]
+            self._handshakes.pop(session, None)
 
     async def _answers(self, session: Session) -> bool:
         """Whether the current slave still answers (a time request) within PROBE_TIMEOUT_S."""
@@ -188,7 +194,7 @@ class MasterLink(LinkEndpoint):
         session.pending[rid] = fut
         try:
             await session.send({"type": "time_req", "id": rid})
-            await asyncio.wait_for(fut, min(PROBE_TIMEOUT_S, self.net.link_timeout_s))
+            await asyncio.wait_for(fut, min(PROBE_TIMEOUT_S, self.net.link_timeout_s / 2))  # inside the deadline
         except (LinkError, TimeoutError):
             return False
         finally:
