@@ -12,8 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
+import os
 import secrets
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from controller.errors import LinkError, ProtocolError
@@ -78,9 +83,12 @@ class FakeMaster:
         assert self._server is not None and self._server.sockets
         return self._server.sockets[0].getsockname()[1]
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._on_client, self.host, 0)
+    async def start(self, port: int = 0) -> int:
+        self._server = await asyncio.start_server(self._on_client, self.host, port, reuse_address=True)
         return self.port
+
+    def counters(self) -> dict[str, int]:
+        return {"connections": self.connections, "files_received": self.files_received, "acks_sent": self.acks_sent}
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -115,3 +123,76 @@ class FakeMaster:
         finally:
             self._writers.discard(writer)
             writer.transport.abort()
+
+
+def _spool_names(spool_dir: Path) -> list[str]:
+    """The names waiting in a spool (`<seq>.<name>`): what an attacker who knows the naming would ack."""
+    with contextlib.suppress(OSError):
+        return [p.name.partition(".")[2] for p in spool_dir.iterdir() if p.is_file() and p.name[:1].isdigit()]
+    return []
+
+
+async def forged_peer_fault(
+    out: Path, master_port: int, proxy: Any, netns: tuple[str, str] | None, master_addr: str, down_s: float
+) -> dict[str, Any]:
+    """The soak's forged peer: a forged slave dials the master, then a fake master (without the key) stands where
+    the slave dials for `down_s` seconds, acking every name in the slave's spool. On loopback the fake master sits
+    behind the fault proxy (`divert`); with namespaces it takes the master's address inside the slave's namespace
+    (the slave's packets to the master then stay local), as an address hijack on the cable would."""
+    spool_names = _spool_names(out / "slave" / "spool")
+    name = min(spool_names, default="2024-03-01T110000_fltrB_1ag_2000ss_Plume.png")  # a fake B image
+    if netns is None:
+        forged = await forged_slave("127.0.0.1", master_port, name)
+        fake = FakeMaster(spool_names)
+        await fake.start()
+        proxy.divert(("127.0.0.1", fake.port))
+        proxy.cut()
+        await asyncio.sleep(down_s)
+        proxy.divert(None)
+        proxy.cut()  # the slave's next dial reaches the real master again
+        await fake.stop()
+        return {"forged_slave": forged, "fake_master": fake.counters()}
+    py = [sys.executable, "-m", "controller.sim.forged"]
+    slave_run = await _run_in(netns[1], [*py, "slave", master_addr, str(master_port), name], timeout_s=15.0)
+    add = ["ip", "-n", netns[1], "addr", "add", f"{master_addr}/32", "dev", "lo"]
+    subprocess.run(add, capture_output=True, check=True)
+    try:
+        (out / "fake-master-names.json").write_text(json.dumps(spool_names))
+        args = [*py, "master", master_addr, str(master_port), str(down_s), str(out / "fake-master-names.json")]
+        master_run = await _run_in(netns[1], args, timeout_s=down_s + 15.0)
+    finally:
+        subprocess.run(["ip", "-n", netns[1], "addr", "del", f"{master_addr}/32", "dev", "lo"], capture_output=True)
+    return {"forged_slave": slave_run, "fake_master": master_run}
+
+
+async def _run_in(netns: str, argv: list[str], timeout_s: float) -> dict[str, Any]:
+    """Run `argv` in a network namespace; its one JSON line of output."""
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", netns, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ},
+    )  # fmt: skip
+    try:
+        stdout, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return {"error": f"no answer within {timeout_s} s"}
+    try:
+        return json.loads(stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": f"exit {proc.returncode}, no result"}
+
+
+async def _main(argv: list[str]) -> dict[str, Any]:
+    if argv[0] == "slave":
+        return await forged_slave(argv[1], int(argv[2]), argv[3])
+    fake = FakeMaster(json.loads(Path(argv[4]).read_text()), host=argv[1])
+    await fake.start(int(argv[2]))
+    await asyncio.sleep(float(argv[3]))
+    await fake.stop()
+    return fake.counters()
+
+
+if __name__ == "__main__":
+    # The namespaced halves of forged_peer_fault: `slave HOST PORT NAME` or `master HOST PORT SECONDS NAMES_JSON`.
+    sys.stdout.write(json.dumps(asyncio.run(_main(sys.argv[1:]))) + "\n")

@@ -56,6 +56,9 @@ LEAD = timedelta(minutes=10)  # sim time from boot to the window: sync and the d
 DARK_BEFORE = timedelta(minutes=5)
 
 
+NETNS_PORTS = (12345, 12347)  # link and control port of a run in network namespaces
+
+
 # The sim scene is slowed so the 60 s slots see the plume move as far as 2 s slots at 8 m/s would (about 7 px):
 # the same image motion the processing is validated on, with 30x fewer slots to render and process.
 SIM_WIND_M_S = 0.27
@@ -89,7 +92,7 @@ SIM_RING_BUFFER = 20
 class Fault:
     """A fault injected `at_s` real seconds after the window opens."""
 
-    kind: str  # kill_slave, kill_master, drop_link, unplug, clock_step, garbage_ext
+    kind: str  # kill_slave, kill_master, drop_link, unplug, clock_step, garbage_ext, forged_peer
     at_s: float
     args: dict = field(default_factory=dict)
     done_at: float | None = None
@@ -247,7 +250,7 @@ async def _run_async(run: StationRun) -> dict:
     if use_netns:
         netns_up()
         hosts = (NETNS_ADDR[0], NETNS_ADDR[0])
-        link_port, ext_port = 12345, 12347
+        link_port, ext_port = NETNS_PORTS
     else:
         hosts = ("127.0.0.1", "127.0.0.1")
         link_port, ext_port = _free_port(), _free_port()
@@ -363,6 +366,15 @@ async def _drive_faults(run, master, slave, out, proxy, use_netns, window_real, 
                 await asyncio.sleep(float(fault.args.get("down_s", 3.0)))
                 (state_dir / "sim-fault.json").write_text(json.dumps({**sim, "kind": "replug"}))
                 target.signal(signal.SIGUSR1)
+        elif fault.kind == "forged_peer":
+            from controller.sim.forged import forged_peer_fault
+
+            master_port = proxy.target[1] if proxy is not None else NETNS_PORTS[0]
+            entry.update(
+                await forged_peer_fault(
+                    out, master_port, proxy, NETNS if use_netns else None, NETNS_ADDR[0], fault.args.get("down_s", 4.0)
+                )
+            )
         elif fault.kind == "garbage_ext":
             await _garbage_to_ext(ext_port, NETNS[0] if use_netns else None)
         elif fault.kind == "fill_disk":

@@ -321,7 +321,15 @@ class MasterSupervisor(Supervisor):
         return {"state": self.station.state, "plan": self.plan.to_dict() if self.plan else None}
 
     async def _store(self, name: str, data: bytes) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.datastore.save_bytes, name, data)
+        from controller.storage.atomic import NameTaken
+
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.datastore.save_bytes, name, data)
+        except NameTaken:
+            # Another capture already holds this name: never replaced; this one is kept aside (logged there).
+            await loop.run_in_executor(None, self.datastore.keep_aside, name, data)
+            return
         self._notify_worker(name)
 
     def _notify_worker(self, name: str | None) -> None:
