@@ -111,11 +111,13 @@ async def _stream(port: int, key: bytes, files: int, file_mb: int) -> dict[str, 
     welcome = await _read_message(reader, HANDSHAKE_LIMITS)
     if welcome is None or welcome.type != "welcome":
         raise RuntimeError(f"bench: no welcome from the master ({welcome})")
+    mac = auth.FrameMac(key, "slave", "master", nonce, master_nonce)
     answers: list[str] = []
     done = asyncio.Event()
 
     async def read_answers() -> None:
         while (msg := await _read_message(reader, FrameLimits())) is not None:
+            mac.check(msg.header)
             if msg.type in ("ack", "nack"):
                 answers.append(msg.type)
                 if len(answers) >= files:
@@ -131,13 +133,13 @@ async def _stream(port: int, key: bytes, files: int, file_mb: int) -> dict[str, 
         for chunk in _content(i, size):
             digest.update(chunk)
         header = {"type": "file", "name": name, "sha256": digest.hexdigest(), "size": size}
-        writer.write(encode_prefix_and_header(header, size, limits))
+        writer.write(encode_prefix_and_header(mac.sign(header), size, limits))
         for chunk in _content(i, size):
             writer.write(chunk)
             await writer.drain()
-        writer.write(encode_frame({"type": "hb"}))
+        writer.write(encode_frame(mac.sign({"type": "hb"})))
     while not done.is_set():
-        writer.write(encode_frame({"type": "hb"}))
+        writer.write(encode_frame(mac.sign({"type": "hb"})))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), 1.0)
     seconds = time.perf_counter() - t0

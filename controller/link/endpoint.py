@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 from controller.clock import Clock
 from controller.config import Config
 from controller.errors import LinkError, ProtocolError
-from controller.link.auth import key_path, load_key
+from controller.link.auth import FrameMac, key_path, load_key
 from controller.link.framing import (
     HANDSHAKE_LIMITS,
     FrameLimits,
@@ -79,12 +79,15 @@ class Session:
         self.in_flight: dict[str, int] = {}  # slave: file name -> spool seq, sent and not yet answered
         self.tasks: set[asyncio.Task] = set()
         self.closed = False
+        self.mac: FrameMac | None = None  # set once both ends proved the key: every frame signed from then on
         peername = writer.get_extra_info("peername")
         self.address = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
 
     async def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         if self.closed or self.writer.is_closing():
             raise LinkError("session closed")
+        if self.mac is not None:
+            header = self.mac.sign(header)  # before any await: sequence order is wire order
         frame_head = encode_prefix_and_header(header, len(payload), self.limits)
         try:
             # Both writes happen before any await, so frames from concurrent senders never interleave.
@@ -107,6 +110,8 @@ class Session:
             raise LinkError(f"receive failed: {e}") from e
         if head is None:
             raise LinkError("connection closed by the peer")
+        if self.mac is not None:
+            self.mac.check(head[0])
         return head
 
     async def read_chunk(self, size: int) -> bytes:
@@ -129,6 +134,8 @@ class Session:
             raise LinkError(f"receive failed: {e}") from e
         if msg is None:
             raise LinkError("connection closed by the peer")
+        if self.mac is not None:
+            self.mac.check(msg.header)
         return msg
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:

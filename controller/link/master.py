@@ -174,6 +174,7 @@ class MasterLink(LinkEndpoint):
                         await session.send({"type": "refused", "reason": "another slave is connected and alive"})
                     raise _Refused("another slave is connected and alive")
                 await session.send({"type": "welcome"})
+                session.mac = auth.FrameMac(self.key, "master", "slave", slave_nonce, nonce)
             return True
         except (LinkError, ProtocolError, TimeoutError) as e:
             if not isinstance(e, _Refused):

@@ -207,6 +207,7 @@ class SlaveLink(LinkEndpoint):
             raise LinkError(f"the master refused this slave: {str(answer.header.get('reason'))[:200]}")
         if answer.type != "welcome":
             raise ProtocolError(f"expected welcome, got {answer.type!r}")
+        session.mac = auth.FrameMac(self.key, "slave", "master", nonce, master_nonce)
 
     def _session_tasks(self, session: Session) -> list:
         return [self._send_loop(session)]

@@ -4,6 +4,7 @@ B image; a fake master that acknowledged everything emptied the spool; two slave
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 
@@ -170,5 +171,56 @@ def test_second_slave_is_refused_without_disturbing_the_first(tmp_path, port):
         assert await first.flush(3)
         await second.stop()
         await pair.stop()
+
+    run(scenario())
+
+
+def test_man_in_the_middle_cannot_inject_an_ack_after_a_relayed_handshake(tmp_path, port):
+    """A relay on the cable passes the real handshake, then swallows a file and injects an ack for it: without
+    per-frame macs the slave would delete a file the master never got."""
+    from controller.link.framing import FrameLimits, encode_frame, read_message
+
+    limits = FrameLimits()
+
+    async def scenario():
+        cfg = link_config(port)
+        pair = LinkPair(tmp_path, cfg)
+        master = await pair.start_master()
+        injected = asyncio.Event()
+
+        async def relay(s_reader, s_writer):
+            m_reader, m_writer = await asyncio.open_connection("127.0.0.1", port)
+
+            async def up():
+                while (msg := await read_message(s_reader, limits)) is not None:
+                    if msg.type == "file":  # swallowed, and "acked" in the master's name
+                        s_writer.write(encode_frame({"type": "ack", "name": msg.header["name"], "status": "stored"}))
+                        injected.set()
+                        continue
+                    m_writer.write(encode_frame(msg.header, msg.payload))
+
+            async def down():
+                while (msg := await read_message(m_reader, limits)) is not None:
+                    s_writer.write(encode_frame(msg.header, msg.payload))
+
+            with contextlib.suppress(Exception):
+                await asyncio.gather(up(), down())
+            s_writer.transport.abort()
+            m_writer.transport.abort()
+
+        server = await asyncio.start_server(relay, "127.0.0.1", 0)
+        relay_port = server.sockets[0].getsockname()[1]
+        name = station_names(1)[0]
+        pair.spool.add(name, b"must not be lost")
+        slave = SlaveLink(link_config(relay_port), SystemClock(), pair.spool)
+        down = EventCounter(slave, "disconnected")
+        await slave.start()
+        await injected.wait()
+        await down.wait()
+        assert "mac" in down.infos[0]["reason"]
+        assert name in pair.spool and slave.stats["stored"] == 0 and master.stats["stored"] == 0
+        await slave.stop()
+        server.close()
+        await master.stop()
 
     run(scenario())

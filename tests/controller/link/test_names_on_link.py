@@ -29,7 +29,7 @@ async def authenticated(port: int, key: bytes):
     theirs = await read_message(reader, HANDSHAKE_LIMITS)
     writer.write(encode_frame({"type": "auth", "proof": auth.proof(key, "slave", nonce, theirs.header["nonce"])}))
     assert (await read_message(reader, HANDSHAKE_LIMITS)).type == "welcome"
-    return reader, writer
+    return reader, writer, auth.FrameMac(key, "slave", "master", nonce, theirs.header["nonce"])
 
 
 def test_every_refused_name_gets_a_nack_and_the_link_stays_up(tmp_path, port):
@@ -37,15 +37,16 @@ def test_every_refused_name_gets_a_nack_and_the_link_stays_up(tmp_path, port):
         cfg = link_config(port)
         pair = LinkPair(tmp_path, cfg)
         master = await pair.start_master()
-        reader, writer = await authenticated(port, auth.load_key(cfg.network.link_key_file))
+        reader, writer, mac = await authenticated(port, auth.load_key(cfg.network.link_key_file))
         good = station_names(1)[0]
         for name in [*BAD_NAMES, good]:
             data = name.encode()[:100]
             header = {"type": "file", "name": name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-            writer.write(encode_frame(header, data))
+            writer.write(encode_frame(mac.sign(header), data))
         answers = []
         while len(answers) < len(BAD_NAMES) + 1:
             msg = await read_message(reader)
+            mac.check(msg.header)
             if msg.type in ("ack", "nack"):
                 answers.append((msg.header["name"], msg.type, msg.header.get("reason")))
         assert sorted(answers) == sorted([(n, "nack", "invalid") for n in BAD_NAMES] + [(good, "ack", None)])
