@@ -9,6 +9,7 @@ once (a resend racing a replaced session), so each name is finished under its ow
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -77,6 +78,8 @@ class Incoming:
     def discard(self) -> None:
         self._fh.close()
         self.tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.tmp.parent.rmdir()  # the store's incoming folder, when this was the last file in it
 
 
 def open_store(root: str | Path, flat_copy_dir: str | Path | None = None) -> ByteStore:
@@ -84,7 +87,9 @@ def open_store(root: str | Path, flat_copy_dir: str | Path | None = None) -> Byt
     original's FTP client; storage.flat_copy_dir)."""
     from controller.storage.datastore import DataStore
 
-    return DataStore(root, flat_copy_dir=flat_copy_dir or None)
+    store = DataStore(root, flat_copy_dir=flat_copy_dir or None)
+    store.clean_incoming()  # the master opens its store once at boot: a crash mid-transfer left these
+    return store
 
 
 class FileReceiver:

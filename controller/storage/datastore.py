@@ -8,15 +8,17 @@ new file is also hard-linked there (the original kept a flat folder for its FTP 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from controller.errors import FileNameError
+from controller.errors import FileNameError, StorageError
 from controller.logging import get_logger
 from controller.storage.atomic import (
     NameTaken,
@@ -32,6 +34,8 @@ from controller.storage.png import encode_png16
 
 KINDS = ("image", "spectrum")
 ASIDE_DIR = ".conflicts"  # under the data root; hidden, so readers and the disk policy never take it for data
+INCOMING_DIR = ".incoming"  # files being received (same filesystem, so they are linked to their names)
+STALE_INCOMING_S = 600.0  # a temp file not written to for this long belongs to a receiver that died
 
 
 def spectrum_bytes(array: np.ndarray) -> bytes:
@@ -82,17 +86,44 @@ class DataStore:
         return path
 
     def temp_for(self, name: str) -> Path:
-        """A new temp file in `name`'s date folder, to be filled, fsynced and passed to save_file."""
-        return temp_path_for(self.path_for(name))
+        """A new temp file in root/.incoming/, to be filled, fsynced and passed to save_file."""
+        return temp_path_for(self.root / INCOMING_DIR / self.path_for(name).name)
+
+    def clean_incoming(self, max_age_s: float = STALE_INCOMING_S) -> int:
+        """Remove temp files of receivers that died (not written to for max_age_s); how many."""
+        removed = 0
+        now = time.time()
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.root / INCOMING_DIR):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.is_file() and now - entry.stat().st_mtime > max_age_s:
+                        os.unlink(entry.path)
+                        removed += 1
+        if removed:
+            self._log.warning("stale_incoming_removed", files=removed, dir=str(self.root / INCOMING_DIR))
+        return removed
 
     def save_file(self, name: str, tmp: str | Path) -> Path:
         """Give a complete, fsynced temp file (from temp_for) its station name; the temp file is gone afterwards.
         NameTaken when the name is taken (whatever the content: the caller compares)."""
         path = self.path_for(name)
         size = os.stat(tmp).st_size
-        commit_new(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            raise StorageError(e.errno, f"cannot create {path.parent}: {e.strerror or e}") from e
+        try:
+            commit_new(tmp, path)
+        finally:
+            self.tidy_incoming()
         self._saved(path, size)
         return path
+
+    def tidy_incoming(self) -> None:
+        """Remove root/.incoming/ when nothing is being received (a listing of the data root shows data only)."""
+        with contextlib.suppress(OSError):
+            (self.root / INCOMING_DIR).rmdir()
 
     def keep_aside(self, name: str, data: bytes) -> Path:
         """Keep content that lost its name to another file under a new, unique name in root/.conflicts/."""
