@@ -71,6 +71,12 @@ class NetworkConfig:
     heartbeat_s: float = field(default=2.0, metadata=_range(0.05, 60))
     link_timeout_s: float = field(default=6.0, metadata=_range(0.2, 600))
     backoff_max_s: float = field(default=1.0, metadata=_range(0.05, 600))
+    link_key_file: str = field(
+        default="", metadata={"doc": "the link's shared key (0600, same on both Pis); empty: <state_dir>/link.key"}
+    )
+    link_max_file_mb: int = field(
+        default=64, metadata=_range(1, 4096, "largest file the master accepts over the link; larger is refused")
+    )
 
     def check(self, prefix: str) -> None:
         import ipaddress

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from controller.link.auth import create_key
 from controller.logging import get_logger
 from controller.sim.host import (
     DATA_FS,
@@ -53,6 +54,9 @@ LEAD = timedelta(minutes=10)  # sim time from boot to the window: sync and the d
 
 
 DARK_BEFORE = timedelta(minutes=5)
+
+
+NETNS_PORTS = (12345, 12347)  # link and control port of a run in network namespaces
 
 
 # The sim scene is slowed so the 60 s slots see the plume move as far as 2 s slots at 8 m/s would (about 7 px):
@@ -88,7 +92,7 @@ SIM_RING_BUFFER = 20
 class Fault:
     """A fault injected `at_s` real seconds after the window opens."""
 
-    kind: str  # kill_slave, kill_master, drop_link, unplug, clock_step, garbage_ext
+    kind: str  # kill_slave, kill_master, drop_link, unplug, clock_step, garbage_ext, forged_peer
     at_s: float
     args: dict = field(default_factory=dict)
     done_at: float | None = None
@@ -185,6 +189,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         "network": {
             "master_host": hosts[0], "link_bind": hosts[0], "ext_bind": hosts[0], "ext_port_fallbacks": [],
             "heartbeat_s": 1.0, "link_timeout_s": 4.0, "backoff_max_s": 0.5,
+            "link_key_file": str(create_key(out / "link.key")),  # made once, as the installer does; both Pis
         },
         "schedule": {
             "period_s": run.period_s, "windows_utc": [[WINDOW_START.strftime("%H:%M"), end.strftime("%H:%M")]],
@@ -245,13 +250,13 @@ async def _run_async(run: StationRun) -> dict:
     if use_netns:
         netns_up()
         hosts = (NETNS_ADDR[0], NETNS_ADDR[0])
-        link_port, ext_port = 12345, 12347
+        link_port, ext_port = NETNS_PORTS
     else:
         hosts = ("127.0.0.1", "127.0.0.1")
         link_port, ext_port = _free_port(), _free_port()
     mcfg, scfg = station_configs(run, link_port, ext_port, hosts)
     if not use_netns:
-        from controller.link.faults import FaultyProxy
+        from controller.sim.faults import FaultyProxy
 
         proxy = FaultyProxy("127.0.0.1", link_port)
         scfg["network"]["link_port"] = await proxy.start()
@@ -361,6 +366,15 @@ async def _drive_faults(run, master, slave, out, proxy, use_netns, window_real, 
                 await asyncio.sleep(float(fault.args.get("down_s", 3.0)))
                 (state_dir / "sim-fault.json").write_text(json.dumps({**sim, "kind": "replug"}))
                 target.signal(signal.SIGUSR1)
+        elif fault.kind == "forged_peer":
+            from controller.sim.forged import forged_peer_fault
+
+            master_port = proxy.target[1] if proxy is not None else NETNS_PORTS[0]
+            entry.update(
+                await forged_peer_fault(
+                    out, master_port, proxy, NETNS if use_netns else None, NETNS_ADDR[0], fault.args.get("down_s", 4.0)
+                )
+            )
         elif fault.kind == "garbage_ext":
             await _garbage_to_ext(ext_port, NETNS[0] if use_netns else None)
         elif fault.kind == "fill_disk":

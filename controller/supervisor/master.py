@@ -324,7 +324,15 @@ class MasterSupervisor(Supervisor):
         return {"state": self.station.state, "plan": self.plan.to_dict() if self.plan else None}
 
     async def _store(self, name: str, data: bytes) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.datastore.save_bytes, name, data)
+        from controller.storage.atomic import NameTaken
+
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.datastore.save_bytes, name, data)
+        except NameTaken:
+            # Another capture already holds this name: never replaced; this one is kept aside (logged there).
+            await loop.run_in_executor(None, self.datastore.keep_aside, name, data)
+            return
         self._notify_worker(name)
 
     def _notify_worker(self, name: str | None) -> None:
@@ -517,6 +525,16 @@ class _PausableStore:
         if self._paused():
             raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
         return self._store.save_bytes(name, data)
+
+    def temp_for(self, name: str) -> Path:
+        if self._paused():
+            raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
+        return self._store.temp_for(name)
+
+    def save_file(self, name: str, tmp: str | Path) -> Path:
+        if self._paused():
+            raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
+        return self._store.save_file(name, tmp)
 
     def exists(self, name: str) -> bool:
         return self._store.exists(name)
