@@ -57,7 +57,7 @@ MANUAL_KEYS = {"SSA": "ATA", "SSB": "ATB", "SSS": "ATS"}  # refused while this a
 class StationActions(Protocol):
     """Hooks the supervisor provides; each returns promptly and raises to refuse."""
 
-    async def capture_single(self, device: str, kind: str) -> None: ...
+    async def capture_single(self, device: str, kind: str) -> str | None: ...
     async def start_continuous(self, kind: str) -> None: ...
     async def stop_continuous(self, kind: str) -> None: ...
     async def dark_series(self, kind: str) -> None: ...
@@ -162,10 +162,13 @@ class DeviceControl(_SingleKey):
 
     async def _run_action(self, cmd: Command, acting: list[str], sender: str) -> list[Reply]:
         spec = cmd.spec
+        files: dict[str, str] = {}
         try:
             if spec.hook == "capture_single":
                 for device in acting:
-                    await self.actions.capture_single(device, cmd.value)
+                    name = await self.actions.capture_single(device, cmd.value)
+                    if name:
+                        files[device] = name
             elif spec.hook == "start_continuous":
                 await self.actions.start_continuous(spec.hook_arg)
             elif spec.hook == "stop_continuous":
@@ -188,7 +191,8 @@ class DeviceControl(_SingleKey):
         self._log.info("ext_action", key=cmd.key, value=cmd.value, devices=acting, sender=sender)
         # A lifecycle key acts once per Pi: echo it with this Pi's first identity.
         echo_from = acting[:1] if spec.kind == "lifecycle" else acting
-        return [{cmd.key: cmd.value, "IDN": d} for d in echo_from]
+        # A single capture's echo names the file actually written (FIL), a name no other capture has.
+        return [{cmd.key: cmd.value, **({"FIL": files[d]} if d in files else {}), "IDN": d} for d in echo_from]
 
     def _log_reply(self, cmd: Command) -> list[Reply]:
         if cmd.value == 0:

@@ -139,6 +139,8 @@ _SPECS = (
     KeySpec("RST", "bool", 1, 1, "restart the supervisors", CAMERAS, "lifecycle", hook="restart"),
     KeySpec("LOG", "int", 0, 5, "0: ping; 1: every device replies with its settings", DEVICES, "log"),
     KeySpec("ERR", "str", None, None, "error reply", (), "reply"),
+    # Added here: the echo of TPA/TPB/TPS names the file actually written (a second no other capture uses).
+    KeySpec("FIL", "str", None, None, "reply: the file a single capture wrote", DEVICES, "reply"),
 )
 KEYS: dict[str, KeySpec] = {s.key: s for s in _SPECS}
 SETTING_KEYS: tuple[str, ...] = tuple(s.key for s in _SPECS if s.kind == "setting")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.acquisition import CaptureJournal, DeviceRunner, SlotLoop, SlotPlan, wait_event_or_sleep
+from controller.acquisition.naming import capture_seconds
 from controller.clock import Clock
 from controller.config import Config
 from controller.errors import PycamError
@@ -134,6 +135,7 @@ class Supervisor:
         self.link: Any = None
         self.exit_code = 0
         self.journal = CaptureJournal(self.state_dir / "captures.jsonl")
+        self.capture_names = capture_seconds(self.state_dir)  # durable: no name is ever used twice
         self.status = StatusWriter(self.state_dir, self.collect_status)
         self.station = StationDriver(
             {
@@ -239,7 +241,7 @@ class Supervisor:
     def add_device(self, key: str, opener, sink) -> DeviceRunner:
         runner = DeviceRunner(
             key, opener, lambda: self.cfg, self.clock, sink, self.journal, offset=lambda: self.offset_s,
-            on_event=self.device_event,
+            on_event=self.device_event, names=self.capture_names,
         )  # fmt: skip
         self.devices[key] = runner
         return runner
@@ -343,6 +345,7 @@ class Supervisor:
             "devices": {k: d.info() for k, d in self.devices.items()},
             "captures": {k: d.captures for k, d in self.devices.items()},
             "slots": self.slot_loop.slots if self.slot_loop else 0,
+            "slot_loop": self.slot_loop.info() if self.slot_loop else None,
             "plan": self.plan.to_dict() if self.plan else None,
             "faults": list(self.faults),
             "last_fault": self.faults[-1] if self.faults else None,
