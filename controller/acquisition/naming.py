@@ -142,4 +142,3 @@ class CaptureSeconds:
 def capture_seconds(state_dir: Path | None) -> CaptureSeconds:
     """The station's CaptureSeconds, durable in `state_dir` (None: in memory only, e.g. `pycam capture`)."""
     return CaptureSeconds(Path(state_dir) / MARK_NAME if state_dir is not None else None)
-

@@ -143,6 +143,8 @@ _SPECS = (
     KeySpec("FIL", "str", None, None, "reply: the file a single capture wrote", DEVICES, "reply"),
 )
 KEYS: dict[str, KeySpec] = {s.key: s for s in _SPECS}
+# Keys this station adds to spec/ext-protocol.md (replies only; an original client may ignore them).
+EXTENSION_KEYS = frozenset({"FIL"})
 SETTING_KEYS: tuple[str, ...] = tuple(s.key for s in _SPECS if s.kind == "setting")
 # The StationActions hooks action keys may call (checked by control.py against this closed set).
 HOOKS = ("capture_single", "start_continuous", "stop_continuous", "dark_series", "restart_backend", "exit", "restart")
