@@ -65,8 +65,17 @@ class NetworkConfig:
         default=("127.0.0.0/8", "::1/128", "169.254.0.0/16"),
         metadata={"doc": "networks the slave may connect to the master's link port from"},
     )
-    auth_token: str = field(default="", metadata={"doc": "when set, external clients must send AUTH <token> first"})
+    auth_token: str = field(
+        default="",
+        metadata={"doc": "when set, external clients must send AUTH <token> first (one token, no spaces)"},
+    )
     max_clients: int = field(default=4, metadata=_range(1, 64))
+    handshake_timeout_s: float = field(
+        default=10.0, metadata=_range(0.5, 120, "one deadline for a new client's first message (AUTH with a token)")
+    )
+    idle_timeout_s: float = field(
+        default=600.0, metadata=_range(5, 86_400, "an external client with no complete message this long is dropped")
+    )
     max_message_bytes: int = field(default=4096, metadata=_range(64, 1_048_576))
     heartbeat_s: float = field(default=2.0, metadata=_range(0.05, 60))
     link_timeout_s: float = field(default=6.0, metadata=_range(0.2, 600))
@@ -83,6 +92,13 @@ class NetworkConfig:
                     raise ConfigError(f"{prefix}.{key}[{i}]", f"{net!r} is not a network ({e})") from e
         if self.link_timeout_s <= self.heartbeat_s:
             raise ConfigError(f"{prefix}.link_timeout_s", "must be greater than heartbeat_s")
+        token = self.auth_token
+        if token and not (
+            token.isascii() and token.isprintable() and len(token.split()) == 1 and token.strip() == token
+        ):
+            raise ConfigError(
+                f"{prefix}.auth_token", "must be one token of printable ASCII without spaces (a client sends it as one)"
+            )
 
 
 @dataclass(frozen=True)

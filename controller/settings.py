@@ -77,6 +77,21 @@ class SettingsStore:
 
     # ------------------------------------------------------------------------------------------------ writing
 
+    def _merged(self, changes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        merged = {s: dict(f) for s, f in self._overrides.items()}
+        for section, fields in changes.items():
+            if section not in RUNTIME_SECTIONS:
+                raise ConfigError(section, f"cannot be changed at run time; allowed: {', '.join(RUNTIME_SECTIONS)}")
+            if not isinstance(fields, dict):
+                raise ConfigError(section, f"expected a table, got {type(fields).__name__}")
+            merged.setdefault(section, {}).update({k: _jsonable(v) for k, v in fields.items()})
+        return merged
+
+    def check(self, changes: dict[str, dict[str, Any]]) -> Config:
+        """The config `changes` would give, validated like `update`, without persisting or applying anything."""
+        with self._lock:
+            return self._apply(self._merged(changes))
+
     def update(self, changes: dict[str, dict[str, Any]]) -> Config:
         """Validate, persist, then apply `changes` (section -> {field: value}) as one unit; returns the new config.
 
@@ -84,13 +99,7 @@ class SettingsStore:
         when the file cannot be written (nothing is changed either: a setting is only in force once it is safe).
         """
         with self._lock:
-            merged = {s: dict(f) for s, f in self._overrides.items()}
-            for section, fields in changes.items():
-                if section not in RUNTIME_SECTIONS:
-                    raise ConfigError(section, f"cannot be changed at run time; allowed: {', '.join(RUNTIME_SECTIONS)}")
-                if not isinstance(fields, dict):
-                    raise ConfigError(section, f"expected a table, got {type(fields).__name__}")
-                merged.setdefault(section, {}).update({k: _jsonable(v) for k, v in fields.items()})
+            merged = self._merged(changes)
             config = self._apply(merged)
             self._write(merged)
             self._overrides = merged

@@ -160,6 +160,9 @@ def setting_keys_for(identity: str) -> tuple[str, ...]:
     return tuple(k for k in SETTING_KEYS if identity in KEYS[k].devices)
 
 
+SETTING_KEYS_BY_DEVICE = {d: setting_keys_for(d) for d in DEVICES}
+
+
 # ------------------------------------------------------------------------------------------------------ framing
 
 
@@ -346,6 +349,56 @@ def encode_reply(reply: dict) -> bytes:
     if "IDN" in reply:
         pairs.append(("IDN", reply["IDN"]))
     return encode_pairs(pairs)
+
+
+def coalesce(replies: list[dict]) -> list[dict]:
+    """The replies to one message as few lines as the protocol allows: one per answering device (IDN) and kind -
+    echo, private answer (LOG 0 / LOG 1), ERR. ERR lines name every refused key, comma-separated
+    (`ERR FOO,BAR IDN CM1`); a key repeated in one message is echoed once, with its last value."""
+    groups: dict[tuple[str, Any], dict] = {}
+    for reply in replies:
+        if "ERR" in reply:
+            kind = "err"
+        elif reply.get("private"):
+            kind = "private"
+        else:
+            kind = "echo"
+        group = groups.get((kind, reply.get("IDN")))
+        if group is None:
+            groups[(kind, reply.get("IDN"))] = dict(reply)
+        elif kind == "err":
+            keys = group["ERR"].split(",")
+            if reply["ERR"] not in keys:
+                group["ERR"] = ",".join([*keys, reply["ERR"]])
+            reasons = group.get("reason", "")
+            if reply.get("reason") and reply["reason"] not in reasons and len(reasons) < 1000:
+                group["reason"] = f"{reasons}; {reply['ERR']}: {reply['reason']}" if reasons else reply["reason"]
+        else:
+            idn = group.pop("IDN", None)
+            group.update({k: v for k, v in reply.items() if k != "IDN"})
+            if idn is not None:
+                group["IDN"] = idn
+    return list(groups.values())
+
+
+def expand_reply(reply: dict[str, str]) -> list[dict[str, str]]:
+    """A received (possibly coalesced) reply line as one dict per key, as the original sent them: echoes
+    `{KEY: value, "IDN": who}` (FIL stays with the TPx key it names), ERR lines one `{"ERR": key, "IDN": who}`
+    per refused key. A LOG 1 answer (all settings of one device) stays whole."""
+    idn = {"IDN": reply["IDN"]} if "IDN" in reply else {}
+    if "ERR" in reply:
+        return [{"ERR": key, **idn} for key in reply["ERR"].split(",") if key]
+    keys = [k for k in reply if k not in ("IDN", "FIL")]
+    every_setting = set(SETTING_KEYS_BY_DEVICE.get(reply.get("IDN", ""), ()))
+    if len(keys) <= 1 or (every_setting and every_setting <= set(keys)):
+        return [dict(reply)]
+    out = []
+    for k in keys:
+        item = {k: reply[k]}
+        if "FIL" in reply and KEYS.get(k) is not None and KEYS[k].hook == "capture_single":
+            item["FIL"] = reply["FIL"]
+        out.append({**item, **idn})
+    return out
 
 
 def encode_command(pairs: list[tuple[str, Any]]) -> bytes:

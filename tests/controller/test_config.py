@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 
@@ -144,3 +145,13 @@ def error_key_file(path) -> str:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     return info.value.key
+
+
+@pytest.mark.parametrize("token", ["two words", " lead", "tab\there", "new\nline", "ünïcode"])
+def test_token_with_whitespace_is_refused_by_config_check(tmp_path, token):
+    path = tmp_path / "master.toml"
+    path.write_text(f"[network]\nauth_token = {json.dumps(token)}\n", encoding="utf-8")  # a TOML basic string
+    result = CliRunner().invoke(main, ["config", "check", str(path)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "network.auth_token" in lines[0] and str(path) in lines[0]
