@@ -8,6 +8,7 @@ Cross-field rules (min < max) live in each section's `check()`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -189,8 +190,9 @@ class CameraConfig:
             raise ConfigError(f"{prefix}.saturation_rows", "must not be 0")
         if self.frame_rate_hz <= 0:
             raise ConfigError(f"{prefix}.frame_rate_hz", "must be in (0, 1.0] Hz")
-        if list(self.shutter_list_us) != sorted(set(self.shutter_list_us)) or self.shutter_list_us[0] < 1:
-            raise ConfigError(f"{prefix}.shutter_list_us", "must be strictly ascending positive µs values")
+        shutters = list(self.shutter_list_us)
+        if not shutters or shutters != sorted(set(shutters)) or shutters[0] < 1:
+            raise ConfigError(f"{prefix}.shutter_list_us", "must be a non-empty, strictly ascending list of µs values")
 
 
 @dataclass(frozen=True)
@@ -216,8 +218,9 @@ class SpectrometerConfig:
             raise ConfigError(f"{prefix}.saturation_window_nm", "WMN < WMX, both within 300 - 400 nm")
         if self.frame_rate_hz <= 0:
             raise ConfigError(f"{prefix}.frame_rate_hz", "must be in (0, 10.0] Hz")
-        if list(self.integration_list_ms) != sorted(set(self.integration_list_ms)):
-            raise ConfigError(f"{prefix}.integration_list_ms", "must be strictly ascending")
+        times = list(self.integration_list_ms)
+        if not times or times != sorted(set(times)) or times[0] < 1:
+            raise ConfigError(f"{prefix}.integration_list_ms", "must be a non-empty, strictly ascending list of ms")
 
 
 @dataclass(frozen=True)
@@ -392,6 +395,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(key, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(key, f"expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -463,11 +468,39 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError("<file>", f"cannot read {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            "<file>", f"{path} is not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r})"
+        ) from e
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("<file>", f"{path} is not valid TOML: {e}") from e
-    return resolve_paths(config_from_dict(data, source=path.resolve()), path.resolve().parent)
+    except RecursionError as e:  # absurdly nested arrays or tables
+        raise ConfigError("<file>", f"{path} is nested too deeply to be a station config") from e
+    try:
+        cfg = config_from_dict(data, source=path.resolve())
+    except ConfigError as e:
+        raise ConfigError(e.key, f"{e.args[0].split(': ', 1)[-1]} (in {path})") from e
+    return resolve_paths(cfg, path.resolve().parent)
+
+
+def check_paths(cfg: Config, create: bool = False) -> None:
+    """Start-up: the folders the station writes must be folders (and, with `create`, exist or be creatable).
+    Raises ConfigError naming the key, the path and the config file."""
+    where = f" (in {cfg.source})" if cfg.source else ""
+    storage = cfg.storage
+    folders = {"storage.data_root": storage.data_root, "storage.state_dir": storage.state_dir}
+    if cfg.role == "slave":
+        folders["storage.spool_dir"] = storage.spool_dir
+    for key, folder in folders.items():
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(key, f"{folder} is a file, not a directory{where}")
+        if create and key != "storage.data_root":  # the data root is checked against the SSD mount at boot
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(key, f"{folder} cannot be created: {e.strerror or e}{where}") from e
 
 
 def resolve_paths(cfg: Config, folder: Path) -> Config:

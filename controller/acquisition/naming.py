@@ -60,6 +60,9 @@ class CaptureSeconds:
     def _load(self) -> dict[str, int]:
         if self.path is None:
             return {}
+        from controller.settings import remove_stale_temps
+
+        remove_stale_temps(self.path)
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
             newest = doc["newest"] if isinstance(doc, dict) else None

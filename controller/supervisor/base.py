@@ -29,6 +29,12 @@ from controller.supervisor.statusfile import StatusWriter, read_temperatures, re
 
 RUNNING = ("acquire", "degraded", "paused")
 FAULT_FILE = "sim-fault.json"
+# The whole stop (SIGTERM to exit) takes at most this many real seconds - well inside the units' TimeoutStopSec
+# (master 180 s, slave 120 s) - and each closing step at most STOP_STEP_LIMIT_S: a hung device, link or worker
+# cannot hold it. STOP_RESERVE_S of the budget is kept for the closing steps after the slave/spool flush.
+SHUTDOWN_BUDGET_S = 90.0
+STOP_STEP_LIMIT_S = 15.0
+STOP_RESERVE_S = 30.0
 
 
 @dataclass
@@ -134,6 +140,9 @@ class Supervisor:
         self.clock_source: dict = {}
         self.link: Any = None
         self.exit_code = 0
+        self.shutdown_budget_s = SHUTDOWN_BUDGET_S
+        self.stop_step_limit_s = STOP_STEP_LIMIT_S
+        self._stop_deadline: float | None = None  # time.monotonic() by which the stop must be over
         self.journal = CaptureJournal(self.state_dir / "captures.jsonl")
         self.capture_names = capture_seconds(self.state_dir)  # durable: no name is ever used twice
         self.status = StatusWriter(self.state_dir, self.collect_status)
@@ -453,7 +462,7 @@ class Supervisor:
                     await self.wait_kick(None)
                     if self.stop_requested:
                         await self.station.fire("stop", reason=self.stop_requested)
-            await self.shutdown_phase()
+            await self.bounded_shutdown()
         finally:
             await self.stop_slot_loop()
             for t in self._tasks:
@@ -504,12 +513,30 @@ class Supervisor:
         self.notify_ready()
 
     async def close_all(self, steps: list[tuple[str, Any]]) -> None:
-        """Shutdown: run each closer in turn, logging a failure and going on (one owner closes each part)."""
+        """Shutdown: run each closer in turn, each for at most stop_step_limit_s real seconds, logging a failure
+        or a timeout and going on (one owner closes each part; a hung one cannot hold the others)."""
         for name, closer in steps:
             try:
-                await closer()
+                await asyncio.wait_for(closer(), self.stop_step_limit_s)
+            except TimeoutError:
+                self.log.error("shutdown_step_timeout", step=name, limit_s=self.stop_step_limit_s)
             except Exception as e:  # noqa: BLE001 - each part is closed whatever the others do
                 self.log.error("shutdown_step_failed", step=name, error=repr(e))
+
+    def stop_time_left(self, cap_s: float) -> float:
+        """Real seconds a waiting stop step (flush, stopping the slave) may take: at most `cap_s`, and never so
+        long that the closing steps after it would run past the shutdown budget."""
+        if self._stop_deadline is None:
+            return cap_s
+        return max(0.0, min(cap_s, self._stop_deadline - time.monotonic() - STOP_RESERVE_S))
+
+    async def bounded_shutdown(self) -> None:
+        """shutdown_phase within the budget; past it the process exits anyway (files are atomic, spool kept)."""
+        self._stop_deadline = time.monotonic() + self.shutdown_budget_s
+        try:
+            await asyncio.wait_for(self.shutdown_phase(), self.shutdown_budget_s)
+        except TimeoutError:
+            self.log.error("shutdown_over_budget", budget_s=self.shutdown_budget_s)
 
     async def stop_link(self) -> None:
         if self.link is not None:
