@@ -195,13 +195,19 @@ class CameraConfig:
             raise ConfigError(f"{prefix}.shutter_list_us", "must be a non-empty, strictly ascending list of µs values")
 
 
+# FRS drives the spectrometer's own slots (every 1/FRS s, a whole number per minute); a file name is to the second.
+MAX_SPECTRUM_RATE_HZ = 1.0
+
+
 @dataclass(frozen=True)
 class SpectrometerConfig:
     backend: Literal["sim", "seabreeze", "none"] = "sim"
     integration_ms: int = field(default=100, metadata=_range(1, 10_001, "SSS"))
     auto_integration: bool = field(default=True, metadata={"doc": "ATS"})
     coadd: int = field(default=1, metadata=_range(1, 100, "CAD"))
-    frame_rate_hz: float = field(default=0.25, metadata=_range(0.0, 10.0, "FRS, in (0, 10] Hz"))
+    frame_rate_hz: float = field(
+        default=0.25, metadata=_range(0.0, 10.0, "FRS: spectra per second on their own slots, in (0, 1] Hz")
+    )
     min_saturation: float = field(default=0.7, metadata=_range(0, 0.9, "SNS"))
     max_saturation: float = field(default=0.9, metadata=_range(0.1, 1.0, "SXS"))
     saturation_pixels: int = field(default=100, metadata=_range(1, 2048, "PXS"))
@@ -216,8 +222,11 @@ class SpectrometerConfig:
         lo, hi = self.saturation_window_nm
         if not (300 <= lo < hi <= 400):
             raise ConfigError(f"{prefix}.saturation_window_nm", "WMN < WMX, both within 300 - 400 nm")
-        if self.frame_rate_hz <= 0:
-            raise ConfigError(f"{prefix}.frame_rate_hz", "must be in (0, 10.0] Hz")
+        if not 0 < self.frame_rate_hz <= MAX_SPECTRUM_RATE_HZ:
+            raise ConfigError(
+                f"{prefix}.frame_rate_hz",
+                f"must be in (0, {MAX_SPECTRUM_RATE_HZ}] Hz here: spectrum file names are to the second",
+            )
         times = list(self.integration_list_ms)
         if not times or times != sorted(set(times)) or times[0] < 1:
             raise ConfigError(f"{prefix}.integration_list_ms", "must be a non-empty, strictly ascending list of ms")

@@ -106,6 +106,9 @@ class SlotLoop:
     Each capture runs as its own task: the loop waits for a slot's captures at most until the next slot, and a
     device still busy with an earlier capture (a slow or hung device, until its time limit) skips its slots
     while the others capture on theirs.
+
+    `period(key)` gives a device its own period (None: the plan's): the spectrometer captures every 1/FRS s on
+    its own slots (same epoch and window, still named on master time), the cameras on the plan's.
     """
 
     def __init__(
@@ -116,8 +119,10 @@ class SlotLoop:
         offset: Callable[[], float] = lambda: 0.0,
         blocked: Callable[[], str | None] = lambda: None,
         on_slot: Callable[[int, float], None] | None = None,
+        period: Callable[[str], float | None] = lambda key: None,
     ):
         self.clock = clock
+        self._period = period
         self.devices = devices
         self._plan = plan
         self._offset = offset
@@ -131,6 +136,7 @@ class SlotLoop:
         self.slots = 0
         self.last_slot: int | None = None
         self.last_slot_time: float | None = None
+        self._last_time: dict[str, float] = {}  # device key -> time of its last slot
         self._anchor: tuple[float, float] | None = None  # (timeline time, clock monotonic) at the last slot
         self.held: dict | None = None  # why no slot is captured although the plan wants one (clock_behind_data)
         self._log = get_logger("slot_loop")
@@ -178,8 +184,36 @@ class SlotLoop:
         now = whole_second(self.timeline_now(self.clock.time() + self._offset()))
         if second < now:
             return False
+        plan = self.device_plan(plan, device)
         k, t = plan.next_slot(float(second))
         return whole_second(t) == second and plan.in_window(t)
+
+    def device_plan(self, plan: SlotPlan, key: str) -> SlotPlan:
+        """The device's own slots: the plan's, or its own period on the same epoch and window."""
+        period = self._period(key)
+        if period is None or abs(period - plan.period_s) < 1e-9:
+            return plan
+        return SlotPlan(period, plan.epoch_s, plan.start_s, plan.end_s)
+
+    def _next_slot(self, plan: SlotPlan, key: str, now: float) -> tuple[int, float]:
+        """The device's next slot at or after timeline time `now`, in a later second than its last slot."""
+        k, t = plan.next_slot(now)
+        last = self._last_time.get(key)
+        if last is not None and whole_second(t) <= whole_second(last):
+            k, t = plan.next_slot(float(whole_second(last) + 1))
+        return k, t
+
+    def _due(self, plan: SlotPlan, devices: list[DeviceRunner], now: float) -> tuple[int, float, list[DeviceRunner]]:
+        """The next slot time among the devices' own slots, its index on the plan, and the devices due then."""
+        nexts = {d.key: self._next_slot(self.device_plan(plan, d.key), d.key, now) for d in devices}
+        t_slot = min(t for _, t in nexts.values())
+        due = [d for d in devices if abs(nexts[d.key][1] - t_slot) < 1e-6]
+        k = round((t_slot - plan.epoch_s) / plan.period_s)
+        return k, t_slot, due
+
+    def _after(self, plan: SlotPlan, devices: list[DeviceRunner], t_slot: float) -> float:
+        """The next slot time of any of `devices` after `t_slot`."""
+        return min(self.device_plan(plan, d.key).next_slot(t_slot + 1e-6)[1] for d in devices)
 
     def _held_by_data(self, devices: list[DeviceRunner], t_slot: float, master_now: float) -> float | None:
         """Seconds to wait when the slot at `t_slot` is at or below a second a device named before this run."""
@@ -301,14 +335,12 @@ class SlotLoop:
             offset = self._offset()
             master_now = self.clock.time() + offset
             now = self.timeline_now(master_now)
-            k, t_slot = plan.next_slot(now)
-            if self.last_slot_time is not None and whole_second(t_slot) <= whole_second(self.last_slot_time):
-                k, t_slot = plan.next_slot(float(whole_second(self.last_slot_time) + 1))
+            k, t_slot, due = self._due(plan, continuous, now)
             if not plan.in_window(t_slot):
                 # Outside the window: wait for a plan change (the supervisor moves on at the window's end).
                 await self._sleep_or_wake(None if plan.end_s is not None and t_slot >= plan.end_s else plan.period_s)
                 continue
-            wait_s = self._held_by_data(continuous, t_slot, master_now)
+            wait_s = self._held_by_data(due, t_slot, master_now)
             if wait_s is not None:
                 await self._sleep_or_wake(min(max(wait_s, 0.0), plan.period_s))
                 continue
@@ -323,9 +355,11 @@ class SlotLoop:
             self._anchor = (self.timeline_now(self.clock.time() + offset), self.clock.monotonic())
             self.last_slot = k
             self.last_slot_time = t_slot
+            for d in due:
+                self._last_time[d.key] = t_slot
             self.slots += 1
-            started = self._start_captures(continuous, k, t_slot)
+            started = self._start_captures(due, k, t_slot)
             # Stop waiting a little before the next slot, so that slot is not already past when it is planned.
-            until_next = self.wait_until(plan.slot_time(k + 1) - SLOT_WAIT_MARGIN * plan.period_s)
-            await self._wait_captures(started, until_next)
+            t_next = self._after(plan, continuous, t_slot)
+            await self._wait_captures(started, self.wait_until(t_next - SLOT_WAIT_MARGIN * (t_next - t_slot)))
             self._on_slot(k, t_slot)

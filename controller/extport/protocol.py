@@ -107,6 +107,8 @@ _SPECS = (
     _spc("SSS", "int", 1, 10_001, "spectrometer integration time (ms)", "integration_ms"),
     # FRC also sets schedule.period_s (see changes_for): the cameras capture on the slot schedule.
     _cam("FRC", "float", 0.0, 1.0, "camera acquisition rate (Hz)", "frame_rate_hz", lo_open=True),
+    # FRS drives the spectrometer's own slots (SlotLoop `period`); above 1 Hz the config check refuses it (ERR):
+    # every spectrum's name needs its own second.
     _spc("FRS", "float", 0.0, 10.0, "spectrometer acquisition rate (Hz)", "frame_rate_hz", lo_open=True),
     _cam("ATA", "bool", 0, 1, "auto shutter, camera A", "auto_exposure", (CAMERA_A,)),
     _cam("ATB", "bool", 0, 1, "auto shutter, camera B", "auto_exposure", (CAMERA_B,)),

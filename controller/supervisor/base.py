@@ -263,10 +263,18 @@ class Supervisor:
             return
         self.slot_loop = SlotLoop(
             self.clock, self.devices, plan=lambda: self.plan, offset=lambda: self.offset_s, blocked=self.blocked,
-            on_slot=self.on_slot,
+            on_slot=self.on_slot, period=self.device_period,
         )  # fmt: skip
         self._slot_task = asyncio.get_running_loop().create_task(self.slot_loop.run(), name="slot-loop")
         self._slot_task.add_done_callback(self._slot_loop_done)
+
+    def device_period(self, key: str) -> float | None:
+        """The spectrometer's own slot period from FRS (spectrometer.frame_rate_hz); the cameras follow the plan."""
+        if key != "S":
+            return None
+        from controller.extport.protocol import slot_period_s
+
+        return slot_period_s(self.cfg.spectrometer.frame_rate_hz)
 
     def _slot_loop_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -125,7 +125,7 @@ def test_bug4_broken_pipe_during_manual_acquisition_reconnects(tmp_path):
 
 # A value for every setting key, each different from the default and valid together.
 EVERY_SETTING = [
-    ("ATA", 0), ("ATB", 0), ("ATS", 0), ("SSA", 5000), ("SSB", 7000), ("SSS", 250), ("FRC", 0.5), ("FRS", 2.0),
+    ("ATA", 0), ("ATB", 0), ("ATS", 0), ("SSA", 5000), ("SSB", 7000), ("SSS", 250), ("FRC", 0.5), ("FRS", 0.5),
     ("CAD", 5), ("SMN", 0.4), ("SMX", 0.6), ("PXC", 321), ("RWC", -200), ("PXS", 50), ("WMN", 310), ("WMX", 330),
     ("SNS", 0.3), ("SXS", 0.8),
 ]  # fmt: skip
