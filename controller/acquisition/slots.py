@@ -12,6 +12,9 @@ Slot times never repeat and never collide with a stored file (issue 11):
   so the next slots are the ones after the last captured slot, a little slower than the period - acquisition
   neither stops for the length of the step nor names a slot again, and the timeline rejoins the clock after
   1/TIMELINE_SLEW times the step (status `timeline_lead_s`). Slot names only ever increase.
+  Only the master keeps this timeline (`continue_timeline`); it serves its clock to the slave through the link
+  as `TimelineClock`, so the slave's measured offset already carries the timeline and a live step back of the
+  master clock is no step for the slave.
 - Across a restart the monotonic anchor is gone; the newest second each device named is durable
   (`naming.CaptureSeconds`). A master whose clock is behind that second does not capture into slots it already
   holds: it waits, says so (`held`: state detail `clock_behind_data` with both times), and acquires again once
@@ -90,6 +93,29 @@ async def wait_event_or_sleep(event: asyncio.Event, clock: Clock, seconds: float
     event.clear()
 
 
+class TimelineClock:
+    """The master's clock as the slave should see it: `time()` on the slot timeline (see the module docstring);
+    everything else is the underlying clock's. `loop()` returns the running SlotLoop or None."""
+
+    def __init__(self, clock: Clock, loop: Callable[[], SlotLoop | None]):
+        self._clock = clock
+        self._loop = loop
+
+    def time(self) -> float:
+        loop = self._loop()
+        now = self._clock.time()
+        return now if loop is None else loop.timeline_now(now)
+
+    def monotonic(self) -> float:
+        return self._clock.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self._clock.sleep(seconds)
+
+    def scale(self) -> float:
+        return self._clock.scale()
+
+
 @dataclass
 class SingleRequest:
     device: str
@@ -120,8 +146,10 @@ class SlotLoop:
         blocked: Callable[[], str | None] = lambda: None,
         on_slot: Callable[[int, float], None] | None = None,
         period: Callable[[str], float | None] = lambda key: None,
+        continue_timeline: bool = True,
     ):
         self.clock = clock
+        self._continue_timeline = continue_timeline
         self._period = period
         self.devices = devices
         self._plan = plan
@@ -148,7 +176,7 @@ class SlotLoop:
     def timeline_now(self, master_now: float) -> float:
         """Master time on the slot timeline: never behind the last captured slot plus the monotonic time since
         (see the module docstring)."""
-        if self._anchor is None:
+        if self._anchor is None or not self._continue_timeline:
             return master_now
         anchor_t, anchor_mono = self._anchor
         return max(master_now, anchor_t + (1.0 - TIMELINE_SLEW) * (self.clock.monotonic() - anchor_mono))

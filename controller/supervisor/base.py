@@ -19,7 +19,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.acquisition import CaptureJournal, DeviceRunner, SlotLoop, SlotPlan, wait_event_or_sleep
+from controller.acquisition import (
+    CaptureJournal,
+    DeviceRunner,
+    SlotLoop,
+    SlotPlan,
+    TimelineClock,
+    wait_event_or_sleep,
+)
 from controller.acquisition.naming import capture_seconds
 from controller.clock import Clock
 from controller.config import Config
@@ -145,6 +152,7 @@ class Supervisor:
         self._stop_deadline: float | None = None  # time.monotonic() by which the stop must be over
         self.journal = CaptureJournal(self.state_dir / "captures.jsonl")
         self.capture_names = capture_seconds(self.state_dir)  # durable: no name is ever used twice
+        self.slot_clock = TimelineClock(clock, lambda: self.slot_loop)  # master time as the slave must see it
         self.status = StatusWriter(self.state_dir, self.collect_status)
         self.station = StationDriver(
             {
@@ -263,7 +271,7 @@ class Supervisor:
             return
         self.slot_loop = SlotLoop(
             self.clock, self.devices, plan=lambda: self.plan, offset=lambda: self.offset_s, blocked=self.blocked,
-            on_slot=self.on_slot, period=self.device_period,
+            on_slot=self.on_slot, period=self.device_period, continue_timeline=self.role == "master",
         )  # fmt: skip
         self._slot_task = asyncio.get_running_loop().create_task(self.slot_loop.run(), name="slot-loop")
         self._slot_task.add_done_callback(self._slot_loop_done)

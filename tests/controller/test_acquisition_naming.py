@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from controller.acquisition import DeviceRunner, SlotLoop, SlotPlan
+from controller.acquisition import DeviceRunner, SlotLoop, SlotPlan, TimelineClock
 from controller.acquisition.naming import MARK_NAME, CaptureSeconds, NoFreeSecond, capture_seconds
 from controller.clock import ManualClock
 from controller.hardware import factory
@@ -181,3 +181,19 @@ def test_live_clock_step_back_neither_overwrites_nor_stops_acquisition():
     assert all(b - a == PERIOD for a, b in zip(times, times[1:], strict=False))  # no slot skipped or repeated
     assert marks["elapsed"] < 60.0  # five slots long before the stepped clock is back where it was
     assert 0 < marks["lead"] < 60.0  # the timeline rejoins the clock
+
+
+def test_master_time_served_to_the_slave_does_not_step_back_with_the_clock():
+    clock = ManualClock(START + 0.5)
+    seen: dict = {}
+
+    async def body(loop, r, sink):
+        served = TimelineClock(clock, lambda: loop)  # what the master's link answers time requests with
+        await _pump(clock, lambda: len(sink.names) >= 2)
+        seen["before"] = served.time()
+        clock.step(-60.0)
+        seen["after"] = served.time()
+        seen["wall"] = clock.time()
+
+    asyncio.run(_loop_scenario(clock, CaptureSeconds(), body))
+    assert seen["after"] >= seen["before"] > seen["wall"] + 59  # the slave sees no step: its names stay paired
