@@ -66,6 +66,12 @@ class AuthLimiter:
     def available(self, host: str) -> bool:
         return self._left(host, time.monotonic()) >= 1.0
 
+    def refund(self, host: str) -> None:
+        """A successful AUTH does not count against its address."""
+        if host in self._buckets:
+            left, at = self._buckets[host]
+            self._buckets[host] = (min(float(self.burst), left + 1.0), at)
+
     def allow(self, host: str) -> bool:
         now = time.monotonic()
         left = self._left(host, now)
@@ -377,7 +383,10 @@ class ExtServer:
             return False  # out of attempts: not even compared
         if len(message.pairs) != 1 or message.pairs[0][0] != "AUTH":
             return False
-        return hmac.compare_digest(message.pairs[0][1].encode("utf-8"), self._token)
+        ok = hmac.compare_digest(message.pairs[0][1].encode("utf-8"), self._token)
+        if ok:
+            self.auth_limiter.refund(client.host)
+        return ok
 
     def _report_bad_input(self, event: str, warn: bool = False, **info: Any) -> None:
         if warn:

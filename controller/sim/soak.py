@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,15 @@ FAULT_KINDS = (
     ("unplug", {"device": "A", "down_s": 3.0}),
     ("unplug", {"device": "B", "down_s": 3.0}),
     ("unplug", {"device": "S", "down_s": 3.0}),
+    # issue 11: what the fault model lacked
+    ("restart_master_behind", {"down_s": 2.0, "behind_s": 60.0}),
+    ("singles", {}),
+    ("abuse_ext", {}),
 )
+
+
+# Issue 11: the faults the model lacked, each injected at least once per soak (at seeded random places).
+ALWAYS = ("restart_master_behind", "singles", "abuse_ext")
 
 
 @dataclass
@@ -47,6 +56,9 @@ def soak_faults(budget_s: float, every_s: float, rng: random.Random) -> list[Fau
         kind, args = rng.choice(FAULT_KINDS)
         at = start + (i + rng.uniform(0.1, 0.9)) * (end - start) / n
         faults.append(Fault(kind, round(at, 1), dict(args)))
+    args_of = dict(FAULT_KINDS)
+    for i, kind in zip(rng.sample(range(len(faults)), min(len(faults), len(ALWAYS))), ALWAYS, strict=False):
+        faults[i] = Fault(kind, faults[i].at_s, dict(args_of[kind]))
     return faults
 
 
@@ -59,7 +71,7 @@ def soak_station_run(soak: SoakRun) -> StationRun:
     return StationRun(
         hours=minutes / 60.0, out=soak.out, real_budget_s=budget, period_s=soak.period_s, seed=soak.seed,
         netns=soak.netns, faults=soak_faults(budget, soak.fault_every_s, rng), image_size=soak.size,
-        processing=False, log_level="warning",
+        processing=False, log_level="warning", ext_token=f"soak-{secrets.token_hex(8)}",
     )  # fmt: skip
 
 
@@ -74,6 +86,7 @@ def run_soak(soak: SoakRun) -> dict:
         "slots_captured_per_device": per_device,
         "lost": summary["lost"],
         "duplicates": summary["duplicates"],
+        "overwritten": summary["overwritten"],
         "faults": len(summary["faults_injected"]),
         "config": (
             f"frames {soak.size[0]}x{soak.size[1]}, processing worker off, slot period {soak.period_s} s sim, "
@@ -90,6 +103,7 @@ def format_soak(s: dict) -> str:
         f"(per device {k['slots_captured_per_device']}) in {s['real_seconds']} s real ({s['network']})",
         f"config: {k['config']}",
         f"files lost: {k['lost']}   corrupt: {s['corrupt']}   duplicates: {k['duplicates']}   "
+        f"overwritten: {k['overwritten']}   "
         f"stored: {s['stored']} of {s['captured']} captured",
         f"faults injected: {k['faults']}",
     ]

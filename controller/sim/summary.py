@@ -20,7 +20,7 @@ def summarize(out: Path, mcfg: dict, scfg: dict) -> dict:
     journals = {r: CaptureJournal.read(out / r / "state" / "captures.jsonl") for r in ("master", "slave")}
     captured: dict[str, str] = {}
     per_device: Counter = Counter()
-    recaptured = 0
+    recaptured = 0  # a name captured twice: the second would overwrite (or be refused as) the first
     for recs in journals.values():
         for rec in recs:
             if rec["name"] in captured:
@@ -50,6 +50,7 @@ def summarize(out: Path, mcfg: dict, scfg: dict) -> dict:
         "lost_files": lost[:20],
         "corrupt": len(corrupt),
         "duplicates": duplicates,
+        "overwritten": recaptured,
         "pairs_on_master": sum(1 for (t, b, k) in keys if b == "A" and k == "Plume" and (t, "B", "Plume") in keys),
         **flux,
         "state_changes": states,
@@ -173,6 +174,8 @@ EXPECTED_FAULTS = {
     "unplug": {"slave": ("device_unplugged", "device_error")},
     "clock_step": {"slave": ("clock_offset", "offset_bad", "clock_lost")},
     "garbage_ext": {"master": ("ext_bad_input",)},
+    "abuse_ext": {"master": ("ext_bad_input",)},
+    "restart_master_behind": {"master": ("restarted_after_crash",), "slave": ("link_lost",)},
     "fill_disk": {"master": ("disk_full",)},
 }
 
