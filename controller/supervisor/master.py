@@ -79,7 +79,7 @@ class MasterSupervisor(Supervisor):
             self.scene = await loop.run_in_executor(None, factory.make_scene, cfg)
         self.add_device("A", lambda: factory.open_camera(self.cfg, "A", self.clock, scene=self.scene), self._store)
         await self.open_devices()
-        self.link = MasterLink(cfg, self.clock, self.receiver)
+        self.link = MasterLink(cfg, self.slot_clock, self.receiver)  # time answers on the slot timeline
         self.link.add_listener(self._link_event)
         self.link.on_request("status", self._status_request)
         self.link.on_request("announce", self._announce_request)
