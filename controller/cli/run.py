@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from controller.config import Config, load_config
+from controller.config import Config, check_paths, load_config
 from controller.errors import ConfigError, PycamError
 from controller.logging import configure_logging, get_logger
 from controller.supervisor.base import RunOptions, Supervisor
@@ -79,6 +79,7 @@ def run(
     """Run the station supervisor for ROLE until the station is off (or SIGTERM)."""
     try:
         cfg = prepare_config(config, role, state_dir)
+        check_paths(cfg, create=True)  # a data_root that is a file, a state folder that cannot be made: one line
     except ConfigError as e:
         raise click.ClickException(str(e)) from e
     configure_logging(log_format or cfg.logging.format, cfg.logging.level)

@@ -45,7 +45,7 @@ class SlaveSupervisor(Supervisor):
         from controller.hardware import factory
         from controller.link.slave import SlaveLink
         from controller.link.spool import Spool
-        from controller.power import slave_stop_handler
+        from controller.power.handoff import slave_stop_handler
         from controller.settings import SettingsStore
 
         loop = asyncio.get_running_loop()
@@ -235,10 +235,10 @@ class SlaveSupervisor(Supervisor):
 
     async def shutdown_phase(self) -> None:
         await self.stop_slot_loop()
-        await self.actions.wait_idle(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9))
+        await self.actions.wait_idle(self.stop_time_left(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9)))
         flushed = None
         if self.link is not None and self.link.connected and len(self.spool):
-            flushed = await self.link.flush(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9))
+            flushed = await self.link.flush(self.stop_time_left(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9)))
         if self.stop_requested == "master stop request":
             # Let the "flushed" answer reach the master before the link closes.
             try:

@@ -80,7 +80,7 @@ async def test_clock_offset_too_large_blocks_acquisition_until_fixed(station):
 
 @run_async
 async def test_link_lost_during_acquire_degraded_and_back_nothing_lost(station):
-    from controller.link.faults import FaultyProxy
+    from controller.sim.faults import FaultyProxy
 
     pair = station(factor=20.0)
     proxy = FaultyProxy("127.0.0.1", pair.master_cfg.network.link_port)
