@@ -139,11 +139,12 @@ own "$state_dir"
 key="$root$PYCAM_KEY_FILE"
 mkdir -p "$(dirname "$key")"
 if [ -n "$link_key" ]; then
-    [ "$(stat -c %s "$link_key")" -ge 32 ] || die "link key file \"$link_key\" is shorter than 32 bytes"
+    [ "$(stat -c %s "$link_key")" -eq 32 ] || die "link key file \"$link_key\" does not hold 32 bytes"
     install -m 0600 "$link_key" "$key"
     echo "installed link key $key"
 elif [ ! -s "$key" ] && [ "$role" = master ]; then
-    (umask 077 && head -c 32 /dev/urandom > "$key.tmp" && mv "$key.tmp" "$key")
+    # controller.link.auth makes it (32 random bytes, mode 0600, never replacing one that is there)
+    py -c 'import sys; from controller.link.auth import create_key; create_key(sys.argv[1])' "$key"
     echo "created link key $key: copy it to the slave (install.sh --role slave --link-key FILE)"
 elif [ ! -s "$key" ]; then
     echo "slave: no link key yet: re-run with --link-key FILE (the master's $PYCAM_KEY_FILE)" >&2
