@@ -107,11 +107,15 @@ own() {  # hand files to the service user when it exists here (not a user that o
 }
 
 # ---------------------------------------------------------------------------------------- station config
+# What the config says about disks, key and state (shell assignments), checked before anything is written.
+if ! facts="$("$venv/bin/python" "$here/render.py" facts --role "$role" --config "$config" 2>&1)"; then
+    die "$(printf '%s\n' "$facts" | tail -n 1 | sed -e 's/^install.sh: //')"
+fi
+eval "$facts"
 installed_config="/etc/pycam/$role.toml"
 py "$here/render.py" config --role "$role" --config "$config" --out "$root$installed_config"
 # Readable by the service user (the master's holds the control-port token), by nobody else.
 [ "$as_root" = 0 ] || chown "root:$([ "$user_exists" = 1 ] && echo "$group" || echo root)" "$root$installed_config"
-eval "$("$venv/bin/python" "$here/render.py" facts --role "$role" --config "$root$installed_config")"
 
 # --------------------------------------------------------------------------------------------- the unit
 unit="pycam-$role.service"

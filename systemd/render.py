@@ -121,6 +121,10 @@ def install_config(src: str, dst: str, role: str) -> str:
 
 
 def facts(cfg, role: str) -> str:
+    if Path(cfg.storage.state_dir) != STATE_DIR:
+        # The unit runs the supervisor with --state-dir /var/lib/pycam; the WittyPi hooks read the config's.
+        raise InstallError(f"storage.state_dir is {cfg.storage.state_dir}: an installed station keeps its state in "
+                           f"{STATE_DIR} (the unit's StateDirectory); set it so or leave it out")  # fmt: skip
     values = {
         "PYCAM_DATA_ROOT": str(cfg.storage.data_root),
         "PYCAM_SPOOL_DIR": str(cfg.storage.spool_dir),

@@ -206,6 +206,15 @@ def test_install_refuses_an_invalid_config(tmp_path):
     assert not (tmp_path / "etc/systemd/system/pycam-slave.service").exists()
 
 
+def test_install_refuses_a_state_dir_the_unit_does_not_give(tmp_path):
+    cfg = tmp_path / "slave.toml"
+    cfg.write_text('[station]\nrole = "slave"\n[storage]\nstate_dir = "/srv/pycam-state"\n')
+    out = run_install(tmp_path / "root", "slave", config=cfg)
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1
+    assert "storage.state_dir is /srv/pycam-state" in out.stderr
+    assert not (tmp_path / "root").exists()  # refused before anything was written
+
+
 @pytest.mark.parametrize("args", [["--role", "both"], ["--role", "slave", "--config"], ["--bogus"]])
 def test_install_errors_are_one_line_and_non_zero(tmp_path, args):
     out = subprocess.run(["bash", str(REPO / "systemd/install.sh"), *args, "--root", str(tmp_path)],
