@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from controller.supervisor.statusfile import read_status
+from controller.timekeeping import describe_source
 
 _VERDICT_TEXT = {
     "running": "supervisor running",
@@ -46,7 +47,7 @@ def format_status(data: dict, verdict: str, state_dir: Path) -> str:
     link = data.get("link") or {}
     lines.append(f"link: {link.get('state')} connected={link.get('connected')} peer={link.get('peer')}")
     clock = data.get("clock") or {}
-    lines.append(f"clock: offset_ms={clock.get('offset_ms')} source={clock.get('source')}")
+    lines.append(f"clock: offset_ms={clock.get('offset_ms')} source: {describe_source(clock.get('source'))}")
     storage = data.get("storage") or {}
     lines.append(f"storage: {storage.get('check')}  free={storage.get('free_mb')} MB  paused={storage.get('paused')}")
     if data.get("spool") is not None:

@@ -37,3 +37,19 @@ def time_agreement(chrony: dict, link_offset_s: float, tolerance_s: float) -> tu
     if chrony_offset is None or abs(chrony_offset - link_offset_s) > tolerance_s:
         return False, f"chrony offset {chrony_offset} s disagrees with the link's {link_offset_s:.6f} s"
     return True, "chrony synchronised, link offset within tolerance"
+
+
+def describe_source(source: Any) -> str:
+    """One line for `pycam status`: the slave's chrony state, or the master's clock sources."""
+    if not isinstance(source, dict) or not source:
+        return "unknown"
+    if source.get("source") == "chrony":
+        if not source.get("available"):
+            return f"chrony unavailable ({source.get('error', '')})"
+        if not source.get("synchronised"):
+            return f"chrony not synchronised (selected: {source.get('selected')})"
+        return (f"chrony synchronised to {source.get('selected') or source.get('reference')} "
+                f"(stratum {source.get('stratum')}, leap {source.get('leap_status')})")  # fmt: skip
+    if "best" in source:
+        return f"best={source.get('best')} synchronised={source.get('synchronised')}"
+    return str(source)

@@ -95,3 +95,13 @@ def test_chronyd_itself_accepts_each_rendered_conf(tmp_path, role, clock):
     out = subprocess.run(["chronyd", "-p", "-f", str(conf)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert ("local stratum 10 orphan" in out.stdout) == (role == "master")
+
+
+def test_status_line_says_what_chrony_follows():
+    from controller.timekeeping import describe_source
+
+    line = describe_source(reader(SLAVE_TRACKING, SLAVE_SOURCES).status())
+    assert line == "chrony synchronised to 169.254.1.1 (stratum 11, leap Normal)"
+    assert describe_source(reader(UNSYNCED_TRACKING, BOOTING_SOURCES).status()).startswith("chrony not synchronised")
+    assert describe_source(reader(None).status()).startswith("chrony unavailable")
+    assert describe_source({"best": "ntp", "synchronised": True, "sources": {}}) == "best=ntp synchronised=True"
