@@ -36,7 +36,7 @@ class SlaveSupervisor(Supervisor):
         self._stopped_by_master = asyncio.Event()
         self._offset_fault_noted = False
         self._chrony_update: float | None = None  # chrony's ref time when we last read it
-        self.time_source: TimeSource = make_time_source(self.cfg, self.clock, self._master_reachable)
+        self.time_source: TimeSource = make_time_source(self.cfg, self.clock, self.link_sample)
 
     async def boot_services(self) -> None:
         from controller.disk_policy import DiskPolicy
@@ -76,8 +76,9 @@ class SlaveSupervisor(Supervisor):
         self.link.on_request("stop", slave_stop_handler(self._flush_for_stop, self._stopped))
         await self.link.start()
 
-    def _master_reachable(self) -> bool:
-        return self.link is not None and bool(self.link.connected)
+    def link_sample(self) -> tuple[float, float] | None:
+        """The last offset to the master measured over the link and when (clock monotonic), or None."""
+        return None if self.rtt_s is None else (self.offset_s, self.last_sync)
 
     # ---------------------------------------------------------------------------------------------- events
 

@@ -15,12 +15,13 @@ class TimeSource(Protocol):
         """{'source', 'available', 'synchronised', 'offset_s' (source - this clock), 'selected', ...}; blocking."""
 
 
-def make_time_source(cfg: Any, clock: Any, reachable: Callable[[], bool]) -> TimeSource:
-    """The time source of this Pi. `reachable` says whether the master is reachable (the simulated chrony only)."""
+def make_time_source(cfg: Any, clock: Any, link_sample: Callable[[], tuple[float, float] | None]) -> TimeSource:
+    """The time source of this Pi. `link_sample` is the last offset to the master the link measured and when
+    (offset_s, clock monotonic), or None: the simulated chrony's NTP samples (they share the cable)."""
     if cfg.clock.backend == "sim":
         from controller.sim.chrony import SimChrony
 
-        return SimChrony(clock, reachable, server=cfg.network.master_host)
+        return SimChrony(clock, link_sample, server=cfg.network.master_host)
     from controller.timekeeping.chrony import ChronyReader
 
     return ChronyReader(host=cfg.clock.chronyc_host)

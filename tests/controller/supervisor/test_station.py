@@ -67,7 +67,7 @@ async def test_clock_offset_too_large_blocks_acquisition_until_fixed(station):
     master = pair.master()
     slave = pair.slave(offset_s=3.0)
     ntp_reachable = {"yes": False}  # the simulated chronyd cannot reach the master's (NTP blocked)
-    slave.time_source = SimChrony(slave.clock, lambda: ntp_reachable["yes"])
+    slave.time_source = SimChrony(slave.clock, lambda: slave.link_sample() if ntp_reachable["yes"] else None)
     tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
     await wait_for(lambda: _caps(master, "A") >= 3, 20, "master captures")
     assert slave.station.state == "sync" and _caps(slave, "B") == 0

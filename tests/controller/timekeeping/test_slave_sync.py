@@ -29,24 +29,41 @@ def test_time_agreement_needs_chrony_synchronised_and_the_link_offset_to_agree()
 def test_sim_chrony_steps_on_first_update_then_slews():
     clock = ManualClock(1_700_000_000.0)
     clock.offset_s = -HOURS_OFF  # ManualClock has no offset: give it the simulated error by hand
-    reachable = {"yes": False}
-    chrony = SimChrony(clock, lambda: reachable["yes"])
-    assert chrony.status()["synchronised"] is False
-    clock.advance(30)
-    assert chrony.status()["selected"] is None  # master unreachable: nothing changes
-    reachable["yes"] = True
+    link = {"sample": None}  # what the link measured: (master - this clock, when)
+    chrony = SimChrony(clock, lambda: link["sample"])
+
+    def measured():
+        link["sample"] = (-clock.offset_s, clock.monotonic())
+
+    assert chrony.status()["synchronised"] is False  # no sample of the master yet
+    measured()
     assert chrony.status()["synchronised"] is False  # iburst: a few polls before the first update
     clock.advance(6)
     state = chrony.status()
     assert state["synchronised"] and state["selected"] and clock.offset_s == 0.0  # stepped
-    clock.offset_s = 0.5  # below the step threshold: slewed at 83 ms/s, one update per poll
-    clock.advance(16)
+    assert state["last_offset_s"] == HOURS_OFF and state["offset_s"] == 0.0
+    clock.advance(10)
     chrony.status()
-    assert clock.offset_s == pytest.approx(0.0)
-    clock.offset_s = 0.5
+    assert clock.offset_s == 0.0  # the same sample is never applied twice
+    clock.offset_s = 0.5  # below the step threshold: slewed at 83 ms/s
+    measured()
     clock.advance(2)
-    chrony.status()
-    assert clock.offset_s == pytest.approx(0.5)  # no update between polls
+    state = chrony.status()
+    assert clock.offset_s == pytest.approx(0.0) and state["offset_s"] == pytest.approx(0.0)  # 12 s: all slewed
+    clock.offset_s = 0.5
+    measured()
+    clock.advance(2)
+    state = chrony.status()
+    assert clock.offset_s == pytest.approx(0.5 - 0.083333 * 2)  # at most 2 s x 83 ms/s since the last update
+    assert state["offset_s"] == pytest.approx(-0.5 + 0.083333 * 2)  # still to slew
+
+
+def test_sim_chrony_follows_the_master_even_when_the_master_is_wrong():
+    clock = ManualClock(1_700_000_000.0)
+    clock.offset_s = 0.0
+    chrony = SimChrony(clock, lambda: (-30.0, 1.0), first_sync_s=0.0)  # the master restarted 30 s behind
+    clock.advance(2)
+    assert chrony.status()["synchronised"] and clock.offset_s == -30.0  # as a real slave's chrony would
 
 
 @run_async
