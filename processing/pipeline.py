@@ -22,6 +22,14 @@ from controller.config import Config
 from controller.errors import ProcessingError
 from controller.logging import get_logger
 from processing.background import BackgroundChoice, OpticalDepth, choose_background
+from processing.calibration import (
+    Calibration,
+    DoasCalibration,
+    PlumeFrame,
+    cell_calibration_from_scan,
+    default_calibration,
+    usable,
+)
 from processing.darks import DarkLibrary
 from processing.emission import emission_rate, ica_mass, offset_line, pcs_lines, profile
 from processing.flow import CrossCorrelationVelocity, FlowVelocity, LineVelocity
@@ -29,10 +37,12 @@ from processing.geometry import PlumeGeometry, geometry_from_config
 from processing.images import PLUME_KIND, FolderScan, ImageFile, read_image, scan_folder
 from processing.outputs import (
     CALIBRATION_COLUMNS,
+    CALIBRATION_UNITS,
     EMISSION_COLUMNS,
     CsvSeries,
+    csv_meta,
     emission_csv_name,
-    emission_header,
+    emission_meta,
     write_summary,
 )
 from processing.pairing import ImagePair, pair_images
@@ -52,37 +62,6 @@ def quiet_pyplis() -> None:
 METHODS = ("flow", "xcorr")
 # Flow between two AA images further apart than this is meaningless (the plume has changed): start again.
 MAX_FLOW_GAP_S = 60.0
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """S = slope · AA + offset (molecules/cm²), and where it came from."""
-
-    slope: float
-    slope_err: float
-    offset: float = 0.0
-    offset_err: float = 0.0
-    method: str = "default"
-    detail: str = ""
-    r2: float = float("nan")
-    mse: float = float("nan")
-
-    def columns(self, aa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s = self.slope * aa + self.offset
-        err = np.hypot(self.slope_err * aa, self.offset_err)
-        return s, err
-
-    @property
-    def description(self) -> str:
-        return f"{self.method}: slope {self.slope:.4g} +- {self.slope_err:.2g} molecules/cm2 per AA" + (
-            f" ({self.detail})" if self.detail else ""
-        )
-
-
-def default_calibration(cfg: Config) -> Calibration:
-    slope = cfg.processing.default_calibration_slope
-    # No measurement behind it: 20 % uncertainty, the magnitude pyplis assumes for unspecified column errors.
-    return Calibration(slope, 0.2 * slope, method="default", detail="processing.default_calibration_slope")
 
 
 @dataclass
@@ -238,8 +217,8 @@ class ResultWriter:
     def series(self, line_id: str, method: str) -> CsvSeries:
         key = (line_id, method)
         if key not in self.files:
-            header = emission_header(line_id, method, self.cfg.processing.ppmm_to_molecules_cm2, self.extra)
-            self.files[key] = CsvSeries(self.out / emission_csv_name(line_id, method), EMISSION_COLUMNS, header)
+            meta = emission_meta(line_id, method, self.cfg.processing.ppmm_to_molecules_cm2, self.extra)
+            self.files[key] = CsvSeries(self.out / emission_csv_name(line_id, method), EMISSION_COLUMNS, meta)
         return self.files[key]
 
     def write(self, result: PairResult) -> int:
@@ -315,8 +294,6 @@ class CalibrationRun:
     def _cells(self) -> Calibration | None:
         if not self.scan.cells:
             return None
-        from processing.calibration import cell_calibration_from_scan
-
         return cell_calibration_from_scan(self.cfg, self.scan)
 
     def initial(self) -> Calibration:
@@ -324,8 +301,6 @@ class CalibrationRun:
 
     def doas_pass(self, processor: PairProcessor, pairs: list[ImagePair]) -> None:
         """First pass: FOV search and rolling DOAS calibration from the pairs that have a spectrum."""
-        from processing.calibration import DoasCalibration, PlumeFrame, usable
-
         dcal = DoasCalibration(self.cfg.processing, max_frames=FOV_FRAMES)
         results = sorted((r for r in self.doas_results if r.time is not None), key=lambda r: r.time)
         stamps = np.array([r.time.timestamp() for r in results])
@@ -430,7 +405,9 @@ def process_folder(
     }
     writer = ResultWriter(out, cfg, processor, extra)
     calib_csv = CsvSeries(
-        out / "calibration_series.csv", CALIBRATION_COLUMNS, [f"# {k}: {v}" for k, v in extra.items()]
+        out / "calibration_series.csv",
+        CALIBRATION_COLUMNS,
+        csv_meta("calibration series", cfg.processing.ppmm_to_molecules_cm2, CALIBRATION_UNITS, extra),
     )
     iterator = progress(pairs) if progress is not None else pairs
     results: list[PairResult] = []
