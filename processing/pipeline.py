@@ -294,7 +294,7 @@ class CalibrationRun:
     def _cells(self) -> Calibration | None:
         if not self.scan.cells:
             return None
-        return cell_calibration_from_scan(self.cfg, self.scan)
+        return cell_calibration_from_scan(self.cfg, self.scan, self.out)
 
     def initial(self) -> Calibration:
         return self.calibration

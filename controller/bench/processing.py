@@ -22,7 +22,7 @@ import numpy as np
 
 from controller.config import Config, load_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _villarrica(data_dir: Path) -> tuple[Config, Path]:

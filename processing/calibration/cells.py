@@ -233,13 +233,20 @@ def cell_calibration_from_folder(folder: str | Path, ppmm_factor: float, **kwarg
         raise ProcessingError(f"{folder}: {e}") from e
 
 
-def cell_calibration_from_scan(cfg: Config, scan: FolderScan) -> Calibration | None:
-    """The pipeline's hook: a `Calibration` from the scan's cells, None when unusable (logged)."""
+PYPLIS_CELL_FILE = "cell_calibration_pyplis.fts"
+
+
+def cell_calibration_from_scan(cfg: Config, scan: FolderScan, out: Path | None = None) -> Calibration | None:
+    """The pipeline's hook: a `Calibration` from the scan's cells, None when unusable (logged). With `out`, the
+    cell data is saved there in pyplis's format too (`PYPLIS_CELL_FILE`)."""
     try:
         cal = _scan_cells(scan, cfg.processing.ppmm_to_molecules_cm2)
     except ProcessingError as e:
         log.warning("cell_calibration_failed", error=str(e))
         return None
+    if out is not None:
+        save_pyplis_cell_calib(cal, Path(out) / PYPLIS_CELL_FILE)
+    log.info("cell_calibration", slope=cal.fit.slope, offset=cal.fit.offset, r2=cal.fit.r2, i0=cal.i0)
     return cal.calibration()
 
 
