@@ -23,10 +23,11 @@ from controller.storage.atomic import atomic_write_text
 
 EMISSION_COLUMNS = (
     "datetime", "flux_(kg/s)", "flux_err", "velo_eff_(m/s)", "velo_eff_err",
-    "frac_optflow_ok", "frac_optflow_ok_ica", "ICA_mass_(kg/m)", "calibration",
+    "frac_optflow_ok", "frac_optflow_ok_ica", "ICA_mass_(kg/m)", "calibration", "ext_A_(1/m)", "ext_B_(1/m)",
 )  # fmt: skip
 # The original's eight columns, then ours: "calibration" is the method whose slope made that row's columns
-# (doas, cells or default).
+# (doas, cells or default); ext_A/ext_B the light-dilution extinction coefficients of the pair (nan: not
+# corrected, see the sidecar's light_dilution).
 CALIBRATION_COLUMNS = (
     "datetime", "aa_fov", "doas_column_(molecules/cm2)", "doas_column_err", "slope_(molecules/cm2)",
     "slope_err", "offset_(molecules/cm2)", "offset_err", "mse", "r2", "method",
@@ -39,6 +40,8 @@ EMISSION_UNITS = {
     "datetime": TIME_NOTE, "flux_(kg/s)": "kg/s", "flux_err": "kg/s (1 sigma)", "velo_eff_(m/s)": "m/s",
     "velo_eff_err": "m/s (1 sigma)", "frac_optflow_ok": "fraction", "frac_optflow_ok_ica": "fraction",
     "ICA_mass_(kg/m)": "kg/m", "calibration": "method (doas, cells, default)",
+    "ext_A_(1/m)": "1/m (light dilution, on-band; nan: not corrected)",
+    "ext_B_(1/m)": "1/m (light dilution, off-band; nan: not corrected)",
 }  # fmt: skip
 CALIBRATION_UNITS = {
     "datetime": TIME_NOTE, "aa_fov": "apparent absorbance", "doas_column_(molecules/cm2)": "molecules/cm2",

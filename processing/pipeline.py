@@ -31,6 +31,7 @@ from processing.calibration import (
     usable,
 )
 from processing.darks import DarkLibrary
+from processing.dilution import NOT_CORRECTED, DilutionCorrection
 from processing.emission import emission_rate, ica_mass, offset_line, pcs_lines, profile
 from processing.flow import CrossCorrelationVelocity, FlowVelocity, LineVelocity
 from processing.geometry import PlumeGeometry, geometry_from_config
@@ -73,10 +74,14 @@ class LineResult:
     velocity: LineVelocity
     ica: float
     calibration: str = ""
+    ext: tuple[float, float] = (math.nan, math.nan)  # light dilution: extinction coefficients A, B (1/m)
 
     def row(self, time: datetime) -> tuple:
         v = self.velocity
-        return (time, self.flux, self.flux_err, v.v_eff, v.v_err, v.frac_ok, v.frac_ok_ica, self.ica, self.calibration)
+        return (
+            time, self.flux, self.flux_err, v.v_eff, v.v_err, v.frac_ok, v.frac_ok_ica, self.ica, self.calibration,
+            *self.ext,
+        )  # fmt: skip
 
 
 @dataclass
@@ -141,6 +146,8 @@ class PairProcessor:
         self.xcorr_lines = []
         self.xcorr = {}
         self.last_time: datetime | None = None
+        self.dilution: DilutionCorrection | None = None
+        self._ext: dict[datetime, tuple[float, float]] = {}  # per pair time, from aa_image to process_aa
 
     def _init_shape(self, shape: tuple[int, int]) -> None:
         proc = self.cfg.processing
@@ -154,19 +161,45 @@ class PairProcessor:
             for line in self.lines
         }
         self._dx = [profile(line, self.geometry.col_dist_m) for line in self.lines]
+        self.dilution = DilutionCorrection.from_config(self.cfg, shape)
+
+    def dilution_state(self) -> dict:
+        """Light-dilution correction state for the outputs (coefficients of the latest fit per band)."""
+        return self.dilution.state() if self.dilution is not None else dict(NOT_CORRECTED)
+
+    def _correct_dilution(
+        self, time: datetime, intensity: dict[str, np.ndarray], tau_a: np.ndarray, tau_b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """processing.dilution: ε per band fitted on this pair's terrain, then both optical depths corrected."""
+        d = self.dilution
+        try:
+            d.fit("A", intensity["A"])
+            d.fit("B", self.setup.registration.apply(intensity["B"]))
+        except ProcessingError as e:
+            log.warning("dilution_fit_failed", time=str(time), error=str(e))
+            return tau_a, tau_b
+        if len(self._ext) > 256:  # pairs whose AA never reached process_aa
+            self._ext.clear()
+        self._ext[time] = (d.fits["A"].ext, d.fits["B"].ext)
+        return d.correct(tau_a, tau_b, self.geometry.plume_distances())
 
     def aa_image(self, pair: ImagePair) -> tuple[np.ndarray, str]:
         """Apparent absorbance (float64) of a pair, on camera A's grid."""
-        taus = {}
+        taus, intensity = {}, {}
         dark_desc = []
         for band, f in (("A", pair.a), ("B", pair.b)):
             img, match = self.setup.darks.correct(band, f.name.shutter_us, read_image(f.path))
             dark_desc.append(f"{band}:{match.description}")
-            taus[band] = self.optical_depth.tau(band, img / (f.name.shutter_us * 1e-6), pair.time)
-        tau_b = self.setup.registration.apply(taus["B"])
-        if tau_b.shape != taus["A"].shape:
-            raise ProcessingError(f"{pair.a.path.name}: A is {taus['A'].shape}, registered B is {tau_b.shape}")
-        return taus["A"] - tau_b, " ".join(dark_desc)
+            intensity[band] = img / (f.name.shutter_us * 1e-6)
+            taus[band] = self.optical_depth.tau(band, intensity[band], pair.time)
+        tau_a, tau_b = taus["A"], self.setup.registration.apply(taus["B"])
+        if tau_b.shape != tau_a.shape:
+            raise ProcessingError(f"{pair.a.path.name}: A is {tau_a.shape}, registered B is {tau_b.shape}")
+        if DilutionCorrection.configured(self.cfg.processing):  # needs the plume distances: the geometry first
+            if self.geometry is None or self.geometry.shape != tau_a.shape:
+                self._init_shape(tau_a.shape)
+            tau_a, tau_b = self._correct_dilution(pair.time, intensity, tau_a, tau_b)
+        return tau_a - tau_b, " ".join(dark_desc)
 
     def process(self, pair: ImagePair, calibration: Calibration | None = None) -> PairResult:
         aa, dark_desc = self.aa_image(pair)
@@ -185,6 +218,7 @@ class PairProcessor:
         cal = calibration or self.setup.calibration
         geom = self.geometry
         result = PairResult(key, time, aa, dark=dark_desc)
+        ext = self._ext.pop(time, (math.nan, math.nan))
         for line, xline, dx in zip(self.lines, self.xcorr_lines, self._dx, strict=True):
             cols, cols_err = cal.columns(profile(line, aa))
             ica = ica_mass(cols, dx)
@@ -200,7 +234,7 @@ class PairProcessor:
                 if not vel.ok:
                     continue
                 flux, flux_err = emission_rate(cols, vel.v_eff, dx, cols_err, vel.v_err, dx * geom.rel_err)
-                result.lines.append(LineResult(line.line_id, method, flux, flux_err, vel, ica, cal.method))
+                result.lines.append(LineResult(line.line_id, method, flux, flux_err, vel, ica, cal.method, ext))
         return result
 
 
@@ -210,6 +244,7 @@ class ResultWriter:
     def __init__(self, out: Path, cfg: Config, processor: PairProcessor, extra: dict[str, str]) -> None:
         self.out = out
         self.cfg = cfg
+        self.processor = processor
         self.extra = extra
         self.files: dict[tuple[str, str], CsvSeries] = {}
         self.rows = 0
@@ -218,6 +253,7 @@ class ResultWriter:
         key = (line_id, method)
         if key not in self.files:
             meta = emission_meta(line_id, method, self.cfg.processing.ppmm_to_molecules_cm2, self.extra)
+            meta["light_dilution"] = self.processor.dilution_state()
             self.files[key] = CsvSeries(self.out / emission_csv_name(line_id, method), EMISSION_COLUMNS, meta)
         return self.files[key]
 
@@ -440,6 +476,7 @@ def process_folder(
         "geometry": processor.geometry.method if processor.geometry else None,
         "pixel_size_m": processor.geometry.pixel_size_m() if processor.geometry else None,
         "plume_distance_m": processor.geometry.plume_distance_m if processor.geometry else None,
+        "light_dilution": processor.dilution_state(),
         "emission_rows": writer.rows,
         "emission_files": sorted(str(s.path.name) for s in writer.files.values()),
         "spectra": len(scan.spectra),
