@@ -297,6 +297,16 @@ class ProcessingConfig:
     default_calibration_slope: float = field(
         default=6.8e18, metadata=_range(0, 1e21, "molecules/cm² per unit AA when neither DOAS nor cells calibrate")
     )
+    cell_window: tuple[str, str] = field(
+        default=("", ""),
+        metadata={
+            "doc": "gas cells among the plume images (no <N>ppmm names, e.g. pyplis's ECII data): UTC start and end "
+            "(YYYY-mm-ddTHH:MM:SS) of the cell sequence; its frames are cells or clear sky, never plume"
+        },
+    )
+    cell_columns: tuple[tuple[str, float, float], ...] = field(
+        default=(), metadata={"doc": "cells of the cell_window: [id, column, column error] (molecules/cm²)"}
+    )
     dilution_lines: tuple[tuple[int, int, int, int], ...] = field(
         default=(), metadata={"doc": "light dilution: terrain lines x0, y0, x1, y1 (pixels); empty: no correction"}
     )

@@ -38,12 +38,17 @@ PLUME_MASK_FRACTION = 0.3
 
 @dataclass(frozen=True)
 class LineVelocity:
-    """Effective velocity normal to a line (m/s) with error and the quality fractions of the original's CSV."""
+    """Speed normal to a line (m/s, never negative) with error and the quality fractions of the original's CSV.
+
+    Sign convention (processing.emission): the plume's speed through the line, positive in the direction the plume
+    crosses it; `crossing` says which way that is: +1 along the line's configured normal, -1 against it.
+    """
 
     v_eff: float
     v_err: float
     frac_ok: float = float("nan")
     frac_ok_ica: float = float("nan")
+    crossing: int = 1
 
     @property
     def ok(self) -> bool:
@@ -192,7 +197,8 @@ class FlowVelocity:
             res["_len_sigma_norm"], pix_dist_m=pix_m, del_t=1.0, sigma_tol=SIGMA_TOL,
         )  # fmt: skip
         frac, frac_ica = self._fractions_ok(lvl_line, res, columns)
-        return LineVelocity(float(v), float(verr), frac, frac_ica)
+        # the predominant flow direction decides which way the plume crosses: against the normal is as valid
+        return LineVelocity(abs(float(v)), float(verr), frac, frac_ica, 1 if v >= 0 else -1)
 
     def plume_mask(self, line: LineOnImage) -> np.ndarray | None:
         """Pixels of the line's rotated ROI (flow level) whose AA exceeds PLUME_MASK_FRACTION of its maximum."""
@@ -266,15 +272,24 @@ class CrossCorrelationVelocity:
         return False
 
     def velocity(self, pix_size_m: float) -> LineVelocity:
+        """The second line lies `gap` pixels along the first line's normal: a plume crossing along the normal
+        reaches it later, one crossing against the normal earlier. Both lags are searched; the better correlation
+        gives the speed and which way the plume crosses."""
         if not self.ready:
             return NO_VELOCITY
-        lag_s, r = xcorr_lag(np.asarray(self.times), np.asarray(self.first), np.asarray(self.second))
-        if not np.isfinite(lag_s) or lag_s <= 0:
+        times, first, second = np.asarray(self.times), np.asarray(self.first), np.asarray(self.second)
+        best = None
+        for crossing, (a, b) in ((1, (first, second)), (-1, (second, first))):
+            lag_s, r = xcorr_lag(times, a, b)
+            if np.isfinite(lag_s) and lag_s > 0 and (best is None or r > best[2]):
+                best = (crossing, lag_s, r)
+        if best is None:
             return NO_VELOCITY
+        crossing, lag_s, r = best
         v = self.gap_px * pix_size_m / lag_s
         # The lag is known to about half a resampling step; the error follows from dv/v = dlag/lag.
-        step = _grid_step(np.asarray(self.times))
-        return LineVelocity(float(v), float(v * 0.5 * step / lag_s), float(max(r, 0.0)), float(max(r, 0.0)))
+        step = _grid_step(times)
+        return LineVelocity(float(v), float(v * 0.5 * step / lag_s), float(max(r, 0.0)), float(max(r, 0.0)), crossing)
 
 
 def _grid_step(times: np.ndarray) -> float:

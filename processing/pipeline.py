@@ -30,6 +30,7 @@ from processing.calibration import (
     default_calibration,
     usable,
 )
+from processing.calibration.cellsearch import assign_cell_window
 from processing.darks import DarkLibrary
 from processing.dilution import NOT_CORRECTED, DilutionCorrection
 from processing.emission import emission_rate, ica_mass, offset_line, pcs_lines, profile
@@ -426,6 +427,7 @@ def process_folder(
     folder, out = Path(folder), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scan = scan_folder(folder)
+    cell_window = assign_cell_window(scan, cfg.processing)  # cells among plume images (processing.cell_window)
     pairs, unpaired = pair_images(scan.plume, cfg.processing.pair_tolerance_s)
     log.info("scan", folder=str(folder), pairs=len(pairs), unpaired=len(unpaired), **scan.counts())
     cal_run = CalibrationRun(cfg, scan, out)
@@ -477,6 +479,7 @@ def process_folder(
         "pixel_size_m": processor.geometry.pixel_size_m() if processor.geometry else None,
         "plume_distance_m": processor.geometry.plume_distance_m if processor.geometry else None,
         "light_dilution": processor.dilution_state(),
+        "cell_window": cell_window,
         "emission_rows": writer.rows,
         "emission_files": sorted(str(s.path.name) for s in writer.files.values()),
         "spectra": len(scan.spectra),

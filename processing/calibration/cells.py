@@ -14,7 +14,7 @@ the points show.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +58,7 @@ class CellMeasurement:
     n_a: int
     n_b: int
     time: datetime
+    label: str = ""  # the cell's id when it has no <N>ppmm name (processing.cell_columns)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class CellCalibration:
 
     def calibration(self) -> Calibration:
         f = self.fit
-        cells = ", ".join(f"{c.ppmm}ppmm AA {c.aa:.3f}" for c in self.cells)
+        cells = ", ".join(f"{c.label or f'{c.ppmm}ppmm'} AA {c.aa:.3f}" for c in self.cells)
         return Calibration(
             f.slope, f.slope_err, f.offset, f.offset_err, method="cells", detail=f"{cells}; I0 {self.i0}",
             r2=f.r2, mse=f.mse,
@@ -94,6 +95,7 @@ class CellCalibration:
                 {
                     "ppmm": c.ppmm, "column": c.column, "column_err": c.column_err, "aa": c.aa, "aa_err": c.aa_err,
                     "tau_a": c.tau_a, "tau_b": c.tau_b, "n_a": c.n_a, "n_b": c.n_b, "time": c.time.isoformat(),
+                    "label": c.label or f"{c.ppmm}ppmm",
                 }
                 for c in self.cells
             ],
@@ -162,12 +164,15 @@ def cell_calibration(
     region: str = "whole",
     column_rel_err: float = CELL_COLUMN_REL_ERR,
     column_abs_err_ppmm: float = CELL_COLUMN_ABS_ERR_PPMM,
+    columns: Mapping[str, tuple[float, float]] | None = None,
     reader=read_image,
 ) -> CellCalibration:
-    """Fit S = slope · AA + offset to the gas cells (see the module doc)."""
+    """Fit S = slope · AA + offset to the gas cells (see the module doc). `columns`: column and error (molecules/cm²)
+    of cells named by an id instead of `<N>ppmm` (processing.cell_columns)."""
     cells = list(cells)
+    columns = dict(columns or {})
     for f in cells:
-        if cell_ppmm(f.name.kind) is None:
+        if cell_ppmm(f.name.kind) is None and f.name.kind not in columns:
             raise ProcessingError(f"{f.path.name} is a {f.name.kind} image, not a gas-cell image")
     groups = _mean_intensities(cells, darks, region, reader)
     clear = _mean_intensities(clears, darks, region, reader)
@@ -186,9 +191,17 @@ def cell_calibration(
     i0 = {b: float(np.mean(groups[(i0_key, b)][0])) for b in "AB"}
     i0_err = {b: _log_scatter(np.asarray(groups[(i0_key, b)][0])) for b in "AB"}
     measurements = []
-    kinds = sorted({k for k, _ in groups if k != i0_key and cell_ppmm(k) is not None}, key=cell_ppmm)
+
+    def column_of(kind: str) -> tuple[float, float]:
+        if kind in columns:
+            return columns[kind]
+        col = cell_ppmm(kind) * ppmm_factor
+        return col, float(np.hypot(column_rel_err * col, column_abs_err_ppmm * ppmm_factor))
+
+    kinds = sorted({k for k, _ in groups if k != i0_key and k not in ("Clear",)}, key=lambda k: column_of(k)[0])
     for kind in kinds:
-        ppmm = cell_ppmm(kind)
+        column, column_err = column_of(kind)
+        ppmm = int(round(column / ppmm_factor))
         if (kind, "A") not in groups or (kind, "B") not in groups:
             log.warning("cell_band_missing", ppmm=ppmm)
             continue
@@ -200,14 +213,13 @@ def cell_calibration(
             taus.append(float(np.log(i0[band] / vals.mean())))
             errs.append(float(np.hypot(_log_scatter(vals), i0_err[band])))
             counts.append(int(vals.size))
-        column = ppmm * ppmm_factor
-        column_err = float(np.hypot(column_rel_err * column, column_abs_err_ppmm * ppmm_factor))
         time = min(groups[(kind, "A")][1])
         measurements.append(
             CellMeasurement(
-                ppmm, column, column_err, taus[0] - taus[1], float(np.hypot(*errs)), taus[0], taus[1], *counts, time
+                ppmm, column, column_err, taus[0] - taus[1], float(np.hypot(*errs)), taus[0], taus[1], *counts, time,
+                "" if kind in (f"{ppmm}ppmm",) else kind,
             )
-        )
+        )  # fmt: skip
     if len(measurements) < 2:
         raise ProcessingError(f"cell calibration needs at least 2 cells with both bands, got {len(measurements)}")
     aa = np.array([m.aa for m in measurements])
@@ -239,8 +251,9 @@ PYPLIS_CELL_FILE = "cell_calibration_pyplis.fts"
 def cell_calibration_from_scan(cfg: Config, scan: FolderScan, out: Path | None = None) -> Calibration | None:
     """The pipeline's hook: a `Calibration` from the scan's cells, None when unusable (logged). With `out`, the
     cell data is saved there in pyplis's format too (`PYPLIS_CELL_FILE`)."""
+    columns = {cid: (col, err) for cid, col, err in cfg.processing.cell_columns}
     try:
-        cal = _scan_cells(scan, cfg.processing.ppmm_to_molecules_cm2)
+        cal = _scan_cells(scan, cfg.processing.ppmm_to_molecules_cm2, columns=columns)
     except ProcessingError as e:
         log.warning("cell_calibration_failed", error=str(e))
         return None

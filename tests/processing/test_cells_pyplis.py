@@ -84,3 +84,52 @@ def test_pyplis_loads_the_saved_cell_calibration(cal1_dir, tmp_path):
     np.testing.assert_allclose(loaded.tau_vec, [c.aa for c in ours.cells])
     slope, offset = loaded.fit_calib_data()
     assert slope == pytest.approx(ours.fit.slope, rel=1e-6) and offset == pytest.approx(ours.fit.offset, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_cell_window_finds_the_cells_pyplis_finds(repo_root):
+    """pyplis's Etna cell sequence: our search of processing.cell_window assigns the same frames to the same cells
+    as pyplis's CellCalibEngine, and the cells' AA and the fitted line agree with pyplis's."""
+    from datetime import datetime
+
+    from controller.config import load_config
+    from processing.calibration.cells import cell_calibration_from_scan
+    from processing.calibration.cellsearch import assign_cell_window
+    from processing.images import scan_folder
+
+    src = Path(pyplis.__file__).parent / "data" / "testdata_minimal" / "images"
+    cfg = load_config(repo_root / "conf" / "pyplis-testdata.toml")
+    columns = {cid: (col, err) for cid, col, err in cfg.processing.cell_columns}
+    cam = pyplis.Camera(
+        cam_id="ecII", filter_list=[pyplis.Filter(type="on", acronym="F01"), pyplis.Filter(type="off", acronym="F02")]
+    )
+    setup = pyplis.MeasSetup(
+        str(src), datetime(2015, 9, 16, 6, 59), datetime(2015, 9, 16, 7, 3), camera=cam,
+        cell_info_dict={k: list(v) for k, v in columns.items()}, auto_topo_access=False,
+    )  # fmt: skip
+    engine = pyplis.CellCalibEngine(setup)
+    engine.find_and_assign_cells_all_filter_lists()
+    scan = scan_folder(src)
+    assign_cell_window(scan, cfg.processing)
+    for band, filter_id in (("A", "on"), ("B", "off")):
+        for cell_id, lst in engine.cell_lists[filter_id].items():
+            ours = sorted(f.path.name for f in scan.cells if f.name.kind == cell_id and f.name.band == band)
+            assert ours == sorted(Path(p).name for p in lst.files), (band, cell_id)
+    cal = cell_calibration_from_scan(cfg, scan)
+    assert cal is not None and cal.method == "cells"
+    engine.prep_tau_stacks()
+    stack = engine.tau_stacks["aa"]
+    pyplis_aa = {cid: float(stack.stack[i].mean()) for i, cid in enumerate(engine.cell_lists["on"])}
+    by_label = {part.split(" AA ")[0]: float(part.split(" AA ")[1]) for part in cal.detail.split(";")[0].split(", ")}
+    for cid, aa in pyplis_aa.items():
+        assert by_label[cid] == pytest.approx(aa, abs=0.02), cid
+    ids = sorted(pyplis_aa)
+    ref = pyplis.CellCalibData(
+        tau_vec=np.array([pyplis_aa[i] for i in ids]), cd_vec=np.array([columns[i][0] for i in ids]),
+        cd_vec_err=np.array([columns[i][1] for i in ids]),
+    )  # fmt: skip
+    slope, offset = ref.fit_calib_data()
+    # pyplis scales its clear-sky frame to each cell's time (a polynomial of the clear frames' means over time),
+    # we take the clear frames' mean: the AA differ by up to 0.011, the slopes by ~7 %
+    assert cal.slope == pytest.approx(slope, rel=0.1)
+    assert abs(cal.offset - offset) < 0.05 * max(columns[i][0] for i in ids)
