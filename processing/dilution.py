@@ -225,11 +225,14 @@ class DilutionCorrection:
         """Both bands' optical depths corrected on the plume pixels (uncorrected AA above `aa_min`)."""
         if "A" not in self.fits or "B" not in self.fits:
             raise ProcessingError("light dilution: fit both bands before correcting")
-        mask = (tau_a - tau_b) > self.aa_min
-        return (
-            correct_tau(tau_a, self.fits["A"].transmission(plume_distance_m), mask),
-            correct_tau(tau_b, self.fits["B"].transmission(plume_distance_m), mask),
-        )
+        idx = np.nonzero((tau_a - tau_b) > self.aa_min)  # only the plume pixels are computed (speed)
+        dist = plume_distance_m[idx] if np.ndim(plume_distance_m) else plume_distance_m
+        out = []
+        for band, tau in (("A", tau_a), ("B", tau_b)):
+            corrected = tau.copy()
+            corrected[idx] = correct_tau(tau[idx], self.fits[band].transmission(dist))
+            out.append(corrected)
+        return out[0], out[1]
 
     def state(self) -> dict:
         return {

@@ -162,6 +162,7 @@ class PairProcessor:
             for line in self.lines
         }
         self._dx = [profile(line, self.geometry.col_dist_m) for line in self.lines]
+        self.flow.region_lines = self.lines  # optical flow only around the lines (processing.flow)
         self.dilution = DilutionCorrection.from_config(self.cfg, shape)
 
     def dilution_state(self) -> dict:
@@ -213,7 +214,7 @@ class PairProcessor:
         if self.geometry is None or self.geometry.shape != aa.shape:
             self._init_shape(aa.shape)
         if self.last_time is not None and (time - self.last_time).total_seconds() > MAX_FLOW_GAP_S:
-            self.flow = FlowVelocity(self.cfg.processing.flow_pyrlevel)
+            self.flow = FlowVelocity(self.cfg.processing.flow_pyrlevel, self.lines)
         self.last_time = time
         self.flow.update(aa, time)
         cal = calibration or self.setup.calibration
