@@ -22,6 +22,7 @@ from datetime import datetime
 import cv2
 import numpy as np
 from pyplis import Img, LineOnImage, OptflowFarneback
+from pyplis.helpers import bytescale
 from pyplis.optimisation import MultiGaussFit
 from pyplis.plumespeed import get_veff
 from scipy.ndimage import gaussian_filter
@@ -162,13 +163,13 @@ class FlowVelocity:
         self._region: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None
 
     def region(self, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
-        """(y0, y1, x0, x1) at the flow level: the lines' rotated ROIs plus a margin of twice Farneback's window
-        (the flow inside is then that of the whole image to well within its own noise; tests compare)."""
+        """(y0, y1, x0, x1) at the flow level: the lines' rotated ROIs plus a margin of Farneback's window (the
+        flow inside is then that of the whole image to within its own noise; tests compare)."""
         if not self.region_lines:
             return None
         if self._region is None or self._region[0] != shape:
             corners = np.vstack([np.asarray(self._line_at_level(ln).rect_roi_rot) for ln in self.region_lines])
-            m = 2 * int(self.engine.settings._flow_algo["winsize"])
+            m = int(self.engine.settings._flow_algo["winsize"])
             h, w = shape
             x0, y0 = np.floor(corners.min(axis=0)).astype(int) - m
             x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + m
@@ -187,13 +188,15 @@ class FlowVelocity:
             return False
         s = self.engine.settings
         s.i_min, s.i_max = contrast_range(prev.img)
-        self.engine.set_images(prev, img)
         box = self.region(img.img.shape)
         if box is None:
+            self.engine.set_images(prev, img)
             self.engine.calc_flow()
         else:
+            # pyplis's set_images byte-scales both whole images: only the region is needed
+            self.engine.images_input["this"], self.engine.images_input["next"] = prev, img
             y0, y1, x0, x1 = box
-            this, nxt = (self.engine.images_prep[k][y0:y1, x0:x1] for k in ("this", "next"))
+            this, nxt = (bytescale(im.img[y0:y1, x0:x1], cmin=s.i_min, cmax=s.i_max) for im in (prev, img))
             flow = np.zeros((*img.img.shape, 2), dtype=np.float32)
             flow[y0:y1, x0:x1] = cv2.calcOpticalFlowFarneback(
                 this, nxt, None, flags=cv2.OPTFLOW_FARNEBACK_GAUSSIAN, **self.engine.settings._flow_algo

@@ -169,21 +169,22 @@ class PairProcessor:
         """Light-dilution correction state for the outputs (coefficients of the latest fit per band)."""
         return self.dilution.state() if self.dilution is not None else dict(NOT_CORRECTED)
 
-    def _correct_dilution(
+    def _corrected_aa(
         self, time: datetime, intensity: dict[str, np.ndarray], tau_a: np.ndarray, tau_b: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """processing.dilution: ε per band fitted on this pair's terrain, then both optical depths corrected."""
+    ) -> np.ndarray:
+        """processing.dilution: ε per band fitted on this pair's terrain (B sampled through the registration), then
+        AA from both optical depths corrected."""
         d = self.dilution
         try:
             d.fit("A", intensity["A"])
-            d.fit("B", self.setup.registration.apply(intensity["B"]))
+            d.fit("B", intensity["B"], self.setup.registration.matrix)
         except ProcessingError as e:
             log.warning("dilution_fit_failed", time=str(time), error=str(e))
-            return tau_a, tau_b
+            return tau_a - tau_b
         if len(self._ext) > 256:  # pairs whose AA never reached process_aa
             self._ext.clear()
         self._ext[time] = (d.fits["A"].ext, d.fits["B"].ext)
-        return d.correct(tau_a, tau_b, self.geometry.plume_distances())
+        return d.correct_aa(tau_a, tau_b, self.geometry.plume_distances())
 
     def aa_image(self, pair: ImagePair) -> tuple[np.ndarray, str]:
         """Apparent absorbance (float64) of a pair, on camera A's grid."""
@@ -200,7 +201,7 @@ class PairProcessor:
         if DilutionCorrection.configured(self.cfg.processing):  # needs the plume distances: the geometry first
             if self.geometry is None or self.geometry.shape != tau_a.shape:
                 self._init_shape(tau_a.shape)
-            tau_a, tau_b = self._correct_dilution(pair.time, intensity, tau_a, tau_b)
+            return self._corrected_aa(pair.time, intensity, tau_a, tau_b), " ".join(dark_desc)
         return tau_a - tau_b, " ".join(dark_desc)
 
     def process(self, pair: ImagePair, calibration: Calibration | None = None) -> PairResult:

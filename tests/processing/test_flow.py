@@ -182,7 +182,7 @@ def _villarrica_flows(repo_root, shared_data) -> list:
 
 def test_histogram_analysis_replacement_matches_pyplis_multigauss(sim_aa: tuple, repo_root, shared_data) -> None:
     """processing.flowhist (no multi-Gauss fit) against pyplis's local_flow_params on the same flow fields: the
-    main direction within 3° (Villarrica: 4°), the displacement length within 2 % (5 %), and on the real plume the
+    main direction within 3° (Villarrica, whole ROIs with clear sky in them: 5°), the displacement length within 2 % (5 %), and on the real plume the
     direction's spread within 50 % (median within 20 %; on the sim's uniform drift pyplis's 10° bins cannot resolve it: ours is
     narrower, never wider)."""
     from processing.flowhist import local_flow_params
@@ -203,7 +203,8 @@ def test_histogram_analysis_replacement_matches_pyplis_multigauss(sim_aa: tuple,
             if not np.isfinite(theirs["_dir_mu"]):
                 continue
             compared[where] += 1
-            assert abs(ours["_dir_mu"] - theirs["_dir_mu"]) < (3.0 if where == "sim" else 4.0), where
+            tol = 3.0 if where == "sim" else 5.0
+            assert abs(ours["_dir_mu"] - theirs["_dir_mu"]) < tol, where
             # the lengths are taken within μ ± 2σ: a σ a few degrees different moves the mean length a little
             assert ours["_len_mu_norm"] == pytest.approx(theirs["_len_mu_norm"], rel=0.02 if where == "sim" else 0.05)
             if where == "sim":
