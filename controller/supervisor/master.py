@@ -52,6 +52,8 @@ class MasterSupervisor(Supervisor):
         self.day_ledger: Any = None
         self._last_ext_fault = 0.0
         self.last_dark_day: str | None = None
+        self.web: Any = None  # controller.web.service.WebService when [web] is enabled
+        self.delivery: Any = None  # controller.delivery.DeliveryService when [delivery] is enabled
         with contextlib.suppress(OSError):
             self.last_dark_day = (self.state_dir / DARKS_FILE).read_text().strip() or None
 
@@ -84,6 +86,7 @@ class MasterSupervisor(Supervisor):
         self.link.on_request("announce", self._announce_request)
         await self.link.start()
         await self._start_ext()
+        await self._start_web_and_delivery()
         self._start_worker()
         self._start_disk_policy()
         await self._start_power()
@@ -115,6 +118,34 @@ class MasterSupervisor(Supervisor):
             self.log.error("ext_port_unavailable", error=str(e))
             self.note_fault("ext_port_unavailable", {"error": str(e)})
             self.ext_server = None
+
+    async def _start_web_and_delivery(self) -> None:
+        """The status page and the delivery to the observatory (controller/web, controller/delivery), when enabled;
+        a station that cannot start them acquires anyway (fault noted, status says so)."""
+        if self.cfg.web.enabled:
+            from controller.web.service import WebService
+
+            self.web = WebService(self.cfg, self.collect_status, self.processing_out_dir(), self._today)
+        if self.cfg.delivery.enabled:
+            from controller.delivery import make_delivery
+
+            self.delivery = make_delivery(self.cfg, self.processing_out_dir())
+        for name in ("web", "delivery"):
+            service = getattr(self, name)
+            if service is None:
+                continue
+            try:
+                await service.start()
+            except OSError as e:
+                self.log.error(f"{name}_unavailable", error=str(e))
+                self.note_fault(f"{name}_unavailable", {"error": str(e)})
+                setattr(self, name, None)
+
+    async def _stop_web_and_delivery(self) -> None:
+        for name in ("web", "delivery"):
+            service, _ = getattr(self, name), setattr(self, name, None)
+            if service is not None:
+                await service.stop()
 
     def _start_worker(self) -> None:
         cfg = self.cfg
@@ -448,6 +479,7 @@ class MasterSupervisor(Supervisor):
             [
                 ("worker", self._stop_worker),
                 ("ext_port", self._stop_ext),
+                ("web_delivery", self._stop_web_and_delivery),
                 ("link", self.stop_link),
                 ("devices", self.close_devices),
                 ("power_lines", self._close_lines),
@@ -493,6 +525,9 @@ class MasterSupervisor(Supervisor):
             "stored_from_slave": self.stored_from_slave,
             "duplicates_from_slave": self.duplicates_from_slave,
             "data_root": str(self.cfg.storage.data_root),
+            "worker_pairs": self.worker_pairs,
+            "web": self.web.status() if self.web is not None else None,
+            "delivery": self.delivery.status() if self.delivery is not None else None,
         }
 
 
