@@ -310,7 +310,7 @@ class ProcessingConfig:
 class WebConfig:
     enabled: bool = field(default=False, metadata={"doc": "master: serve the read-only status and results page"})
     bind: str = field(default="0.0.0.0", metadata={"doc": "address the page binds (access: network.allowed_networks)"})
-    port: int = field(default=8080, metadata=_range(1, 65535))
+    port: int = field(default=8080, metadata=_range(0, 65535, "0: any free port (tests)"))
     thumbnail_px: int = field(default=320, metadata=_range(32, 2048, "longest side of the image thumbnails"))
 
 
