@@ -99,13 +99,21 @@ class DeliveryService:
         self._set_state("idle", "started")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="delivery")
 
-    async def stop(self) -> None:
+    async def stop(self, final_push: bool = True) -> None:
+        """Stop; unless the uplink is failing, first one last push of what was written since the last scan (the
+        process phase's products, the final status), bounded by twice `timeout_s`."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
         await self._kill_rsync()
+        if final_push and self._queue is not None and self.failures == 0:
+            try:
+                await asyncio.wait_for(self._push_all(), 2 * self.cfg.timeout_s)
+            except TimeoutError:
+                await self._kill_rsync()
+                self._log.warning("delivery_final_push_timeout", timeout_s=2 * self.cfg.timeout_s)
         if self._queue is not None:
             await self._call(self._queue.close)
             self._queue = None
@@ -148,17 +156,32 @@ class DeliveryService:
 
     async def _run(self) -> None:
         while True:
-            queued = await self._call(self._scan)
-            if queued:
-                self._log.info("delivery_queued", files=queued)
-            batch = await self._call(self._queue.pending, self.cfg.batch_files)
-            if not batch:
+            result = await self._push_once()
+            if result is None:
                 self._set_state("idle", "queue empty")
-                self._backlog = await self._call(self._queue.backlog)
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.cfg.scan_interval_s)
-                continue
+            elif not result:
+                delay = backoff_s(self.failures, self.cfg.retry_initial_s, self.cfg.retry_max_s)
+                self.next_retry_at = self._now() + delay
+                self._set_state("backoff", self.last_error or "failed")
+                self._log.warning("delivery_failed", error=self.last_error, failures=self.failures, retry_in_s=delay)
+                await asyncio.sleep(delay)
+
+    async def _push_all(self) -> None:
+        while await self._push_once():
+            pass
+
+    async def _push_once(self) -> bool | None:
+        """Scan, then send one batch: None when there was nothing to send, else whether it went through."""
+        queued = await self._call(self._scan)
+        if queued:
+            self._log.info("delivery_queued", files=queued)
+        batch = await self._call(self._queue.pending, self.cfg.batch_files)
+        try:
+            if not batch:
+                return None
             self._set_state("sending", f"{len(batch)} files")
             error = await self._send(batch)
             if error is None:
@@ -168,16 +191,12 @@ class DeliveryService:
                 await self._call(self._queue.mark_delivered, batch, now)
                 self.failures, self.next_retry_at, self.last_error = 0, None, None
                 self._log.info("delivered", files=len(batch), lag_s=self.last_lag_s)
-            else:
-                await self._call(self._queue.mark_failed, batch)
-                self.failures += 1
-                self.last_error = error
-                delay = backoff_s(self.failures, self.cfg.retry_initial_s, self.cfg.retry_max_s)
-                self.next_retry_at = self._now() + delay
-                self._set_state("backoff", error)
-                self._log.warning("delivery_failed", error=error, failures=self.failures, retry_in_s=delay)
-                self._backlog = await self._call(self._queue.backlog)
-                await asyncio.sleep(delay)
+                return True
+            await self._call(self._queue.mark_failed, batch)
+            self.failures += 1
+            self.last_error = error
+            return False
+        finally:
             self._backlog = await self._call(self._queue.backlog)
 
     def _scan(self) -> int:

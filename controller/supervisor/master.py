@@ -142,8 +142,7 @@ class MasterSupervisor(Supervisor):
                 setattr(self, name, None)
 
     async def _stop_web_and_delivery(self) -> None:
-        for name in ("web", "delivery"):
-            service, _ = getattr(self, name), setattr(self, name, None)
+        for service in (self.web, self.delivery):  # kept: the final status shows what they did
             if service is not None:
                 await service.stop()
 
