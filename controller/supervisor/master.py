@@ -189,6 +189,8 @@ class MasterSupervisor(Supervisor):
         kind = event[0] if event else None
         if kind == "pair":
             self.worker_pairs += 1
+            if self.delivery is not None:
+                self.delivery.notify()  # new results: pushed now, not at the next scan
         elif kind == "backlog":
             self.worker_machine.fire("behind", reason=f"{event[1]} pairs to process")
         elif kind == "idle":
