@@ -71,7 +71,7 @@ def test_results_and_status_reach_the_observatory_and_stay_local(tmp_path, netns
                     fh.write("2024-03-01 11:00:00,0.3\n")
                 svc.notify()
                 await _wait(
-                    lambda: svc.status()["delivered_files"] == 4 and svc.status()["backlog_files"] == 0,
+                    lambda: svc.status()["delivered_files"] == 4 and svc.status()["state"] == "idle",
                     60, "the new and the changed file delivered",
                 )  # fmt: skip
                 return svc.status()
@@ -120,7 +120,8 @@ def test_uplink_cut_mid_transfer_resumes_and_the_file_arrives_whole(tmp_path, ne
                 if netns:  # the server's rsync timed out and kept what it had (the next run resumes from it)
                     await _wait(partial.exists, 120, "the partial file kept on the server")
                 obs.restore()
-                await _wait(lambda: svc.status()["backlog_files"] == 0, 180, "the queue drained")
+                await _wait(lambda: svc.status()["backlog_files"] == 0 and svc.status()["state"] == "idle", 180,
+                            "the queue drained")  # fmt: skip
                 return cut_status, svc.status()
             finally:
                 await svc.stop()
