@@ -88,6 +88,42 @@ function render(s) {
     missing.textContent = "No emission-rate plot for " + s.today + " yet (the processing worker writes it during the day).";
   }
 }
+const SVG = "http://www.w3.org/2000/svg";
+function parseUtc(t) {
+  // "YYYY-MM-DD HH:MM:SS" (UTC, the original's format) or ISO 8601 with its offset.
+  const iso = String(t).replace(" ", "T");
+  return Date.parse(/(Z|[+-]\d\d:\d\d)$/.test(iso) ? iso : iso + "Z");
+}
+function sparkline(id, points, unit) {
+  // A small line chart of [time text, value] points (the day's series), drawn as SVG.
+  const box = document.getElementById(id);
+  box.replaceChildren();
+  const pts = points.map(([t, v]) => [parseUtc(t), v])
+    .filter(([t, v]) => typeof v === "number" && !Number.isNaN(t));
+  if (pts.length < 2) return;
+  const w = 600, h = 120, pad = 4;
+  const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(0, ...ys), y1 = Math.max(...ys);
+  const sx = (x) => pad + (w - 2 * pad) * (x - x0) / Math.max(x1 - x0, 1);
+  const sy = (y) => h - pad - (h - 2 * pad) * (y - y0) / Math.max(y1 - y0, 1e-12);
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+  svg.setAttribute("width", String(w));
+  svg.setAttribute("height", String(h));
+  const line = document.createElementNS(SVG, "polyline");
+  line.setAttribute("points", pts.map(([x, y]) => sx(x).toFixed(1) + "," + sy(y).toFixed(1)).join(" "));
+  line.setAttribute("fill", "none");
+  line.setAttribute("stroke", "#2a6fb0");
+  svg.appendChild(line);
+  const label = document.createElementNS(SVG, "text");
+  label.setAttribute("x", "8");
+  label.setAttribute("y", "14");
+  label.setAttribute("font-size", "11");
+  label.textContent = fmt(y1, 3) + " " + unit + " max; " + new Date(x0).toISOString().slice(11, 16) + "–" +
+    new Date(x1).toISOString().slice(11, 16) + " UTC";
+  svg.appendChild(label);
+  box.appendChild(svg);
+}
 function renderResults(r) {
   const series = Object.entries(r.emissions || {});
   const now = series.map(([name, rows]) => {
@@ -95,10 +131,13 @@ function renderResults(r) {
     return name + ": " + fmt(last["flux_(kg/s)"], 3) + " kg/s at " + fmt(last.datetime);
   });
   text("emission-now", now.length ? now.join("; ") : "No emission rates for " + r.day + " yet.");
+  const first = series.length ? series[0] : null;
+  sparkline("emission-chart", first ? first[1].map((x) => [x.datetime, x["flux_(kg/s)"]]) : [], "kg/s");
   const sum = r.summary;
   rows("summary", sum ? Object.entries(sum).filter(([k]) => k !== "file").slice(0, 20).map(([k, v]) => [k, fmt(v)])
     : [["daily summary", "not written yet"]]);
   const doas = r.doas || [];
+  sparkline("doas-chart", doas.map((x) => [x.Time, x["Column density"]]), "ppm·m");
   if (doas.length) {
     const last = doas[doas.length - 1];
     const cds = doas.map((x) => x["Column density"]).filter((x) => typeof x === "number");

@@ -45,6 +45,31 @@ def test_console_check_sees_a_script_error(tmp_path):
     assert any("notDefined" in m for m in console_messages(r.stderr))
 
 
+def _todays_products(processed: Path) -> str:
+    """Today's emission CSV, DOAS CSV and plot as the worker writes them (the master below runs no worker)."""
+    from datetime import UTC, datetime, timedelta
+
+    import cv2
+    import numpy as np
+
+    from processing.doas import DOAS_CSV_COLUMNS
+    from processing.outputs import EMISSION_COLUMNS, CsvSeries, emission_csv_name
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    day = now.strftime("%Y-%m-%d")
+    start = now.replace(hour=0, minute=0, second=0) if now.hour == 0 else now - timedelta(hours=1)
+    flux = CsvSeries(processed / emission_csv_name("0", "flow"), EMISSION_COLUMNS)
+    doas = CsvSeries(processed / "doas_results.csv", DOAS_CSV_COLUMNS)
+    for i in range(12):
+        t = (start + timedelta(minutes=5 * i)).strftime("%Y-%m-%d %H:%M:%S")
+        flux.append([t, 0.3 + 0.02 * i, 0.05, 5.0, 0.5, 1.0, 1.0, 0.1, "doas"])
+        doas.append([t, 100.0 + 10 * i, 5.0, 0.0])
+    plot = np.full((200, 400, 3), 255, np.uint8)
+    cv2.putText(plot, f"plot {day}", (20, 100), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
+    cv2.imwrite(str(processed / f"plot_{day}.png"), plot)
+    return day
+
+
 def test_status_page_in_chromium_shows_the_station_state_without_console_errors(tmp_path, sim_master):
     master = sim_master()
     status = master.wait(
@@ -62,6 +87,15 @@ def test_status_page_in_chromium_shows_the_station_state_without_console_errors(
     assert 'id="img-A"' in r.stdout and "img/A.png" in r.stdout  # the thumbnail is wired in
     assert re.search(r"<td>acquisition.A</td><td>\w+</td>", r.stdout), "machines table not filled"
     assert "No emission-rate plot for" in r.stdout  # processing off: the fallback message, not a broken image
+    assert console_messages(r.stderr) == []
+
+    # With today's products (as the worker writes them): the plot, the latest rate, both series drawn.
+    day = _todays_products(tmp_path / "processed")
+    r = chromium(tmp_path, "--dump-dom", master.url)
+    assert f"plot.png?day={day}" in r.stdout and "No emission-rate plot" not in r.stdout
+    assert "emission_rates_line0_flow: 0.520 kg/s" in r.stdout
+    assert r.stdout.count("<polyline") == 2, "the emission and DOAS series are not drawn"
+    assert "12 spectra today; latest 210.0" in r.stdout
     assert console_messages(r.stderr) == []
 
     ARTIFACTS.mkdir(exist_ok=True)
