@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 from controller.storage.atomic import TEMP_PREFIX
 from controller.storage.names import ImageName, parse_name
 
+DAY_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_ROWS = 5000  # rows of one day's series returned by the API (a 1 s station day thinned to this)
 
 
@@ -185,19 +187,27 @@ EMISSION_FIELDS = ("datetime", "flux_(kg/s)", "flux_err", "velo_eff_(m/s)", "cal
 DOAS_FIELDS = ("Time", "Column density", "CD error", "LDF")
 
 
+def _day_files(processed: Path, pattern: str, day: str) -> list[Path]:
+    """The CSVs of `day`: its own folder's (the worker's daily products, `daily/YYYY-MM-DD/`) when there are any,
+    else the running CSVs outside any day folder (rows filtered by time)."""
+    files = _files(Path(processed), pattern)
+    own = [p for p in files if p.parent.name == day]
+    return own or [p for p in files if not DAY_NAME.match(p.parent.name)]
+
+
 def emissions(processed: Path, day: str) -> dict:
     """Per emission-rate CSV (PCS line and velocity method): the day's rows (time, kg/s, error, speed)."""
     out = {}
-    for path in _files(Path(processed), "emission_rates*.csv"):
+    for path in _day_files(processed, "emission_rates*.csv", day):
         rows = _rows(path, day, EMISSION_FIELDS, "datetime")
         if rows:
-            out.setdefault(path.stem.split("_" + day)[0], []).extend(rows)
+            out[path.stem] = rows
     return out
 
 
 def doas_series(processed: Path, day: str) -> list[dict]:
     rows: list[dict] = []
-    for path in _files(Path(processed), "doas_results*.csv"):
+    for path in _day_files(processed, "doas_results*.csv", day):
         rows += _rows(path, day, DOAS_FIELDS, "Time")
     return sorted(rows, key=lambda r: str(r.get("Time")))
 

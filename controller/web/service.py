@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import re
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +30,6 @@ from aiohttp import web
 from controller.logging import get_logger
 from controller.netaccess import AddressFilter
 from controller.web import metrics, results
-
-DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _static(name: str) -> bytes:
@@ -122,7 +119,7 @@ class WebService:
 
     def _day(self, request: web.Request) -> str:
         day = request.query.get("day") or self._today()
-        if not DAY_RE.match(day):
+        if not results.DAY_NAME.match(day):
             raise web.HTTPBadRequest(text=f"day={day!r}: expected YYYY-MM-DD\n")
         return day
 

@@ -164,3 +164,15 @@ def test_thumbnails_of_the_newest_a_b_and_aa(tmp_path):
 def test_no_images_yet_is_a_404_and_none_in_status(tmp_path):
     assert _get(tmp_path, "/img/AA.png")[0] == 404
     assert json.loads(_get(tmp_path, "/api/status")[1])["images"] == {"A": None, "B": None, "AA": None}
+
+
+def test_a_day_folder_of_daily_products_is_read_once_not_beside_the_running_csv(tmp_path):
+    """The worker keeps a running CSV and the day's own copy under daily/YYYY-MM-DD/: rows are not doubled."""
+    processed = tmp_path / "processed"
+    _write_products(processed)
+    _write_products(processed / "daily" / DAY)
+    from controller.web.results import emissions, latest_emissions
+
+    rows = emissions(processed, DAY)
+    assert list(rows) == ["emission_rates_line0_flow"] and len(rows["emission_rates_line0_flow"]) == 2
+    assert latest_emissions(processed, DAY) == {"emission_rates_line0_flow": 0.33}
