@@ -73,6 +73,8 @@ def observatory_lines(s: dict) -> list[str]:
         )
     elif "observatory" in s:
         lines.append("delivered to the observatory: none (no simulated observatory: openssh-server missing?)")
+    if s.get("page_screenshot"):
+        lines.append(f"status page screenshot: {s['page_screenshot']}")
     if "daily_summary" in s:
         daily = s.get("daily_summary")
         lines.append(f"daily summary: {value(daily) if daily else 'none written'}")
@@ -99,8 +101,9 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--size", default="648x486", show_default=True, help="camera frame WIDTHxHEIGHT")
 @click.option("--data-fs-mb", type=int, help="root: the master's data root on a tmpfs of this size (fill_disk)")
 @click.option("--no-observatory", is_flag=True, help="no simulated observatory (sshd) to deliver to")
+@click.option("--screenshot", type=click.Path(dir_okay=False), help="PNG of the status page (headless Chromium)")
 def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed, size, data_fs_mb,
-                no_observatory) -> None:  # fmt: skip
+                no_observatory, screenshot) -> None:  # fmt: skip
     """Run a master and a slave supervisor (separate processes) through a compressed station day."""
     from controller.logging import configure_logging
     from controller.sim.station import StationRun, run_station
@@ -110,6 +113,7 @@ def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed,
         hours=hours, out=Path(out), real_budget_s=budget, netns=netns, faults=[_parse_fault(f) for f in faults],
         processing=not no_processing, seed=seed, image_size=_size(size), data_fs_mb=data_fs_mb,
         observatory=not no_observatory, progress=lambda line: click.echo(line, err=True),
+        screenshot=Path(screenshot) if screenshot else None,
     )  # fmt: skip
     try:
         summary = run_station(run)

@@ -100,3 +100,47 @@ def web_and_delivery_config(mcfg: dict, observatory, host: str, web_port: int, o
         mcfg["delivery"] = observatory.delivery_config(
             scan_interval_s=2.0, retry_initial_s=1.0, retry_max_s=10.0, timeout_s=10.0, log_dir=str(out / "logs")
         )
+
+
+CHROMIUM_FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+    "--virtual-time-budget=8000", "--window-size=1280,1900",
+)  # fmt: skip
+
+
+async def screenshot_page(url: str, path: Path, at_real: float, netns: str | None) -> str | None:
+    """At real time `at_real`, a screenshot of the status page with headless Chromium (in the master's namespace
+    when it runs in one); the file's path, or None (no chromium, or it failed: logged)."""
+    import shutil
+    import tempfile
+    import time
+
+    from controller.logging import get_logger
+
+    log = get_logger("sim.station")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        log.warning("sim_screenshot_skipped", why="chromium not installed")
+        return None
+    await asyncio.sleep(max(0.0, at_real - time.time()))
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pycam-chromium-") as profile:
+        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={path}", url]
+        if netns:
+            cmd = ["ip", "netns", "exec", netns, *cmd]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), 120)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            err = b"timed out"
+    if not path.is_file():
+        log.warning("sim_screenshot_failed", url=url, error=err.decode(errors="replace")[-300:])
+        return None
+    log.info("sim_screenshot", path=str(path))
+    return str(path)

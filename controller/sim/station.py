@@ -41,6 +41,7 @@ from controller.sim.host import (
 from controller.sim.observe import (
     observatory_summary,
     report_progress,
+    screenshot_page,
     start_observatory,
     web_and_delivery_config,
 )
@@ -118,6 +119,7 @@ class StationRun:
     spectrometer: bool = True
     observatory: bool = True  # a simulated observatory (real sshd) the master delivers to; page on in [web]
     progress: Callable[[str], None] | None = None  # gets a progress line every few seconds while it runs
+    screenshot: Path | None = None  # a screenshot of the status page (headless Chromium) at 3/4 of the window
 
 
 def _toml_value(v) -> str:
@@ -284,6 +286,11 @@ async def _run_async(run: StationRun) -> dict:
     fault_log: list[dict] = []
     monitor = ProcessMonitor({"master": master, "slave": slave})
     sampler = asyncio.ensure_future(monitor.run())
+    shot = None
+    if run.screenshot is not None:
+        at = window_real + 0.75 * run.real_budget_s
+        url = f"http://{mcfg['web']['bind']}:{mcfg['web']['port']}/"
+        shot = asyncio.ensure_future(screenshot_page(url, run.screenshot, at, station_ns))
     progress = None
     if run.progress is not None:
         progress = asyncio.ensure_future(report_progress(out / "master" / "state", processed, run.progress))
@@ -300,6 +307,12 @@ async def _run_async(run: StationRun) -> dict:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
+        screenshot = None
+        if shot is not None:
+            if not shot.done():
+                shot.cancel()  # the station ended before its time
+            with contextlib.suppress(asyncio.CancelledError):
+                screenshot = await shot
         if progress is not None:
             progress.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -323,6 +336,7 @@ async def _run_async(run: StationRun) -> dict:
             unmount_keep_copy(data_fs)
     summary["data_fs_mb"] = run.data_fs_mb if data_fs is not None else None
     summary.update(observatory_summary(out / "master" / "state", processed, observatory, f"{DAY:%Y-%m-%d}"))
+    summary["page_screenshot"] = screenshot
     summary.update(
         real_seconds=round(elapsed, 1), time_scale=round(scale, 2), network="netns" if use_netns else "loopback",
         sim_hours=run.hours, period_s=run.period_s, finished_cleanly=done,

@@ -120,31 +120,14 @@ class MasterSupervisor(Supervisor):
             self.ext_server = None
 
     async def _start_web_and_delivery(self) -> None:
-        """The status page and the delivery to the observatory (controller/web, controller/delivery), when enabled;
-        a station that cannot start them acquires anyway (fault noted, status says so)."""
-        if self.cfg.web.enabled:
-            from controller.web.service import WebService
+        from controller.web.outward import start_outward
 
-            self.web = WebService(self.cfg, self.collect_status, self.processing_out_dir(), self._today)
-        if self.cfg.delivery.enabled:
-            from controller.delivery import make_delivery
-
-            self.delivery = make_delivery(self.cfg, self.processing_out_dir())
-        for name in ("web", "delivery"):
-            service = getattr(self, name)
-            if service is None:
-                continue
-            try:
-                await service.start()
-            except OSError as e:
-                self.log.error(f"{name}_unavailable", error=str(e))
-                self.note_fault(f"{name}_unavailable", {"error": str(e)})
-                setattr(self, name, None)
+        self.web, self.delivery = await start_outward(self)
 
     async def _stop_web_and_delivery(self) -> None:
-        for service in (self.web, self.delivery):  # kept: the final status shows what they did
-            if service is not None:
-                await service.stop()
+        from controller.web.outward import stop_outward
+
+        await stop_outward(self.web, self.delivery)  # kept: the final status shows what they did
 
     def _start_worker(self) -> None:
         cfg = self.cfg

@@ -48,6 +48,7 @@ class WebService:
         self._status_source = status_source
         self.processed_dir = Path(processed_dir)
         self._today = today
+        self._ppmm = cfg.processing.ppmm_to_molecules_cm2
         self._thumbs = results.Thumbnails(cfg.storage.data_root, cfg.web.thumbnail_px)
         self._executor: ThreadPoolExecutor | None = None
         self._runner: web.AppRunner | None = None
@@ -75,8 +76,8 @@ class WebService:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.web_cfg.bind, self.web_cfg.port, reuse_address=True)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # the port actually bound (port 0 in tests)
-        self.port = sockets[0].getsockname()[1] if sockets else self.web_cfg.port
+        addresses = self._runner.addresses  # the port actually bound (port 0: any free one)
+        self.port = addresses[0][1] if addresses else self.web_cfg.port
         self._log.info("web_started", url=self.url)
 
     async def stop(self) -> None:
@@ -148,6 +149,8 @@ class WebService:
     async def _api_emissions(self, request: web.Request) -> web.Response:
         self.requests["api_emissions"] += 1
         data = await self._off_loop(results.results, self.processed_dir, self._day(request))
+        data["doas_unit"] = "molecules/cm²"  # the DOAS CSV's unit (its header states it and the ppm·m factor)
+        data["ppmm_to_molecules_cm2"] = self._ppmm
         return web.Response(text=json.dumps(data, default=str), content_type="application/json")
 
     async def _image(self, request: web.Request) -> web.Response:

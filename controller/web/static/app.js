@@ -10,7 +10,11 @@ function withToken(path, extra) {
 function text(id, value) { document.getElementById(id).textContent = value; }
 function fmt(v, digits) {
   if (v === null || v === undefined) return "–";
-  if (typeof v === "number") return digits === undefined ? String(v) : v.toFixed(digits);
+  if (typeof v === "number") {
+    if (v !== 0 && (Math.abs(v) >= 1e6 || Math.abs(v) < 1e-3)) return v.toExponential(3);
+    if (digits !== undefined) return v.toFixed(digits);
+    return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(4)));
+  }
   if (typeof v === "object") return Object.entries(v).map(([k, x]) => k + "=" + fmt(x)).join(", ");
   return String(v);
 }
@@ -53,7 +57,7 @@ function render(s) {
   rows("health", [
     ["disk", fmt(st.free_mb, 0) + " MB free" + (st.paused ? " — acquisition PAUSED" : ""), st.paused ? "bad" : ""],
     ["clock", clockText(s.clock || {}), (s.clock || {}).offset_ok === false ? "bad" : ""],
-    ["link", fmt(link.state) + (link.connected ? " (connected)" : " (not connected)"), link.connected ? "ok" : "bad"],
+    ["link", link.connected ? fmt(link.state) : fmt(link.state) + " (not connected)", link.connected ? "ok" : "bad"],
     ["temperatures", temps || "none reported"],
     ["voltages", volts || "none reported"],
     ["control port", fmt(s.ext_port)],
@@ -137,13 +141,16 @@ function renderResults(r) {
   rows("summary", sum ? Object.entries(sum).filter(([k]) => k !== "file").slice(0, 20).map(([k, v]) => [k, fmt(v)])
     : [["daily summary", "not written yet"]]);
   const doas = r.doas || [];
-  sparkline("doas-chart", doas.map((x) => [x.Time, x["Column density"]]), "ppm·m");
+  const unit = r.doas_unit || "molecules/cm²", ppmm = r.ppmm_to_molecules_cm2;
+  sparkline("doas-chart", doas.map((x) => [x.Time, x["Column density"]]), unit);
   if (doas.length) {
     const last = doas[doas.length - 1];
     const cds = doas.map((x) => x["Column density"]).filter((x) => typeof x === "number");
-    text("doas", doas.length + " spectra today; latest " + fmt(last["Column density"], 1) + " ± " +
-      fmt(last["CD error"], 1) + " ppm·m at " + fmt(last.Time) + "; range " + fmt(Math.min(...cds), 1) +
-      " to " + fmt(Math.max(...cds), 1) + " ppm·m");
+    const inPpmm = typeof last["Column density"] === "number" && ppmm ? " (" + fmt(last["Column density"] / ppmm, 0) +
+      " ppm·m)" : "";
+    text("doas", doas.length + " spectra today; latest " + fmt(last["Column density"]) + " ± " +
+      fmt(last["CD error"]) + " " + unit + inPpmm + " at " + fmt(last.Time) + "; range " + fmt(Math.min(...cds)) +
+      " to " + fmt(Math.max(...cds)) + " " + unit);
   } else {
     text("doas", "No DOAS columns for " + r.day + " yet.");
   }

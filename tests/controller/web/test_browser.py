@@ -63,7 +63,7 @@ def _todays_products(processed: Path) -> str:
     for i in range(12):
         t = (start + timedelta(minutes=5 * i)).strftime("%Y-%m-%d %H:%M:%S")
         flux.append([t, 0.3 + 0.02 * i, 0.05, 5.0, 0.5, 1.0, 1.0, 0.1, "doas"])
-        doas.append([t, 100.0 + 10 * i, 5.0, 0.0])
+        doas.append([t, 2.504e17 * (1 + i), 1.0e16, 0.0])  # 100 ppm·m steps
     plot = np.full((200, 400, 3), 255, np.uint8)
     cv2.putText(plot, f"plot {day}", (20, 100), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
     cv2.imwrite(str(processed / f"plot_{day}.png"), plot)
@@ -95,7 +95,7 @@ def test_status_page_in_chromium_shows_the_station_state_without_console_errors(
     assert f"plot.png?day={day}" in r.stdout and "No emission-rate plot" not in r.stdout
     assert "emission_rates_line0_flow: 0.520 kg/s" in r.stdout
     assert r.stdout.count("<polyline") == 2, "the emission and DOAS series are not drawn"
-    assert "12 spectra today; latest 210.0" in r.stdout
+    assert "12 spectra today; latest 3.005e+18 ± 1.000e+16 molecules/cm² (1200 ppm·m)" in r.stdout
     assert console_messages(r.stderr) == []
 
     ARTIFACTS.mkdir(exist_ok=True)
