@@ -8,6 +8,7 @@ Cross-field rules (min < max) live in each section's `check()`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -65,12 +66,27 @@ class NetworkConfig:
         default=("127.0.0.0/8", "::1/128", "169.254.0.0/16"),
         metadata={"doc": "networks the slave may connect to the master's link port from"},
     )
-    auth_token: str = field(default="", metadata={"doc": "when set, external clients must send AUTH <token> first"})
+    auth_token: str = field(
+        default="",
+        metadata={"doc": "when set, external clients must send AUTH <token> first (one token, no spaces)"},
+    )
     max_clients: int = field(default=4, metadata=_range(1, 64))
+    handshake_timeout_s: float = field(
+        default=10.0, metadata=_range(0.5, 120, "one deadline for a new client's first message (AUTH with a token)")
+    )
+    idle_timeout_s: float = field(
+        default=600.0, metadata=_range(5, 86_400, "an external client with no complete message this long is dropped")
+    )
     max_message_bytes: int = field(default=4096, metadata=_range(64, 1_048_576))
     heartbeat_s: float = field(default=2.0, metadata=_range(0.05, 60))
     link_timeout_s: float = field(default=6.0, metadata=_range(0.2, 600))
     backoff_max_s: float = field(default=1.0, metadata=_range(0.05, 600))
+    link_key_file: str = field(
+        default="", metadata={"doc": "the link's shared key (0600, same on both Pis); empty: <state_dir>/link.key"}
+    )
+    link_max_file_mb: int = field(
+        default=64, metadata=_range(1, 4096, "largest file the master accepts over the link; larger is refused")
+    )
 
     def check(self, prefix: str) -> None:
         import ipaddress
@@ -83,6 +99,13 @@ class NetworkConfig:
                     raise ConfigError(f"{prefix}.{key}[{i}]", f"{net!r} is not a network ({e})") from e
         if self.link_timeout_s <= self.heartbeat_s:
             raise ConfigError(f"{prefix}.link_timeout_s", "must be greater than heartbeat_s")
+        token = self.auth_token
+        if token and not (
+            token.isascii() and token.isprintable() and len(token.split()) == 1 and token.strip() == token
+        ):
+            raise ConfigError(
+                f"{prefix}.auth_token", "must be one token of printable ASCII without spaces (a client sends it as one)"
+            )
 
 
 @dataclass(frozen=True)
@@ -173,8 +196,13 @@ class CameraConfig:
             raise ConfigError(f"{prefix}.saturation_rows", "must not be 0")
         if self.frame_rate_hz <= 0:
             raise ConfigError(f"{prefix}.frame_rate_hz", "must be in (0, 1.0] Hz")
-        if list(self.shutter_list_us) != sorted(set(self.shutter_list_us)) or self.shutter_list_us[0] < 1:
-            raise ConfigError(f"{prefix}.shutter_list_us", "must be strictly ascending positive µs values")
+        shutters = list(self.shutter_list_us)
+        if not shutters or shutters != sorted(set(shutters)) or shutters[0] < 1:
+            raise ConfigError(f"{prefix}.shutter_list_us", "must be a non-empty, strictly ascending list of µs values")
+
+
+# FRS drives the spectrometer's own slots (every 1/FRS s, a whole number per minute); a file name is to the second.
+MAX_SPECTRUM_RATE_HZ = 1.0
 
 
 @dataclass(frozen=True)
@@ -183,7 +211,9 @@ class SpectrometerConfig:
     integration_ms: int = field(default=100, metadata=_range(1, 10_001, "SSS"))
     auto_integration: bool = field(default=True, metadata={"doc": "ATS"})
     coadd: int = field(default=1, metadata=_range(1, 100, "CAD"))
-    frame_rate_hz: float = field(default=0.25, metadata=_range(0.0, 10.0, "FRS, in (0, 10] Hz"))
+    frame_rate_hz: float = field(
+        default=0.25, metadata=_range(0.0, 10.0, "FRS: spectra per second on their own slots, in (0, 1] Hz")
+    )
     min_saturation: float = field(default=0.7, metadata=_range(0, 0.9, "SNS"))
     max_saturation: float = field(default=0.9, metadata=_range(0.1, 1.0, "SXS"))
     saturation_pixels: int = field(default=100, metadata=_range(1, 2048, "PXS"))
@@ -198,10 +228,14 @@ class SpectrometerConfig:
         lo, hi = self.saturation_window_nm
         if not (300 <= lo < hi <= 400):
             raise ConfigError(f"{prefix}.saturation_window_nm", "WMN < WMX, both within 300 - 400 nm")
-        if self.frame_rate_hz <= 0:
-            raise ConfigError(f"{prefix}.frame_rate_hz", "must be in (0, 10.0] Hz")
-        if list(self.integration_list_ms) != sorted(set(self.integration_list_ms)):
-            raise ConfigError(f"{prefix}.integration_list_ms", "must be strictly ascending")
+        if not 0 < self.frame_rate_hz <= MAX_SPECTRUM_RATE_HZ:
+            raise ConfigError(
+                f"{prefix}.frame_rate_hz",
+                f"must be in (0, {MAX_SPECTRUM_RATE_HZ}] Hz here: spectrum file names are to the second",
+            )
+        times = list(self.integration_list_ms)
+        if not times or times != sorted(set(times)) or times[0] < 1:
+            raise ConfigError(f"{prefix}.integration_list_ms", "must be a non-empty, strictly ascending list of ms")
 
 
 @dataclass(frozen=True)
@@ -222,6 +256,16 @@ class PowerConfig:
 
 @dataclass(frozen=True)
 class ClockConfig:
+    backend: Literal["chrony", "sim"] = field(
+        default="chrony", metadata={"doc": "time source: this Pi's chronyd, or the simulated chrony (sim)"}
+    )
+    chronyc_host: str = field(default="", metadata={"doc": "chronyc -h: chronyd's command socket or address"})
+    ntp_servers: tuple[str, ...] = field(
+        default=(), metadata={"doc": "master: upstream NTP servers/pools for chrony (none: RTC + local stratum)"}
+    )
+    gps_refclock: Literal["shm", "sock"] = field(
+        default="shm", metadata={"doc": "master with gps_serial: gpsd hands NMEA time to chrony by SHM or SOCK"}
+    )
     tolerance_ms: float = field(default=50.0, metadata=_range(0.1, 60_000))
     gps_serial: str = field(default="", metadata={"doc": "pyserial URL of a GPS NMEA stream, e.g. /dev/ttyS0"})
     gps_baud: int = field(default=9600, metadata=_range(300, 921_600))
@@ -297,6 +341,31 @@ class ProcessingConfig:
     default_calibration_slope: float = field(
         default=6.8e18, metadata=_range(0, 1e21, "molecules/cm² per unit AA when neither DOAS nor cells calibrate")
     )
+    cell_window: tuple[str, str] = field(
+        default=("", ""),
+        metadata={
+            "doc": "gas cells among the plume images (no <N>ppmm names, e.g. pyplis's ECII data): UTC start and end "
+            "(YYYY-mm-ddTHH:MM:SS) of the cell sequence; its frames are cells or clear sky, never plume"
+        },
+    )
+    cell_columns: tuple[tuple[str, float, float], ...] = field(
+        default=(), metadata={"doc": "cells of the cell_window: [id, column, column error] (molecules/cm²)"}
+    )
+    dilution_lines: tuple[tuple[int, int, int, int], ...] = field(
+        default=(), metadata={"doc": "light dilution: terrain lines x0, y0, x1, y1 (pixels); empty: no correction"}
+    )
+    dilution_line_distances_m: tuple[tuple[float, float], ...] = field(
+        default=(), metadata={"doc": "per dilution line: terrain distance (m) at its start and end"}
+    )
+    dilution_distance_map: str = field(
+        default="", metadata={"doc": "light dilution: .npy terrain distance (m) per pixel, NaN off terrain"}
+    )
+    dilution_ambient_roi: tuple[int, int, int, int] = field(
+        default=(0, 0, 40, 20), metadata={"doc": "light dilution: sky region x0, y0, x1, y1 for the ambient radiance"}
+    )
+    dilution_plume_aa_min: float = field(
+        default=0.03, metadata=_range(0, 10, "light dilution: pixels with AA above this are corrected")
+    )
     calibration_through_origin: bool = field(
         default=True,
         metadata={
@@ -304,6 +373,41 @@ class ProcessingConfig:
             "AA range would be extrapolated to every plume-free pixel of a PCS line"
         },
     )
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = field(default=False, metadata={"doc": "master: serve the read-only status and results page"})
+    bind: str = field(default="0.0.0.0", metadata={"doc": "address the page binds (access: network.allowed_networks)"})
+    port: int = field(default=8080, metadata=_range(0, 65535, "0: any free port (tests)"))
+    thumbnail_px: int = field(default=320, metadata=_range(32, 2048, "longest side of the image thumbnails"))
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    enabled: bool = field(default=False, metadata={"doc": "master: push results to the observatory over SSH (rsync)"})
+    host: str = field(default="", metadata={"doc": "the observatory's SSH server"})
+    port: int = field(default=22, metadata=_range(1, 65535))
+    user: str = field(default="pycam", metadata={"doc": "SSH user on the observatory server"})
+    key_file: str = field(default="", metadata={"doc": "private SSH key (no passphrase) for that user"})
+    known_hosts: str = field(default="", metadata={"doc": "known_hosts file; empty: state_dir/known_hosts (pinned)"})
+    remote_dir: str = field(default="pycam", metadata={"doc": "folder on the server; the station's name is added"})
+    bwlimit_kbps: int = field(default=0, metadata=_range(0, 1_000_000, "upload limit in kB/s (0: none)"))
+    include_raw: bool = field(default=False, metadata={"doc": "also push raw images and spectra"})
+    log_dir: str = field(default="", metadata={"doc": "folder of log files to push too (empty: none)"})
+    scan_interval_s: float = field(default=30.0, metadata=_range(0.1, 86_400, "real seconds between scans"))
+    batch_files: int = field(default=200, metadata=_range(1, 100_000, "files per rsync run"))
+    timeout_s: float = field(default=30.0, metadata=_range(1, 3600, "rsync/ssh I/O timeout (uplink cut)"))
+    retry_initial_s: float = field(default=5.0, metadata=_range(0.1, 86_400, "first retry delay"))
+    retry_max_s: float = field(default=600.0, metadata=_range(0.1, 86_400, "longest retry delay"))
+
+    def check(self, prefix: str) -> None:
+        if self.enabled and not self.host:
+            raise ConfigError(f"{prefix}.host", "must be set when delivery is enabled")
+        if self.enabled and not self.key_file:
+            raise ConfigError(f"{prefix}.key_file", "must be set when delivery is enabled")
+        if self.retry_max_s < self.retry_initial_s:
+            raise ConfigError(f"{prefix}.retry_max_s", "must be >= retry_initial_s")
 
 
 @dataclass(frozen=True)
@@ -326,6 +430,8 @@ class Config:
     sim: SimConfig = SimConfig()
     processing: ProcessingConfig = ProcessingConfig()
     logging: LoggingConfig = LoggingConfig()
+    web: WebConfig = WebConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     source: Path | None = field(default=None, metadata={"internal": True})
 
     @property
@@ -376,6 +482,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(key, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(key, f"expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -447,11 +555,39 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError("<file>", f"cannot read {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            "<file>", f"{path} is not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r})"
+        ) from e
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("<file>", f"{path} is not valid TOML: {e}") from e
-    return resolve_paths(config_from_dict(data, source=path.resolve()), path.resolve().parent)
+    except RecursionError as e:  # absurdly nested arrays or tables
+        raise ConfigError("<file>", f"{path} is nested too deeply to be a station config") from e
+    try:
+        cfg = config_from_dict(data, source=path.resolve())
+    except ConfigError as e:
+        raise ConfigError(e.key, f"{e.args[0].split(': ', 1)[-1]} (in {path})") from e
+    return resolve_paths(cfg, path.resolve().parent)
+
+
+def check_paths(cfg: Config, create: bool = False) -> None:
+    """Start-up: the folders the station writes must be folders (and, with `create`, exist or be creatable).
+    Raises ConfigError naming the key, the path and the config file."""
+    where = f" (in {cfg.source})" if cfg.source else ""
+    storage = cfg.storage
+    folders = {"storage.data_root": storage.data_root, "storage.state_dir": storage.state_dir}
+    if cfg.role == "slave":
+        folders["storage.spool_dir"] = storage.spool_dir
+    for key, folder in folders.items():
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(key, f"{folder} is a file, not a directory{where}")
+        if create and key != "storage.data_root":  # the data root is checked against the SSD mount at boot
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(key, f"{folder} cannot be created: {e.strerror or e}{where}") from e
 
 
 def resolve_paths(cfg: Config, folder: Path) -> Config:
@@ -468,10 +604,14 @@ def resolve_paths(cfg: Config, folder: Path) -> Config:
     proc = cfg.processing
     proc = dataclasses.replace(
         proc, **{k: fix_str(getattr(proc, k)) for k in
-                 ("solar_reference", "so2_xsec", "o3_xsec", "ring_spectrum", "ils", "registration")}
+                 ("solar_reference", "so2_xsec", "o3_xsec", "ring_spectrum", "ils", "registration",
+                  "dilution_distance_map")}
     )  # fmt: skip
     sim = dataclasses.replace(cfg.sim, references_dir=fix_str(cfg.sim.references_dir))
-    return dataclasses.replace(cfg, storage=storage, processing=proc, sim=sim)
+    delivery = dataclasses.replace(
+        cfg.delivery, **{k: fix_str(getattr(cfg.delivery, k)) for k in ("key_file", "known_hosts", "log_dir")}
+    )
+    return dataclasses.replace(cfg, storage=storage, processing=proc, sim=sim, delivery=delivery)
 
 
 def config_to_dict(cfg: Config) -> dict:

@@ -137,7 +137,7 @@ def check_storage(cfg: Config) -> list[Finding]:
 
 
 def check_clock(cfg: Config) -> list[Finding]:
-    from controller.clocksource import NtpSource, RtcSource
+    from controller.timekeeping.clocksource import NtpSource, RtcSource
 
     findings = []
     rtc = RtcSource().status()

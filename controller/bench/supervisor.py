@@ -81,10 +81,10 @@ def png_figures(repeats: int = 20) -> dict:
     """Encode and decode time (ms) and size (KiB) of one sim frame: the station's writer against OpenCV's default."""
     import cv2
 
-    from controller.clock import ManualClock
     from controller.config import Config
     from controller.hardware.factory import make_scene, open_camera
     from controller.storage.png import decode_png16, encode_png16
+    from controller.timekeeping.clock import ManualClock
 
     cfg = Config()
     frame = open_camera(cfg, "A", ManualClock(1.7e9), make_scene(cfg)).capture().pixels

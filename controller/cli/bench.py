@@ -27,19 +27,42 @@ def supervisor_cmd(as_json: bool, seconds: float, period_s: float, work_dir: str
     click.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@bench_group.command("web")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default output too).")
+@click.option("--seconds", default=40.0, show_default=True, help="Real seconds per phase (without, with load).")
+@click.option("--period-s", default=2.0, show_default=True, help="Slot period.")
+@click.option("--clients", default=4, show_default=True, help="Concurrent page-loading clients.")
+def web_cmd(as_json: bool, seconds: float, period_s: float, clients: int) -> None:
+    """Camera A's slot timing and the A/B spread with and without status-page load."""
+    from controller.bench.web import run_web_bench
+    from controller.logging import configure_logging
+
+    configure_logging("console", "warning")
+    result = run_web_bench(seconds=seconds, period_s=period_s, clients=clients)
+    click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 @bench_group.command("link")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default output too).")
 @click.option("--files", default=200, show_default=True, help="Image-size files in the backlog.")
 @click.option("--restarts", default=5, show_default=True, help="Peer restarts for the reconnect timing.")
 @click.option("--backoff-max-s", default=0.5, show_default=True, help="network.backoff_max_s for the run.")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Where to spool and store.")
-def link_cmd(as_json: bool, files: int, restarts: int, backoff_max_s: float, work_dir: str | None) -> None:
+@click.option("--attack-files", default=0, show_default=True, help="Also: master peak RSS under a pre-hello flood "
+              "and this many 60 MiB files streamed (40 in issue 11; 0 skips it).")  # fmt: skip
+def link_cmd(
+    as_json: bool, files: int, restarts: int, backoff_max_s: float, work_dir: str | None, attack_files: int
+) -> None:
     """Link throughput draining a backlog of images, and reconnect time after a peer restart."""
     from controller.bench.link import run_link_bench
     from controller.logging import configure_logging
 
     configure_logging("console", "warning")
     result = run_link_bench(files=files, restarts=restarts, backoff_max_s=backoff_max_s, work_dir=work_dir)
+    if attack_files:
+        from controller.bench.link_memory import run_link_memory_bench
+
+        result["link_memory_under_attack"] = run_link_memory_bench(files=attack_files, work_dir=work_dir)
     click.echo(json.dumps(result, indent=None if as_json else 2))
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from controller.clock import Clock
 from controller.config import Config
 from controller.hardware.interfaces import Camera, PowerLines, Spectrometer
+from controller.timekeeping.clock import Clock
 
 if TYPE_CHECKING:
     from controller.sim.scene import SimScene

@@ -14,12 +14,12 @@ import time
 
 import numpy as np
 
-from controller.clock import Clock
 from controller.config import CameraConfig
 from controller.errors import DeviceTimeout, DeviceUnavailable, HardwareError
 from controller.hardware.interfaces import Frame
 from controller.hardware.raw import RawLayout
 from controller.logging import get_logger
+from controller.timekeeping.clock import Clock
 
 # Frames to wait for the sensor to apply a new exposure before taking what it reports.
 SETTLE_FRAMES = 6

@@ -20,11 +20,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from controller.link.auth import create_key
 from controller.logging import get_logger
+from controller.sim.abuse import run_client
 from controller.sim.host import (
     DATA_FS,
     NETNS,
@@ -36,6 +39,13 @@ from controller.sim.host import (
     netns_up,
     set_link,
     unmount_keep_copy,
+)
+from controller.sim.observe import (
+    observatory_summary,
+    report_progress,
+    screenshot_page,
+    start_observatory,
+    web_and_delivery_config,
 )
 from controller.sim.procs import Proc, ProcessMonitor, read_status, wait_until
 from controller.sim.summary import check_fault_visibility, summarize
@@ -53,6 +63,9 @@ LEAD = timedelta(minutes=10)  # sim time from boot to the window: sync and the d
 
 
 DARK_BEFORE = timedelta(minutes=5)
+
+
+NETNS_PORTS = (12345, 12347)  # link and control port of a run in network namespaces
 
 
 # The sim scene is slowed so the 60 s slots see the plume move as far as 2 s slots at 8 m/s would (about 7 px):
@@ -88,7 +101,10 @@ SIM_RING_BUFFER = 20
 class Fault:
     """A fault injected `at_s` real seconds after the window opens."""
 
-    kind: str  # kill_slave, kill_master, drop_link, unplug, clock_step, garbage_ext
+    # kill_slave, kill_master, drop_link, unplug, clock_step, garbage_ext, fill_disk, forged_peer,
+    # restart_master_behind (kill -9, restarted with its clock behind_s sim seconds behind its data),
+    # singles (TPA/TPB/TPS during continuous capture), abuse_ext (controller/sim/abuse.py)
+    kind: str
     at_s: float
     args: dict = field(default_factory=dict)
     done_at: float | None = None
@@ -109,6 +125,10 @@ class StationRun:
     log_level: str = "info"
     data_fs_mb: int | None = None  # root only: the master's data root on a tmpfs of this size (disk-full faults)
     spectrometer: bool = True
+    ext_token: str = ""  # the master's network.auth_token (the soak sets one: AUTH guessing is part of its abuse)
+    observatory: bool = True  # a simulated observatory (real sshd) the master delivers to; page on in [web]
+    progress: Callable[[str], None] | None = None  # gets a progress line every few seconds while it runs
+    screenshot: Path | None = None  # a screenshot of the status page (headless Chromium) at 3/4 of the window
 
 
 def _toml_value(v) -> str:
@@ -185,15 +205,17 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         "network": {
             "master_host": hosts[0], "link_bind": hosts[0], "ext_bind": hosts[0], "ext_port_fallbacks": [],
             "heartbeat_s": 1.0, "link_timeout_s": 4.0, "backoff_max_s": 0.5,
+            "link_key_file": str(create_key(out / "link.key")),  # made once, as the installer does; both Pis
         },
         "schedule": {
             "period_s": run.period_s, "windows_utc": [[WINDOW_START.strftime("%H:%M"), end.strftime("%H:%M")]],
             "dark_time_utc": dark.strftime("%H:%M"), "shutdown_after_process": True,
         },
-        "spectrometer": {"backend": "sim"},
+        # FRS drives the spectrometer's own slots: the sim's spectra come on the camera slots (one per pair).
+        "spectrometer": {"backend": "sim", "frame_rate_hz": round(1.0 / run.period_s, 6)},
         "gpio": {"backend": "mock"},
         "power": {"hello_timeout_s": 120.0, "wake_retries": 2, "stop_timeout_s": 600.0},
-        "clock": {"tolerance_ms": 50.0 * max(1.0, scale / 10), "sync_samples": 5, "resync_s": 600.0},
+        "clock": {"backend": "sim", "tolerance_ms": 50.0 * max(1.0, scale / 10), "sync_samples": 5, "resync_s": 600.0},
         "sim": {
             "seed": run.seed, "time_scale": scale, "wind_speed_m_s": SIM_WIND_M_S,
             "emission_rate_kg_s": SIM_EMISSION_KG_S,
@@ -213,6 +235,8 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         d = json.loads(json.dumps(common))
         d["station"] = {"role": role, "name": "sim"}
         d["network"].update(link_port=link_port, ext_port=ext_port)
+        if role == "master" and run.ext_token:
+            d["network"]["auth_token"] = run.ext_token
         d["storage"] = {
             "data_root": str(out / role / "data"), "state_dir": str(out / role / "state"),
             "spool_dir": str(out / role / "spool"), "allow_fallback": True, "min_free_mb": 0, "resume_free_mb": 0,
@@ -245,13 +269,17 @@ async def _run_async(run: StationRun) -> dict:
     if use_netns:
         netns_up()
         hosts = (NETNS_ADDR[0], NETNS_ADDR[0])
-        link_port, ext_port = 12345, 12347
+        link_port, ext_port = NETNS_PORTS
     else:
         hosts = ("127.0.0.1", "127.0.0.1")
         link_port, ext_port = _free_port(), _free_port()
     mcfg, scfg = station_configs(run, link_port, ext_port, hosts)
+    station_ns = NETNS[0] if use_netns else None
+    observatory = start_observatory(out, use_netns, station_ns) if run.observatory else None
+    web_and_delivery_config(mcfg, observatory, hosts[0], 8080 if use_netns else _free_port(), out)
+    processed = Path(mcfg["storage"]["data_root"]).parent / "processed"
     if not use_netns:
-        from controller.link.faults import FaultyProxy
+        from controller.sim.faults import FaultyProxy
 
         proxy = FaultyProxy("127.0.0.1", link_port)
         scfg["network"]["link_port"] = await proxy.start()
@@ -271,6 +299,14 @@ async def _run_async(run: StationRun) -> dict:
     fault_log: list[dict] = []
     monitor = ProcessMonitor({"master": master, "slave": slave})
     sampler = asyncio.ensure_future(monitor.run())
+    shot = None
+    if run.screenshot is not None:
+        at = window_real + 0.75 * run.real_budget_s
+        url = f"http://{mcfg['web']['bind']}:{mcfg['web']['port']}/"
+        shot = asyncio.ensure_future(screenshot_page(url, run.screenshot, at, station_ns))
+    progress = None
+    if run.progress is not None:
+        progress = asyncio.ensure_future(report_progress(out / "master" / "state", processed, run.progress))
     try:
         driver = asyncio.ensure_future(
             _drive_faults(run, master, slave, out, proxy, use_netns, window_real, ext_port, fault_log)
@@ -284,12 +320,24 @@ async def _run_async(run: StationRun) -> dict:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
+        screenshot = None
+        if shot is not None:
+            if not shot.done():
+                shot.cancel()  # the station ended before its time
+            with contextlib.suppress(asyncio.CancelledError):
+                screenshot = await shot
+        if progress is not None:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
         for p in (slave, master):
             if p.running:
                 p.kill9()
                 await p.wait()
         if proxy is not None:
             await proxy.stop()
+        if observatory is not None:
+            observatory.stop()
         if use_netns:
             netns_down()
     elapsed = time.time() - t_begin
@@ -300,6 +348,8 @@ async def _run_async(run: StationRun) -> dict:
         if data_fs is not None:
             unmount_keep_copy(data_fs)
     summary["data_fs_mb"] = run.data_fs_mb if data_fs is not None else None
+    summary.update(observatory_summary(out / "master" / "state", processed, observatory, f"{DAY:%Y-%m-%d}"))
+    summary["page_screenshot"] = screenshot
     summary.update(
         real_seconds=round(elapsed, 1), time_scale=round(scale, 2), network="netns" if use_netns else "loopback",
         sim_hours=run.hours, period_s=run.period_s, finished_cleanly=done,
@@ -337,11 +387,12 @@ async def _drive_faults(run, master, slave, out, proxy, use_netns, window_real, 
         if fault.args.get("device") in ("B", "S"):
             target = slave
         state_dir = out / target.role / "state"
-        if fault.kind in ("kill_slave", "kill_master"):
+        if fault.kind in ("kill_slave", "kill_master", "restart_master_behind"):
             target.kill9()
             await target.wait()
             await asyncio.sleep(float(fault.args.get("down_s", 2.0)))
-            await target.start()
+            behind = float(fault.args.get("behind_s", 0.0))
+            await target.start(["--clock-offset", repr(-behind)] if behind else None)
         elif fault.kind == "drop_link":
             if use_netns:
                 set_link(False)
@@ -361,8 +412,20 @@ async def _drive_faults(run, master, slave, out, proxy, use_netns, window_real, 
                 await asyncio.sleep(float(fault.args.get("down_s", 3.0)))
                 (state_dir / "sim-fault.json").write_text(json.dumps({**sim, "kind": "replug"}))
                 target.signal(signal.SIGUSR1)
+        elif fault.kind == "forged_peer":
+            from controller.sim.forged import forged_peer_fault
+
+            master_port = proxy.target[1] if proxy is not None else NETNS_PORTS[0]
+            entry.update(
+                await forged_peer_fault(
+                    out, master_port, proxy, NETNS if use_netns else None, NETNS_ADDR[0], fault.args.get("down_s", 4.0)
+                )
+            )
         elif fault.kind == "garbage_ext":
             await _garbage_to_ext(ext_port, NETNS[0] if use_netns else None)
+        elif fault.kind in ("singles", "abuse_ext"):
+            host = NETNS_ADDR[0] if use_netns else "127.0.0.1"
+            entry.update(await run_client(fault.kind, host, ext_port, run.ext_token, NETNS[0] if use_netns else None))
         elif fault.kind == "fill_disk":
             entry.update(await _fill_disk(out, fault.args))
             t0 = time.monotonic()  # recovery counts from the moment the space is back

@@ -53,6 +53,8 @@ class MasterSupervisor(Supervisor):
         self.day_ledger: Any = None
         self._last_ext_fault = 0.0
         self.last_dark_day: str | None = None
+        self.web: Any = None  # controller.web.service.WebService when [web] is enabled
+        self.delivery: Any = None  # controller.delivery.DeliveryService when [delivery] is enabled
         with contextlib.suppress(OSError):
             self.last_dark_day = (self.state_dir / DARKS_FILE).read_text().strip() or None
 
@@ -79,12 +81,13 @@ class MasterSupervisor(Supervisor):
             self.scene = await loop.run_in_executor(None, factory.make_scene, cfg)
         self.add_device("A", lambda: factory.open_camera(self.cfg, "A", self.clock, scene=self.scene), self._store)
         await self.open_devices()
-        self.link = MasterLink(cfg, self.clock, self.receiver)
+        self.link = MasterLink(cfg, self.slot_clock, self.receiver)  # time answers on the slot timeline
         self.link.add_listener(self._link_event)
         self.link.on_request("status", self._status_request)
         self.link.on_request("announce", self._announce_request)
         await self.link.start()
         await self._start_ext()
+        await self._start_web_and_delivery()
         self._start_worker()
         self._start_disk_policy()
         await self._start_power()
@@ -120,6 +123,16 @@ class MasterSupervisor(Supervisor):
             self.log.error("ext_port_unavailable", error=str(e))
             self.note_fault("ext_port_unavailable", {"error": str(e)})
             self.ext_server = None
+
+    async def _start_web_and_delivery(self) -> None:
+        from controller.web.outward import start_outward
+
+        self.web, self.delivery = await start_outward(self)
+
+    async def _stop_web_and_delivery(self) -> None:
+        from controller.web.outward import stop_outward
+
+        await stop_outward(self.web, self.delivery)  # kept: the final status shows what they did
 
     def _start_worker(self) -> None:
         cfg = self.cfg
@@ -164,6 +177,8 @@ class MasterSupervisor(Supervisor):
         kind = event[0] if event else None
         if kind == "pair":
             self.worker_pairs += 1
+            if self.delivery is not None:
+                self.delivery.notify()  # new results: pushed now, not at the next scan
         elif kind == "backlog":
             self.worker_machine.fire("behind", reason=f"{event[1]} pairs to process")
         elif kind == "idle":
@@ -324,7 +339,15 @@ class MasterSupervisor(Supervisor):
         return {"state": self.station.state, "plan": self.plan.to_dict() if self.plan else None}
 
     async def _store(self, name: str, data: bytes) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.datastore.save_bytes, name, data)
+        from controller.storage.atomic import NameTaken
+
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.datastore.save_bytes, name, data)
+        except NameTaken:
+            # Another capture already holds this name: never replaced; this one is kept aside (logged there).
+            await loop.run_in_executor(None, self.datastore.keep_aside, name, data)
+            return
         self._notify_worker(name)
 
     def _notify_worker(self, name: str | None) -> None:
@@ -451,6 +474,7 @@ class MasterSupervisor(Supervisor):
             [
                 ("worker", self._stop_worker),
                 ("ext_port", self._stop_ext),
+                ("web_delivery", self._stop_web_and_delivery),
                 ("link", self.stop_link),
                 ("devices", self.close_devices),
                 ("power_lines", self._close_lines),
@@ -503,6 +527,9 @@ class MasterSupervisor(Supervisor):
             "data_root": str(self.cfg.storage.data_root),
             "power_board": self.power_board.status() if self.power_board is not None else None,
             "power_lines": self.power_lines.status() if self.power_lines is not None else None,
+            "worker_pairs": self.worker_pairs,
+            "web": self.web.status() if self.web is not None else None,
+            "delivery": self.delivery.status() if self.delivery is not None else None,
         }
 
 
@@ -517,6 +544,16 @@ class _PausableStore:
         if self._paused():
             raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
         return self._store.save_bytes(name, data)
+
+    def temp_for(self, name: str) -> Path:
+        if self._paused():
+            raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
+        return self._store.temp_for(name)
+
+    def save_file(self, name: str, tmp: str | Path) -> Path:
+        if self._paused():
+            raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
+        return self._store.save_file(name, tmp)
 
     def exists(self, name: str) -> bool:
         return self._store.exists(name)
@@ -534,7 +571,7 @@ def check_storage(cfg: Any) -> dict:
 
 def master_clock_status(cfg: Any) -> dict:
     """The master's clock source (RTC, chrony, GPS) through S1's clocksource module."""
-    from controller import clocksource
+    from controller.timekeeping import clocksource
 
     try:
         return clocksource.clock_status(clocksource.master_sources(cfg))

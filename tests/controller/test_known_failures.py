@@ -19,7 +19,7 @@ from controller.settings import SettingsStore
 REPO = Path(__file__).resolve().parents[2]
 
 # Libraries the acquisition path must never load: processing and plotting belong to the worker child process.
-# cv2 is not among them: it writes the image files on both Pis (controller/storage/png.py, issue 10).
+# cv2 is not among them: it is the image file codec on both Pis (controller/storage/png.py)
 _PROCESSING_LIBS = ("processing", "matplotlib", "pyplis", "scipy", "pandas")
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from controller.clock import ManualClock
 from controller.config import config_from_dict
+from controller.timekeeping.clock import ManualClock
 
 
 def _modules_after(code: str) -> set[str]:

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import structlog
 
-from controller.clock import ManualClock
 from controller.config import Config, config_from_dict
 from controller.errors import DeviceTimeout, DeviceUnavailable, HardwareError
 from controller.hardware.checks import check_frame
@@ -20,6 +19,7 @@ from controller.hardware.factory import open_camera, open_power_lines, open_spec
 from controller.hardware.gpio import GpioPowerLines, mock_station_factory
 from controller.hardware.picamera2_backend import area_bin, unpacked_format
 from controller.storage.names import ImageName
+from controller.timekeeping.clock import ManualClock
 
 FULL_W, FULL_H = 2592, 1944
 
