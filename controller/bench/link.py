@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.clock import SystemClock
 from controller.config import Config, config_from_dict
 from controller.link.auth import create_key
 from controller.link.master import MasterLink
@@ -33,6 +32,7 @@ from controller.link.receiver import FileReceiver
 from controller.link.slave import DEFAULT_WINDOW, SlaveLink
 from controller.link.spool import Spool
 from controller.storage.names import ImageName
+from controller.timekeeping.clock import SystemClock
 
 IMAGE_BYTES = 630_000
 

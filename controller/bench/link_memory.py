@@ -198,10 +198,10 @@ def _say(obj: dict) -> None:
 
 def _serve(spec_path: str) -> None:
     """The master process: a MasterLink on a free loopback port until stdin closes; then its counters."""
-    from controller.clock import SystemClock
     from controller.config import config_from_dict
     from controller.link.master import MasterLink
     from controller.link.receiver import FileReceiver
+    from controller.timekeeping.clock import SystemClock
 
     spec = json.loads(Path(spec_path).read_text())
     cfg = config_from_dict({"network": {**_NETWORK, "link_port": spec["port"], "link_key_file": spec["key_file"]}})

@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, ClassVar
 
-from controller.clock import Clock
 from controller.config import Config
 from controller.errors import LinkError, ProtocolError
 from controller.link.auth import FrameMac, key_path, load_key
@@ -38,6 +37,7 @@ from controller.link.framing import (
     read_message,
 )
 from controller.logging import get_logger
+from controller.timekeeping.clock import Clock
 from states.link import TABLE
 from states.machine import StateModel, build_machine
 

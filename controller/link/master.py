@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 from typing import Any
 
-from controller.clock import Clock
 from controller.config import Config
 from controller.errors import FileNameError, LinkError, ProtocolError, StorageError
 from controller.link import auth
@@ -26,6 +25,7 @@ from controller.link.endpoint import LinkEndpoint, Session, header_field
 from controller.link.framing import FrameLimits, Message
 from controller.link.receiver import ChecksumMismatch, FileReceiver, Incoming, NameConflict
 from controller.netaccess import AddressFilter
+from controller.timekeeping.clock import Clock
 
 # Files being stored at once per session; the slave's window keeps it below this, so reading never stalls.
 MAX_CONCURRENT_STORES = 32

@@ -16,13 +16,13 @@ import random
 from pathlib import Path
 from typing import Any
 
-from controller.clock import Clock
 from controller.config import Config
 from controller.errors import LinkError, ProtocolError, StorageError
 from controller.link import auth
 from controller.link.endpoint import LinkEndpoint, Session, header_field
 from controller.link.framing import FrameLimits, Message
 from controller.link.spool import Spool
+from controller.timekeeping.clock import Clock
 
 BACKOFF_BASE_S = 0.05
 DEFAULT_WINDOW = 8

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,15 @@ FAULT_KINDS = (
     ("unplug", {"device": "A", "down_s": 3.0}),
     ("unplug", {"device": "B", "down_s": 3.0}),
     ("unplug", {"device": "S", "down_s": 3.0}),
+    # issue 11: what the fault model lacked
+    ("restart_master_behind", {"down_s": 2.0, "behind_s": 60.0}),
+    ("singles", {}),
+    ("abuse_ext", {}),
 )
+
+
+# Issue 11: the faults the model lacked, each injected at least once per soak (at seeded random places).
+ALWAYS = ("restart_master_behind", "singles", "abuse_ext")
 
 
 @dataclass
@@ -49,6 +58,9 @@ def soak_faults(budget_s: float, every_s: float, rng: random.Random) -> list[Fau
         kind, args = rng.choice(FAULT_KINDS)
         at = start + (i + rng.uniform(0.1, 0.9)) * (end - start) / n
         faults.append(Fault(kind, round(at, 1), dict(args)))
+    args_of = dict(FAULT_KINDS)
+    for i, kind in zip(rng.sample(range(len(faults)), min(len(faults), len(ALWAYS))), ALWAYS, strict=False):
+        faults[i] = Fault(kind, faults[i].at_s, dict(args_of[kind]))
     if n:
         # Once per soak, halfway: a forged slave dials the master, a fake master (no key) stands where the slave
         # dials and acks everything. Not drawn from the rng, so a seed's other faults stay where they were.
@@ -66,7 +78,7 @@ def soak_station_run(soak: SoakRun) -> StationRun:
     return StationRun(
         hours=minutes / 60.0, out=soak.out, real_budget_s=budget, period_s=soak.period_s, seed=soak.seed,
         netns=soak.netns, faults=soak_faults(budget, soak.fault_every_s, rng), image_size=soak.size,
-        processing=False, log_level="warning",
+        processing=False, log_level="warning", ext_token=f"soak-{secrets.token_hex(8)}",
     )  # fmt: skip
 
 

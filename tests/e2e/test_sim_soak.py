@@ -36,9 +36,10 @@ def test_short_soak_with_random_faults_loses_nothing(tmp_path):
 def test_soak_plan_is_seeded_and_keeps_faults_inside_the_window():
     import random
 
-    from controller.sim.soak import SoakRun, soak_faults, soak_station_run
+    from controller.sim.soak import ALWAYS, SoakRun, soak_faults, soak_station_run
 
     a = soak_faults(500.0, 40.0, random.Random(1))
+    assert set(ALWAYS) <= {f.kind for f in a}  # issue 11: restart behind, singles, control-port abuse
     assert [(f.kind, f.at_s, f.args) for f in a] == [
         (f.kind, f.at_s, f.args) for f in soak_faults(500.0, 40.0, random.Random(1))
     ]
@@ -48,3 +49,24 @@ def test_soak_plan_is_seeded_and_keeps_faults_inside_the_window():
     assert run.hours * 3600 / run.period_s >= 20_000 and not run.processing and run.image_size == (64, 48)
     with pytest.raises(ValueError):
         soak_station_run(SoakRun(slots=30_000, period_s=2.0))
+
+
+def test_soak_abuse_client_sees_the_control_port_hold(tmp_path):
+    """The soak's control-port abuse against a real ExtServer: idle slots, 500 keys, 1000 unknown keys, guesses."""
+    import asyncio
+
+    from controller.sim.abuse import AUTH_GUESSES, run_client
+    from tests.controller.extport.harness import build_station, make_config
+
+    async def body():
+        st = build_station(tmp_path, cfg=make_config(auth_token="right"))
+        port = await st.server.start()
+        try:
+            return await run_client("abuse_ext", "127.0.0.1", port, "right", None)
+        finally:
+            await st.server.stop()
+
+    got = asyncio.run(asyncio.wait_for(body(), 120))
+    assert got["connection_kept"] and got["served_after_s"] < 10.0
+    assert got["echoes_500_keys"] == 2 and got["errs_1000_unknown"] == 26
+    assert got["auth_guesses_refused"] == AUTH_GUESSES

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from controller.clock import SystemClock
 from controller.config import Config, config_from_dict
 from controller.link.auth import create_key
 from controller.link.master import MasterLink
@@ -18,6 +17,7 @@ from controller.link.slave import SlaveLink
 from controller.link.spool import Spool
 from controller.sim.faults import FaultyProxy, faulty_proxy
 from controller.storage.names import ImageName, SpectrumName
+from controller.timekeeping.clock import SystemClock
 
 FAST = {"heartbeat_s": 0.05, "link_timeout_s": 0.4, "backoff_max_s": 0.1}
 _KEY: dict[str, Path] = {}  # the link key every test station shares, made once per test session

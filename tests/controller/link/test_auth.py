@@ -10,7 +10,6 @@ import stat
 
 import pytest
 
-from controller.clock import SystemClock
 from controller.errors import ConfigError
 from controller.link.auth import KEY_BYTES, create_key, load_key, proof, verify
 from controller.link.master import MasterLink
@@ -19,6 +18,7 @@ from controller.link.slave import SlaveLink
 from controller.link.spool import Spool
 from controller.sim.faults import faulty_proxy
 from controller.sim.forged import FakeMaster, forged_slave
+from controller.timekeeping.clock import SystemClock
 
 from .conftest import EventCounter, LinkPair, link_config, run, station_names
 

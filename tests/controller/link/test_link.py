@@ -9,7 +9,6 @@ import os
 
 import pytest
 
-from controller.clock import SystemClock
 from controller.errors import LinkError, StorageError
 from controller.link.endpoint import RequestFailed
 from controller.link.framing import encode_frame
@@ -17,6 +16,7 @@ from controller.link.master import MasterLink
 from controller.link.receiver import FileReceiver
 from controller.link.slave import SlaveLink
 from controller.link.spool import Spool
+from controller.timekeeping.clock import SystemClock
 
 from .conftest import EventCounter, LinkPair, link_config, proxied_pair, run, station_names
 
