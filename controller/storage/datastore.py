@@ -31,7 +31,6 @@ from controller.storage.atomic import (
     temp_path_for,
 )
 from controller.storage.names import ImageName, SpectrumName, parse_name
-from controller.storage.png import encode_png16
 
 KINDS = ("image", "spectrum")
 ASIDE_DIR = ".conflicts"  # under the data root; hidden, so readers and the disk policy never take it for data
@@ -68,6 +67,8 @@ class DataStore:
         return self.root / parsed.date_folder / str(parsed)
 
     def save_image(self, name: ImageName, pixels: np.ndarray) -> Path:
+        from controller.storage.png import encode_png16  # OpenCV only where an image is encoded
+
         return self.save_bytes(str(name), encode_png16(np.asarray(pixels, dtype=np.uint16)))
 
     def save_spectrum(self, name: SpectrumName, array: np.ndarray) -> Path:
