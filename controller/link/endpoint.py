@@ -110,6 +110,8 @@ class Session:
                         left -= len(chunk)
                         self.writer.write(chunk)
                         await self._drain()
+            except LinkError:
+                raise  # the peer went away (LinkError is an OSError too: not a read failure)
             except OSError as e:
                 # The frame is cut: the stream cannot go on. The file stays in the spool for the next session.
                 raise LinkError(f"cannot read {path} while sending it: {e.strerror or e}") from e
