@@ -105,3 +105,13 @@ def test_status_line_says_what_chrony_follows():
     assert describe_source(reader(UNSYNCED_TRACKING, BOOTING_SOURCES).status()).startswith("chrony not synchronised")
     assert describe_source(reader(None).status()).startswith("chrony unavailable")
     assert describe_source({"best": "ntp", "synchronised": True, "sources": {}}) == "best=ntp synchronised=True"
+
+
+def test_pycam_status_of_a_slave_shows_what_chrony_follows(tmp_path):
+    from controller.web.text import format_status
+
+    state = reader(SLAVE_TRACKING, SLAVE_SOURCES).status()
+    clock = {"offset_ms": 0.4, "offset_ok": True, "tolerance_ms": 50.0, "source": state}
+    text = format_status({"role": "slave", "state": "acquire", "clock": clock}, "running", tmp_path)
+    assert "chrony synchronised to 169.254.1.1 (stratum 11, leap Normal)" in text
+    assert "169.254.1.1: selected" in text
