@@ -29,9 +29,11 @@ from processing.calibration import (
     PlumeFrame,
     cell_calibration_from_scan,
     default_calibration,
+    save_pyplis_doas_calib,
     usable,
 )
 from processing.calibration.cellsearch import assign_cell_window
+from processing.calibration.doas import PYPLIS_DOAS_FILE
 from processing.darks import DarkLibrary
 from processing.dilution import NOT_CORRECTED, DilutionCorrection
 from processing.emission import emission_rate, ica_mass, offset_line, pcs_lines, profile
@@ -371,6 +373,9 @@ class CalibrationRun:
         dcal.finish()
         self.fov = dcal.fov
         self.points = dcal.pop_points()
+        if self.points and dcal.fov is not None and self._aa_cache:
+            shape = next(iter(self._aa_cache.values()))[0].shape
+            save_pyplis_doas_calib(self.points, dcal.fov, shape, self.out / PYPLIS_DOAS_FILE)
         self._usable = [p for p in self.points if usable(p, dcal.min_points)]
         if dcal.fov is None:
             self.notes["doas_calibration"] = "no FOV: too few pairs matched to spectra; not used"

@@ -50,6 +50,8 @@ def test_sim_doas_calibration_finds_fov_and_is_used(sim_run: tuple) -> None:
     assert abs(np.median(cal["slope_(molecules/cm2)"]) / truth_slope - 1) < 0.10
     assert summary["doas_spectra"] == 30 and (out / "doas_results.csv").exists()
     assert "doas" in meta_path(out / "emission_rates_line1_xcorr.csv").read_text()
+    # the DOAS calibration data in pyplis's own format too (pyplis loads it: tests/processing/test_calibration.py)
+    assert (out / "doas_calibration_pyplis.fts").stat().st_size > 0
 
 
 @pytest.mark.parametrize("method", ["xcorr", "flow"])
