@@ -7,6 +7,7 @@ failed): the inputs are typed (`PlumeFrame`, `DoasResult.kind`) and anything els
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from astropy.io.fits.verify import VerifyWarning
 
 from controller.config import ProcessingConfig
 from controller.errors import ProcessingError
@@ -319,6 +321,8 @@ def save_pyplis_doas_calib(
         fov=pyplis_fov,
     )
     tmp = path.with_name(path.stem.replace(".", "_") + "_tmp.fts")  # pyplis cuts the name at its first dot
-    data.save_as_fits(str(tmp.parent), tmp.name)
+    with warnings.catch_warnings():  # pyplis's header keys (pos_x_abs, ...) are long: astropy says so each time
+        warnings.simplefilter("ignore", VerifyWarning)
+        data.save_as_fits(str(tmp.parent), tmp.name)
     tmp.replace(path)
     return path
