@@ -376,6 +376,41 @@ class ProcessingConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = field(default=False, metadata={"doc": "master: serve the read-only status and results page"})
+    bind: str = field(default="0.0.0.0", metadata={"doc": "address the page binds (access: network.allowed_networks)"})
+    port: int = field(default=8080, metadata=_range(0, 65535, "0: any free port (tests)"))
+    thumbnail_px: int = field(default=320, metadata=_range(32, 2048, "longest side of the image thumbnails"))
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    enabled: bool = field(default=False, metadata={"doc": "master: push results to the observatory over SSH (rsync)"})
+    host: str = field(default="", metadata={"doc": "the observatory's SSH server"})
+    port: int = field(default=22, metadata=_range(1, 65535))
+    user: str = field(default="pycam", metadata={"doc": "SSH user on the observatory server"})
+    key_file: str = field(default="", metadata={"doc": "private SSH key (no passphrase) for that user"})
+    known_hosts: str = field(default="", metadata={"doc": "known_hosts file; empty: state_dir/known_hosts (pinned)"})
+    remote_dir: str = field(default="pycam", metadata={"doc": "folder on the server; the station's name is added"})
+    bwlimit_kbps: int = field(default=0, metadata=_range(0, 1_000_000, "upload limit in kB/s (0: none)"))
+    include_raw: bool = field(default=False, metadata={"doc": "also push raw images and spectra"})
+    log_dir: str = field(default="", metadata={"doc": "folder of log files to push too (empty: none)"})
+    scan_interval_s: float = field(default=30.0, metadata=_range(0.1, 86_400, "real seconds between scans"))
+    batch_files: int = field(default=200, metadata=_range(1, 100_000, "files per rsync run"))
+    timeout_s: float = field(default=30.0, metadata=_range(1, 3600, "rsync/ssh I/O timeout (uplink cut)"))
+    retry_initial_s: float = field(default=5.0, metadata=_range(0.1, 86_400, "first retry delay"))
+    retry_max_s: float = field(default=600.0, metadata=_range(0.1, 86_400, "longest retry delay"))
+
+    def check(self, prefix: str) -> None:
+        if self.enabled and not self.host:
+            raise ConfigError(f"{prefix}.host", "must be set when delivery is enabled")
+        if self.enabled and not self.key_file:
+            raise ConfigError(f"{prefix}.key_file", "must be set when delivery is enabled")
+        if self.retry_max_s < self.retry_initial_s:
+            raise ConfigError(f"{prefix}.retry_max_s", "must be >= retry_initial_s")
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     format: Literal["json", "console"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -395,6 +430,8 @@ class Config:
     sim: SimConfig = SimConfig()
     processing: ProcessingConfig = ProcessingConfig()
     logging: LoggingConfig = LoggingConfig()
+    web: WebConfig = WebConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     source: Path | None = field(default=None, metadata={"internal": True})
 
     @property
@@ -571,7 +608,10 @@ def resolve_paths(cfg: Config, folder: Path) -> Config:
                   "dilution_distance_map")}
     )  # fmt: skip
     sim = dataclasses.replace(cfg.sim, references_dir=fix_str(cfg.sim.references_dir))
-    return dataclasses.replace(cfg, storage=storage, processing=proc, sim=sim)
+    delivery = dataclasses.replace(
+        cfg.delivery, **{k: fix_str(getattr(cfg.delivery, k)) for k in ("key_file", "known_hosts", "log_dir")}
+    )
+    return dataclasses.replace(cfg, storage=storage, processing=proc, sim=sim, delivery=delivery)
 
 
 def config_to_dict(cfg: Config) -> dict:
