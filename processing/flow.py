@@ -186,15 +186,16 @@ class FlowVelocity:
         if prev is None or prev.img.shape != img.img.shape or (time - prev.meta["start_acq"]).total_seconds() <= 0:
             return False
         s = self.engine.settings
-        s.i_min, s.i_max = contrast_range(prev.img)
         box = self.region(img.img.shape)
         if box is None:
+            s.i_min, s.i_max = contrast_range(prev.img)
             self.engine.set_images(prev, img)
             self.engine.calc_flow()
         else:
             # pyplis's set_images byte-scales both whole images: only the region is needed
             self.engine.images_input["this"], self.engine.images_input["next"] = prev, img
             y0, y1, x0, x1 = box
+            s.i_min, s.i_max = contrast_range(prev.img[y0:y1, x0:x1])  # the contrast of what the flow sees
             this, nxt = (bytescale(im.img[y0:y1, x0:x1], cmin=s.i_min, cmax=s.i_max) for im in (prev, img))
             flow = np.zeros((*img.img.shape, 2), dtype=np.float32)
             flow[y0:y1, x0:x1] = cv2.calcOpticalFlowFarneback(
