@@ -357,6 +357,12 @@ class ProcessingConfig:
     dilution_line_distances_m: tuple[tuple[float, float], ...] = field(
         default=(), metadata={"doc": "per dilution line: terrain distance (m) at its start and end"}
     )
+    dilution_dem: str = field(
+        default="",
+        metadata={
+            "doc": "light dilution: DEM (ESRI ASCII grid, lon/lat degrees, m) giving the dilution lines' distances"
+        },
+    )
     dilution_distance_map: str = field(
         default="", metadata={"doc": "light dilution: .npy terrain distance (m) per pixel, NaN off terrain"}
     )
@@ -605,7 +611,7 @@ def resolve_paths(cfg: Config, folder: Path) -> Config:
     proc = dataclasses.replace(
         proc, **{k: fix_str(getattr(proc, k)) for k in
                  ("solar_reference", "so2_xsec", "o3_xsec", "ring_spectrum", "ils", "registration",
-                  "dilution_distance_map")}
+                  "dilution_distance_map", "dilution_dem")}
     )  # fmt: skip
     sim = dataclasses.replace(cfg.sim, references_dir=fix_str(cfg.sim.references_dir))
     delivery = dataclasses.replace(
