@@ -337,7 +337,9 @@ class ProcessingConfig:
     wind_direction_deg: float | None = field(
         default=None, metadata=_range(0, 360, "meteorological (from); unset: plume normal to the viewing direction")
     )
-    flow_pyrlevel: int = field(default=1, metadata=_range(0, 4, "Gauss pyramid level for optical flow"))
+    flow_pyrlevel: int = field(
+        default=1, metadata=_range(-2, 4, "Gauss pyramid level for optical flow (negative: upsampled small images)")
+    )
     default_calibration_slope: float = field(
         default=6.8e18, metadata=_range(0, 1e21, "molecules/cm² per unit AA when neither DOAS nor cells calibrate")
     )

@@ -179,7 +179,10 @@ class FlowVelocity:
     def update(self, aa: np.ndarray, time: datetime) -> bool:
         """Add the next AA image; True when a flow field to the previous image is available."""
         img = Img(np.asarray(aa, dtype=np.float32), start_acq=time)
-        img.pyr_down(self.pyrlevel)
+        if self.pyrlevel >= 0:
+            img.pyr_down(self.pyrlevel)
+        else:  # small images (pyplis's test data): upsampled, so a plume moving < 1 px per frame is measurable
+            img.pyr_up(-self.pyrlevel)
         prev, self._prev = self._prev, img
         self.has_flow = False
         self._first = None

@@ -131,6 +131,11 @@ def test_pyplis_testdata_runs_through_the_pipeline(repo_root: Path, tmp_path: Pa
     assert flux.size >= 50 and np.all(np.isfinite(flux))
     # positive, and of the magnitude pyplis reports for this plume (3.35 kg/s uncorrected, its ex11)
     assert np.all(flux > 0) and 1.0 < np.median(flux) < 10.0
+    # the optical flow on the images upsampled once (flow_pyrlevel -1, as pyplis's own test): most pairs, positive,
+    # plume speeds near pyplis's 4.14 m/s for this plume (its ex11)
+    rows = read_series(tmp_path / "out" / "emission_rates_line1_flow.csv")
+    assert len(rows["datetime"]) >= 30 and np.all(np.array(rows["flux_(kg/s)"]) > 0)
+    assert 2.5 < np.median(rows["velo_eff_(m/s)"]) < 7.0
 
 
 def test_process_command(shared_data: Path, repo_root: Path, tmp_path: Path) -> None:
