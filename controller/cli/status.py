@@ -43,6 +43,11 @@ def format_status(data: dict, verdict: str, state_dir: Path) -> str:
     lines.append(f"station: {data.get('state')}   since {since} (station clock)")
     for name, st in sorted((data.get("machines") or {}).items()):
         lines.append(f"  {name}: {st}")
+    held = (data.get("slot_loop") or {}).get("held")
+    if held:  # e.g. clock_behind_data: the clock is behind the newest slot stored; no slot is captured twice
+        lines.append(
+            f"  acquisition held: {held.get('detail')} (clock {held.get('clock')}, newest data {held.get('newest_data')})"
+        )
     link = data.get("link") or {}
     lines.append(f"link: {link.get('state')} connected={link.get('connected')} peer={link.get('peer')}")
     clock = data.get("clock") or {}
