@@ -96,6 +96,19 @@ def test_master_restarted_with_clock_behind_its_data_does_not_reuse_a_second(tmp
     assert again.claim_slot("A", START + 64) and again.floor("B") is None
 
 
+def test_singles_named_ahead_stay_taken_after_a_restart_without_holding_acquisition(tmp_path):
+    first = capture_seconds(tmp_path)
+    assert first.claim_slot("A", START)
+    ahead = [first.claim_single("A", START) for _ in range(5)]  # a burst: named ahead of the clock
+    assert ahead == [int(START) + i for i in range(1, 6)]
+    first.persist()
+    again = capture_seconds(tmp_path)
+    assert again.floor("A") == int(START)  # the slot loop holds only up to the newest slot
+    assert not any(again.claim_slot("A", t) for t in ahead)  # but the singles' seconds stay taken
+    assert again.claim_single("A", START) == int(START) + 6
+    assert again.claim_slot("A", START + 8)
+
+
 def test_single_with_every_second_a_slot_is_refused_with_a_reason():
     names = CaptureSeconds()
     names.reserved = lambda device, second: True
