@@ -81,6 +81,12 @@ class NetworkConfig:
     heartbeat_s: float = field(default=2.0, metadata=_range(0.05, 60))
     link_timeout_s: float = field(default=6.0, metadata=_range(0.2, 600))
     backoff_max_s: float = field(default=1.0, metadata=_range(0.05, 600))
+    link_key_file: str = field(
+        default="", metadata={"doc": "the link's shared key (0600, same on both Pis); empty: <state_dir>/link.key"}
+    )
+    link_max_file_mb: int = field(
+        default=64, metadata=_range(1, 4096, "largest file the master accepts over the link; larger is refused")
+    )
 
     def check(self, prefix: str) -> None:
         import ipaddress
@@ -250,6 +256,16 @@ class PowerConfig:
 
 @dataclass(frozen=True)
 class ClockConfig:
+    backend: Literal["chrony", "sim"] = field(
+        default="chrony", metadata={"doc": "time source: this Pi's chronyd, or the simulated chrony (sim)"}
+    )
+    chronyc_host: str = field(default="", metadata={"doc": "chronyc -h: chronyd's command socket or address"})
+    ntp_servers: tuple[str, ...] = field(
+        default=(), metadata={"doc": "master: upstream NTP servers/pools for chrony (none: RTC + local stratum)"}
+    )
+    gps_refclock: Literal["shm", "sock"] = field(
+        default="shm", metadata={"doc": "master with gps_serial: gpsd hands NMEA time to chrony by SHM or SOCK"}
+    )
     tolerance_ms: float = field(default=50.0, metadata=_range(0.1, 60_000))
     gps_serial: str = field(default="", metadata={"doc": "pyserial URL of a GPS NMEA stream, e.g. /dev/ttyS0"})
     gps_baud: int = field(default=9600, metadata=_range(300, 921_600))

@@ -18,12 +18,12 @@ import numpy as np
 from controller.acquisition.caller import CAPTURE_FRAMES, OPEN_FACTOR, DeviceCaller
 from controller.acquisition.journal import CaptureJournal, CaptureRecord
 from controller.acquisition.naming import CaptureSeconds
-from controller.clock import Clock
 from controller.config import Config
 from controller.errors import DeviceTimeout, DeviceUnavailable, HardwareError, PycamError, StorageError
 from controller.logging import get_logger
 from controller.storage.names import ImageName, SpectrumName, check_type
 from controller.storage.png import encode_png16
+from controller.timekeeping.clock import Clock
 from states.driver import MachineDriver
 
 # The dark series takes at most this many exposures per device, spread over its shutter/integration list.

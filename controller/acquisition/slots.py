@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass
 
 from controller.acquisition.naming import whole_second
 from controller.acquisition.runner import DeviceRunner
-from controller.clock import Clock
 from controller.errors import DeviceUnavailable, PycamError
 from controller.logging import get_logger
 from controller.storage.names import check_type
+from controller.timekeeping.clock import Clock
 
 # The slot loop waits for a slot's captures until this fraction of a period before the next slot.
 SLOT_WAIT_MARGIN = 0.25

@@ -2,8 +2,10 @@
 
 The same setup as `pycam sim station` (separate master and slave `pycam run` processes, sim hardware), with a
 window of at least `slots` slots, small frames and no processing worker so that 20 000 slots fit in minutes; the
-faults (kill -9 of either supervisor, link drops, unplug/replug of each device) come at random, seeded times.
-Printed: slots captured, files lost (must be 0), duplicates (must be 0), peak memory and CPU of each process.
+faults (kill -9 of either supervisor, link drops, unplug/replug of each device) come at random, seeded times, and
+once a forged peer (a forged slave and a fake master without the link key, controller/sim/forged.py).
+Printed: slots captured, files lost, overwritten and duplicated (each must be 0), peak memory and CPU of each
+process.
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ def soak_faults(budget_s: float, every_s: float, rng: random.Random) -> list[Fau
     args_of = dict(FAULT_KINDS)
     for i, kind in zip(rng.sample(range(len(faults)), min(len(faults), len(ALWAYS))), ALWAYS, strict=False):
         faults[i] = Fault(kind, faults[i].at_s, dict(args_of[kind]))
+    if n:
+        # Once per soak, halfway: a forged slave dials the master, a fake master (no key) stands where the slave
+        # dials and acks everything. Not drawn from the rng, so a seed's other faults stay where they were.
+        faults.append(Fault("forged_peer", round((start + end) / 2, 1), {"down_s": 4.0}))
+        faults.sort(key=lambda f: f.at_s)
     return faults
 
 
@@ -102,13 +109,15 @@ def format_soak(s: dict) -> str:
         f"soak: {k['slots_planned']} slots planned, {k['slots_captured']} captured as A/B pairs "
         f"(per device {k['slots_captured_per_device']}) in {s['real_seconds']} s real ({s['network']})",
         f"config: {k['config']}",
-        f"files lost: {k['lost']}   corrupt: {s['corrupt']}   duplicates: {k['duplicates']}   "
-        f"overwritten: {k['overwritten']}   "
+        f"files lost: {k['lost']}   overwritten: {k['overwritten']}   corrupt: {s['corrupt']}   "
+        f"duplicates: {k['duplicates']}   "
         f"stored: {s['stored']} of {s['captured']} captured",
         f"faults injected: {k['faults']}",
     ]
     for f in s["faults_injected"]:
         lines.append(f"  {f['kind']} {f.get('device', '')} at {f['at_s']} s: back in acquire after {f['recovery_s']} s")
+        if f["kind"] == "forged_peer":
+            lines.append(f"    forged slave: {f.get('forged_slave')}   fake master: {f.get('fake_master')}")
     for role, p in s["processes"].items():
         lines.append(
             f"{role}: peak RSS {p['peak_rss_mb']} MB, CPU {p['cpu_s']} s ({p['cpu_percent_of_one_core']} % of one "

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from controller.link.auth import create_key
 from controller.logging import get_logger
 from controller.sim.abuse import run_client
 from controller.sim.host import (
@@ -54,6 +55,9 @@ LEAD = timedelta(minutes=10)  # sim time from boot to the window: sync and the d
 
 
 DARK_BEFORE = timedelta(minutes=5)
+
+
+NETNS_PORTS = (12345, 12347)  # link and control port of a run in network namespaces
 
 
 # The sim scene is slowed so the 60 s slots see the plume move as far as 2 s slots at 8 m/s would (about 7 px):
@@ -89,7 +93,7 @@ SIM_RING_BUFFER = 20
 class Fault:
     """A fault injected `at_s` real seconds after the window opens."""
 
-    # kill_slave, kill_master, drop_link, unplug, clock_step, garbage_ext, fill_disk,
+    # kill_slave, kill_master, drop_link, unplug, clock_step, garbage_ext, fill_disk, forged_peer,
     # restart_master_behind (kill -9, restarted with its clock behind_s sim seconds behind its data),
     # singles (TPA/TPB/TPS during continuous capture), abuse_ext (controller/sim/abuse.py)
     kind: str
@@ -190,6 +194,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         "network": {
             "master_host": hosts[0], "link_bind": hosts[0], "ext_bind": hosts[0], "ext_port_fallbacks": [],
             "heartbeat_s": 1.0, "link_timeout_s": 4.0, "backoff_max_s": 0.5,
+            "link_key_file": str(create_key(out / "link.key")),  # made once, as the installer does; both Pis
         },
         "schedule": {
             "period_s": run.period_s, "windows_utc": [[WINDOW_START.strftime("%H:%M"), end.strftime("%H:%M")]],
@@ -199,7 +204,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         "spectrometer": {"backend": "sim", "frame_rate_hz": round(1.0 / run.period_s, 6)},
         "gpio": {"backend": "mock"},
         "power": {"hello_timeout_s": 120.0, "wake_retries": 2, "stop_timeout_s": 600.0},
-        "clock": {"tolerance_ms": 50.0 * max(1.0, scale / 10), "sync_samples": 5, "resync_s": 600.0},
+        "clock": {"backend": "sim", "tolerance_ms": 50.0 * max(1.0, scale / 10), "sync_samples": 5, "resync_s": 600.0},
         "sim": {
             "seed": run.seed, "time_scale": scale, "wind_speed_m_s": SIM_WIND_M_S,
             "emission_rate_kg_s": SIM_EMISSION_KG_S,
@@ -253,13 +258,13 @@ async def _run_async(run: StationRun) -> dict:
     if use_netns:
         netns_up()
         hosts = (NETNS_ADDR[0], NETNS_ADDR[0])
-        link_port, ext_port = 12345, 12347
+        link_port, ext_port = NETNS_PORTS
     else:
         hosts = ("127.0.0.1", "127.0.0.1")
         link_port, ext_port = _free_port(), _free_port()
     mcfg, scfg = station_configs(run, link_port, ext_port, hosts)
     if not use_netns:
-        from controller.link.faults import FaultyProxy
+        from controller.sim.faults import FaultyProxy
 
         proxy = FaultyProxy("127.0.0.1", link_port)
         scfg["network"]["link_port"] = await proxy.start()
@@ -370,6 +375,15 @@ async def _drive_faults(run, master, slave, out, proxy, use_netns, window_real, 
                 await asyncio.sleep(float(fault.args.get("down_s", 3.0)))
                 (state_dir / "sim-fault.json").write_text(json.dumps({**sim, "kind": "replug"}))
                 target.signal(signal.SIGUSR1)
+        elif fault.kind == "forged_peer":
+            from controller.sim.forged import forged_peer_fault
+
+            master_port = proxy.target[1] if proxy is not None else NETNS_PORTS[0]
+            entry.update(
+                await forged_peer_fault(
+                    out, master_port, proxy, NETNS if use_netns else None, NETNS_ADDR[0], fault.args.get("down_s", 4.0)
+                )
+            )
         elif fault.kind == "garbage_ext":
             await _garbage_to_ext(ext_port, NETNS[0] if use_netns else None)
         elif fault.kind in ("singles", "abuse_ext"):

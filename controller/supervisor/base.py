@@ -28,11 +28,11 @@ from controller.acquisition import (
     wait_event_or_sleep,
 )
 from controller.acquisition.naming import capture_seconds
-from controller.clock import Clock
 from controller.config import Config
 from controller.errors import PycamError
 from controller.logging import get_logger
-from controller.supervisor.statusfile import StatusWriter, read_temperatures, read_wittypi_temperature
+from controller.supervisor.statusfile import StatusWriter, read_temperatures
+from controller.timekeeping.clock import Clock
 
 RUNNING = ("acquire", "degraded", "paused")
 FAULT_FILE = "sim-fault.json"
@@ -49,7 +49,6 @@ class RunOptions:
     """Options of `pycam run` that are not station config (sim and test hooks)."""
 
     state_dir: Path | None = None
-    discipline_sim_clock: bool = True  # sim only: the slave steps its clock like chrony would
     fault_retry_s: float = 30.0  # clock seconds in fault before booting again
     boot_guard: Any = None  # S1's BootGuard: tripped after repeated start-ups that never got healthy
 
@@ -366,7 +365,7 @@ class Supervisor:
                 "source": self.clock_source,
             },
             "storage": {**self.storage_check, "free_mb": self.free_mb, "paused": self.disk_paused},
-            "temperatures": {**read_temperatures(), "wittypi_rtc": read_wittypi_temperature()},
+            "temperatures": read_temperatures(),
             "devices": {k: d.info() for k, d in self.devices.items()},
             "captures": {k: d.captures for k, d in self.devices.items()},
             "slots": self.slot_loop.slots if self.slot_loop else 0,

@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 
 from controller.acquisition import DeviceRunner, SlotLoop, SlotPlan
-from controller.clock import ManualClock
 from controller.config import config_from_dict
 from controller.extport.protocol import slot_period_s
 from controller.hardware import factory
 from controller.storage.names import parse_name
+from controller.timekeeping.clock import ManualClock
 from tests.controller.extport.harness import run
 from tests.controller.extport.test_server import _client, _started
 from tests.controller.test_acquisition_naming import START, Store, _pump

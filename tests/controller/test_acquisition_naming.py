@@ -10,9 +10,9 @@ import pytest
 
 from controller.acquisition import DeviceRunner, SlotLoop, SlotPlan, TimelineClock
 from controller.acquisition.naming import MARK_NAME, CaptureSeconds, NoFreeSecond, capture_seconds
-from controller.clock import ManualClock
 from controller.hardware import factory
 from controller.storage.names import ImageName
+from controller.timekeeping.clock import ManualClock
 from tests.controller.test_acquisition import CFG
 
 START = 1_700_000_000.0  # a whole minute

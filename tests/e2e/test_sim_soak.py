@@ -21,7 +21,11 @@ def test_short_soak_with_random_faults_loses_nothing(tmp_path):
     for f in s["faults_injected"]:
         print(f"fault {f['kind']} {f.get('device', '')} at {f['at_s']} s: back in acquire after {f['recovery_s']} s")
     assert s["finished_cleanly"], s["exit_codes"]
-    assert k["lost"] == 0 and k["duplicates"] == 0 and k["overwritten"] == 0 and s["corrupt"] == 0
+    assert k["lost"] == 0 and k["duplicates"] == 0 and s["corrupt"] == 0
+    assert k["overwritten"] == 0  # issue 11: nothing replaced, also with a forged peer on the link
+    forged = [f for f in s["faults_injected"] if f["kind"] == "forged_peer"]
+    assert len(forged) == 1 and not forged[0]["forged_slave"].get("acked")
+    assert forged[0]["fake_master"].get("files_received") == 0
     assert s["stored_captured"] == s["captured"] > 0
     assert k["faults"] >= 2 and all(f["recovery_s"] is not None for f in s["faults_injected"])
     assert k["slots_planned"] >= 1000 and k["slots_captured"] > 0
