@@ -7,6 +7,10 @@ master is up (the link uses the same cable). Like the slave's chrony.conf (syste
 <master> iburst`, `makestep 1 -1`): the first update comes a few polls after the server is reachable; an error over
 the step threshold is stepped (on the first updates, or always with a limit of -1), a smaller one is slewed at
 chrony's default maximum rate (83 ms/s).
+
+With `measured` (the offset to the master the slave measured over the link, and when), the error is that
+measurement - what chronyd measures over NTP - so a master whose own clock is off (restarted behind its data)
+is followed as chronyd follows its server; a measurement older than the last update is not used twice.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ class SimChrony:
     name = "chrony"
 
     def __init__(self, clock: Any, reachable: Callable[[], bool], server: str = "master",
-                 step_threshold_s: float = 1.0, step_limit: int = -1, first_sync_s: float = FIRST_SYNC_S):  # fmt: skip
+                 step_threshold_s: float = 1.0, step_limit: int = -1, first_sync_s: float = FIRST_SYNC_S,
+                 measured: Callable[[], tuple[float, float] | None] | None = None):  # fmt: skip
         if not hasattr(clock, "offset_s"):
             raise TypeError("the simulated chrony needs a simulated clock (with offset_s)")
         self.clock = clock
@@ -35,6 +40,7 @@ class SimChrony:
         self.step_threshold_s = step_threshold_s
         self.step_limit = step_limit
         self.first_sync_s = first_sync_s
+        self._measured = measured
         self.updates = 0
         self.last_offset_s: float | None = None
         self.ref_time_s = 0.0
@@ -44,9 +50,20 @@ class SimChrony:
         self._last_update: float | None = None
         self.log = get_logger("sim_chrony")
 
+    def _server_error(self) -> float | None:
+        """Server time - this clock: the fresh link measurement when one is given, else the sim's true time."""
+        if self._measured is None:
+            return -self.clock.offset_s
+        sample = self._measured()
+        if sample is None or (self._last_update is not None and sample[1] <= self._last_update):
+            return None  # no new sample since the last update: nothing to correct with
+        return sample[0]
+
     def _discipline(self, now: float) -> None:
         """One clock update: step over the threshold (while allowed), else slew for the time since the last."""
-        error = -self.clock.offset_s  # server time - this clock
+        error = self._server_error()
+        if error is None:
+            return
         self.last_offset_s = error
         may_step = self.step_limit < 0 or self.updates < self.step_limit
         if abs(error) > self.step_threshold_s and may_step:

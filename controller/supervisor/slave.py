@@ -36,7 +36,9 @@ class SlaveSupervisor(Supervisor):
         self._stopped_by_master = asyncio.Event()
         self._offset_fault_noted = False
         self._chrony_update: float | None = None  # chrony's ref time when we last read it
-        self.time_source: TimeSource = make_time_source(self.cfg, self.clock, self._master_reachable)
+        self.time_source: TimeSource = make_time_source(
+            self.cfg, self.clock, self._master_reachable, measured=self._measured_offset
+        )
 
     async def boot_services(self) -> None:
         from controller.disk_policy import DiskPolicy
@@ -135,6 +137,10 @@ class SlaveSupervisor(Supervisor):
             self.plan = None
 
     # ---------------------------------------------------------------------------------------------- clock
+
+    def _measured_offset(self) -> tuple[float, float] | None:
+        """The offset to the master last measured over the link and when (local monotonic); None before any."""
+        return None if self.last_sync < -1e17 else (self.offset_s, self.last_sync)
 
     async def measure(self) -> bool:
         """chrony's state and the offset to the master measured over the link; True when chrony is synchronised,

@@ -15,12 +15,18 @@ class TimeSource(Protocol):
         """{'source', 'available', 'synchronised', 'offset_s' (source - this clock), 'selected', ...}; blocking."""
 
 
-def make_time_source(cfg: Any, clock: Any, reachable: Callable[[], bool]) -> TimeSource:
-    """The time source of this Pi. `reachable` says whether the master is reachable (the simulated chrony only)."""
+def make_time_source(
+    cfg: Any,
+    clock: Any,
+    reachable: Callable[[], bool],
+    measured: Callable[[], tuple[float, float] | None] | None = None,
+) -> TimeSource:
+    """The time source of this Pi. `reachable` says whether the master is reachable and `measured` gives the
+    offset to it last measured over the link with its monotonic time (the simulated chrony only)."""
     if cfg.clock.backend == "sim":
         from controller.sim.chrony import SimChrony
 
-        return SimChrony(clock, reachable, server=cfg.network.master_host)
+        return SimChrony(clock, reachable, server=cfg.network.master_host, measured=measured)
     from controller.timekeeping.chrony import ChronyReader
 
     return ChronyReader(host=cfg.clock.chronyc_host)

@@ -49,6 +49,24 @@ def test_sim_chrony_steps_on_first_update_then_slews():
     assert clock.offset_s == pytest.approx(0.5)  # no update between polls
 
 
+def test_sim_chrony_follows_a_master_restarted_behind_its_data_as_chronyd_follows_its_server():
+    # issue 11: the master restarted with its clock 300 s behind; the slave's chronyd steps onto the master's
+    # time (what NTP measures), not onto the simulator's true time.
+    clock = ManualClock(1_700_000_000.0)
+    clock.offset_s = 0.0
+    sample: dict = {}
+    chrony = SimChrony(clock, lambda: True, measured=lambda: sample.get("offset"))
+    chrony.status()  # the master is reachable from now
+    clock.advance(FIRST_SYNC_S)
+    assert chrony.status()["synchronised"] is False  # no measurement yet: no update
+    sample["offset"] = (-300.0, clock.monotonic())  # master - this clock, measured over the link
+    clock.advance(1)
+    assert chrony.status()["synchronised"] and clock.offset_s == -300.0  # stepped onto the master
+    clock.advance(16)
+    chrony.status()
+    assert clock.offset_s == -300.0  # the same (stale) measurement is never applied twice
+
+
 @run_async
 async def test_slave_hours_off_acquires_within_60s_of_the_link_coming_up(station):
     pair = station(factor=20.0)
