@@ -41,6 +41,7 @@ class SimChrony:
         self.step_limit = step_limit
         self.first_sync_s = first_sync_s
         self._measured = measured
+        self._residual_s = 0.0
         self.updates = 0
         self.last_offset_s: float | None = None
         self.ref_time_s = 0.0
@@ -67,12 +68,14 @@ class SimChrony:
         self.last_offset_s = error
         may_step = self.step_limit < 0 or self.updates < self.step_limit
         if abs(error) > self.step_threshold_s and may_step:
-            self.clock.offset_s += error
+            applied = error
             self.log.warning("sim_chrony_step", step_s=round(error, 6), server=self.server)
         else:
             elapsed = now - (self._last_update if self._last_update is not None else now)
             limit = MAX_SLEW * elapsed
-            self.clock.offset_s += max(-limit, min(limit, error))
+            applied = max(-limit, min(limit, error))
+        self.clock.offset_s += applied
+        self._residual_s = error - applied  # what is left to correct, as chronyd would report it
         self.updates += 1
         self._last_update = now
         self.ref_time_s = self.clock.time()
@@ -107,7 +110,7 @@ class SimChrony:
             "source": "chrony",
             "available": True,
             "synchronised": self.synchronised,
-            "offset_s": -self.clock.offset_s,
+            "offset_s": self._residual_s if self._measured is not None else -self.clock.offset_s,
             "last_offset_s": self.last_offset_s,
             "ref_time_s": self.ref_time_s,
             "stratum": 11 if self.synchronised else 0,

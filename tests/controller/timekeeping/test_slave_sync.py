@@ -61,7 +61,9 @@ def test_sim_chrony_follows_a_master_restarted_behind_its_data_as_chronyd_follow
     assert chrony.status()["synchronised"] is False  # no measurement yet: no update
     sample["offset"] = (-300.0, clock.monotonic())  # master - this clock, measured over the link
     clock.advance(1)
-    assert chrony.status()["synchronised"] and clock.offset_s == -300.0  # stepped onto the master
+    state = chrony.status()
+    assert state["synchronised"] and clock.offset_s == -300.0  # stepped onto the master
+    assert state["offset_s"] == 0.0  # and it says so: nothing left to correct (agrees with the link's offset)
     clock.advance(16)
     chrony.status()
     assert clock.offset_s == -300.0  # the same (stale) measurement is never applied twice
