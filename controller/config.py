@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 import types
 import typing
@@ -588,6 +589,8 @@ def check_paths(cfg: Config, create: bool = False) -> None:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise ConfigError(key, f"{folder} cannot be created: {e.strerror or e}{where}") from e
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise ConfigError(key, f"{folder} is not writable by this user{where}")
 
 
 def resolve_paths(cfg: Config, folder: Path) -> Config:
