@@ -101,10 +101,6 @@ class CaptureSeconds:
         """The newest slot second `device` named before this run (no slot at or below it is captured again)."""
         return self._floor.get(device)
 
-    def newest(self, device: str) -> int | None:
-        """The newest slot second `device` named (this run included)."""
-        return self._slot_newest.get(device)
-
     def persist(self) -> None:
         """Write the durable seconds if they changed (call off the event loop: it fsyncs). Raises StorageError."""
         if self.path is None:
@@ -141,9 +137,6 @@ class CaptureSeconds:
                 singles.add(second)
                 if len(singles) > KEEP_SINGLES:
                     singles.discard(min(singles))
-
-    def slot_free(self, device: str, t: float) -> bool:
-        return not self._held(device, whole_second(t))
 
     def claim_slot(self, device: str, t: float) -> bool:
         """Claim the second of a slot at master time `t`; False (nothing claimed) when it is already named."""
