@@ -442,6 +442,8 @@ class Config:
 
 # ------------------------------------------------------------------------------------------------------ loading
 
+MAX_CONFIG_BYTES = 1 << 20  # a station config is a few kB
+
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
@@ -553,6 +555,8 @@ def load_config(path: str | Path) -> Config:
     """Load and validate a station config file. Relative paths inside it are resolved against its folder."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError("<file>", f"{path} is larger than {MAX_CONFIG_BYTES} bytes: not a station config")
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError("<file>", f"cannot read {path}: {e.strerror}") from e
