@@ -77,6 +77,8 @@ class CaptureSeconds:
 
         remove_stale_temps(self.path)
         try:
+            if self.path.stat().st_size > 1 << 20:  # a real one is a few hundred bytes
+                raise ValueError("larger than 1 MiB")
             text = self.path.read_text(encoding="utf-8")
             doc = json.loads(text)
             newest = doc["newest"] if isinstance(doc, dict) else None
