@@ -99,6 +99,19 @@ class CaptureSeconds:
         self._log.info("capture_mark_loaded", path=str(self.path), newest=newest)
         return dict(newest)
 
+    def has_mark(self) -> bool:
+        """A readable mark was loaded (else the floors are unknown)."""
+        return bool(self._written)
+
+    def seed(self, newest: dict[str, int]) -> None:
+        """Floors from another record of what was named (the capture journal), when the mark is missing."""
+        for device, second in newest.items():
+            if second > self._floor.get(device, second - 1):
+                self._floor[device] = second
+                self._slot_newest[device] = max(second, self._slot_newest.get(device, second))
+        if newest:
+            self._log.warning("capture_mark_from_journal", newest=newest)
+
     def floor(self, device: str) -> int | None:
         """The newest slot second `device` named before this run (no slot at or below it is captured again)."""
         return self._floor.get(device)
@@ -164,6 +177,47 @@ class CaptureSeconds:
         )
 
 
+JOURNAL_NAME = "captures.jsonl"
+JOURNAL_TAIL_BYTES = 256 * 1024
+
+
+def _named_second(rec: dict) -> int:
+    """The second a journal record's file is named with (its name; else its slot or capture time)."""
+    from controller.storage.names import parse_name
+
+    try:
+        return whole_second(parse_name(rec["name"]).time.timestamp())
+    except ValueError:
+        return whole_second(float(rec["slot_time"] if rec.get("slot_time") is not None else rec["capture_time"]))
+
+
+def newest_in_journal(path: Path) -> dict[str, int]:
+    """The newest named second per device in the tail of the capture journal (its last records are its newest)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - JOURNAL_TAIL_BYTES))
+            tail = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return {}
+    newest: dict[str, int] = {}
+    for line in tail.splitlines():
+        try:
+            rec = json.loads(line)
+            device = str(rec["device"])
+            second = _named_second(rec)
+        except (ValueError, KeyError, TypeError):
+            continue  # the first line of the tail is usually cut
+        newest[device] = max(second, newest.get(device, second))
+    return newest
+
+
 def capture_seconds(state_dir: Path | None) -> CaptureSeconds:
-    """The station's CaptureSeconds, durable in `state_dir` (None: in memory only, e.g. `pycam capture`)."""
-    return CaptureSeconds(Path(state_dir) / MARK_NAME if state_dir is not None else None)
+    """The station's CaptureSeconds, durable in `state_dir` (None: in memory only, e.g. `pycam capture`). When the
+    mark is missing or unreadable, the newest seconds come from the capture journal's tail instead."""
+    if state_dir is None:
+        return CaptureSeconds(None)
+    names = CaptureSeconds(Path(state_dir) / MARK_NAME)
+    if not names.has_mark():
+        names.seed(newest_in_journal(Path(state_dir) / JOURNAL_NAME))
+    return names

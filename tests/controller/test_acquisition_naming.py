@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -107,6 +108,18 @@ def test_singles_named_ahead_stay_taken_after_a_restart_without_holding_acquisit
     assert not any(again.claim_slot("A", t) for t in ahead)  # but the singles' seconds stay taken
     assert again.claim_single("A", START) == int(START) + 6
     assert again.claim_slot("A", START + 8)
+
+
+def test_without_its_mark_a_restart_takes_the_newest_seconds_from_the_capture_journal(tmp_path):
+    from controller.acquisition import CaptureJournal, CaptureRecord
+
+    journal = CaptureJournal(tmp_path / "captures.jsonl")
+    journal.append(CaptureRecord("a.png", "A", START + 60, START + 60.1, "0" * 64, 1))
+    single = str(ImageName(datetime.fromtimestamp(START + 65, tz=UTC), "A", 1, 5000, "Test"))
+    journal.append(CaptureRecord(single, "A", None, START + 63.2, "0" * 64, 1))  # named two seconds later
+    names = capture_seconds(tmp_path)  # no capture-mark.json (deleted, or from an older version)
+    assert names.floor("A") == int(START + 65)  # the second in its name, not its capture time
+    assert not names.claim_slot("A", START + 64) and names.claim_slot("A", START + 68)
 
 
 def test_single_with_every_second_a_slot_is_refused_with_a_reason():
