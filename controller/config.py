@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 import types
 import typing
@@ -449,6 +450,8 @@ class Config:
 
 # ------------------------------------------------------------------------------------------------------ loading
 
+MAX_CONFIG_BYTES = 1 << 20  # a station config is a few kB
+
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
@@ -560,6 +563,8 @@ def load_config(path: str | Path) -> Config:
     """Load and validate a station config file. Relative paths inside it are resolved against its folder."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError("<file>", f"{path} is larger than {MAX_CONFIG_BYTES} bytes: not a station config")
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError("<file>", f"cannot read {path}: {e.strerror}") from e
@@ -596,6 +601,8 @@ def check_paths(cfg: Config, create: bool = False) -> None:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise ConfigError(key, f"{folder} cannot be created: {e.strerror or e}{where}") from e
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise ConfigError(key, f"{folder} is not writable by this user{where}")
 
 
 def resolve_paths(cfg: Config, folder: Path) -> Config:

@@ -31,6 +31,7 @@ SETTINGS_NAME = "settings.json"
 FORMAT_VERSION = 1
 # Sections that may change while the station runs. Network, storage and station identity need a restart.
 RUNTIME_SECTIONS = ("camera", "spectrometer", "schedule", "processing")
+MAX_SETTINGS_BYTES = 1 << 20  # a real one is a few kB; a larger file is set aside unread
 
 Listener = Callable[[Config, dict[str, dict[str, Any]]], None]
 
@@ -154,6 +155,9 @@ class SettingsStore:
 
     def _load(self) -> None:
         try:
+            if self.path.stat().st_size > MAX_SETTINGS_BYTES:
+                self._set_aside(f"larger than {MAX_SETTINGS_BYTES} bytes: not a settings file of this station")
+                return
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return

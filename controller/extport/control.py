@@ -126,6 +126,7 @@ class DeviceControl(_SingleKey):
     async def handle_message(self, commands: list[Command], sender: str) -> list[Reply]:
         replies: list[Reply] = []
         units = [u for u in protocol.order_units(commands) if self._acting_unit(u) or u.commands[0].spec.kind == "log"]
+        units = _once_per_key(units)
         settings = [u for u in units if u.commands[0].spec.kind == "setting"]
         if settings:
             replies += await self._apply_settings(settings, sender)
@@ -275,6 +276,17 @@ class RemoteDeviceControl(_SingleKey):
                 known = self._last.setdefault(reply["IDN"], {})
                 known.update({k: v for k, v in reply.items() if k in protocol.SETTING_KEYS})
         return replies
+
+
+def _once_per_key(units: list[protocol.Unit]) -> list[protocol.Unit]:
+    """An action, lifecycle or LOG key repeated in one message acts once, with its last value: 500 x TPA in one
+    message is one capture, not 500 (settings already merge: the last value is the one in force)."""
+    last: dict[str, int] = {}
+    for i, unit in enumerate(units):
+        if unit.commands[0].spec.kind in ("action", "lifecycle", "log"):
+            last[unit.commands[0].key] = i
+    return [u for i, u in enumerate(units) if u.commands[0].spec.kind not in ("action", "lifecycle", "log")
+            or last[u.commands[0].key] == i]  # fmt: skip
 
 
 def _checked_replies(answer: Any) -> list[Reply] | None:

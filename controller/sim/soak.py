@@ -26,7 +26,7 @@ FAULT_KINDS = (
     ("unplug", {"device": "B", "down_s": 3.0}),
     ("unplug", {"device": "S", "down_s": 3.0}),
     # issue 11: what the fault model lacked
-    ("restart_master_behind", {"down_s": 2.0, "behind_s": 60.0}),
+    ("restart_master_behind", {"down_s": 2.0, "behind_s": 300.0}),  # minutes behind its newest slot
     ("singles", {}),
     ("abuse_ext", {}),
 )
@@ -52,7 +52,8 @@ def soak_faults(budget_s: float, every_s: float, rng: random.Random) -> list[Fau
     """Random faults over the window (real seconds after it opens), away from its start and its end (the last
     fault must be over, and recovered from, before the window closes)."""
     start, end = min(15.0, 0.15 * budget_s), budget_s - min(25.0, 0.3 * budget_s)
-    n = max(1, int((end - start) / every_s)) if end > start else 0
+    # At least one slot for each ALWAYS kind (a short soak still injects what issue 11 found missing).
+    n = max(len(ALWAYS), int((end - start) / every_s)) if end > start else 0
     faults = []
     for i in range(n):
         kind, args = rng.choice(FAULT_KINDS)

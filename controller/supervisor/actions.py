@@ -96,8 +96,14 @@ class SupervisorActions:
             runner.continuous = False
         self.sup.kick.set()
 
+    def _refuse_if_running(self, name: str, what: str) -> None:
+        """One dark series / backend restart per group at a time: a repeated request is refused, not queued."""
+        if any(t.get_name() == name and not t.done() for t in self._tasks):
+            raise PycamError(f"{what} already running")
+
     async def dark_series(self, kind: str) -> None:
         self._runners(kind)  # refuse an unknown group at once
+        self._refuse_if_running(f"darks-{kind}", f"a dark series of the {kind}")
         self._spawn(self.run_dark_series(kind), f"darks-{kind}")
 
     async def run_dark_series(self, kind: str, announce: bool = True) -> list[str]:
@@ -136,6 +142,7 @@ class SupervisorActions:
 
     async def restart_backend(self, kind: str) -> None:
         runners = self._runners(kind)
+        self._refuse_if_running(f"restart-{kind}", f"a restart of the {kind} backend")
 
         async def reopen() -> None:
             for runner in runners:

@@ -106,6 +106,11 @@ def format_status(data: dict | None, verdict: str, state_dir: Path) -> str:
     machines = data.get("machines") or {}
     if machines:
         lines.append("machines: " + ", ".join(f"{k} {v}" for k, v in sorted(machines.items())))
+    held = (data.get("slot_loop") or {}).get("held")
+    if held:  # e.g. clock_behind_data: the clock is behind the newest slot stored; no slot is captured twice
+        lines.append(
+            f"acquisition held: {held.get('detail')} (clock {held.get('clock')}, newest data {held.get('newest_data')})"
+        )
     link = data.get("link") or {}
     peer = value(link.get("peer")) if link.get("peer") else "no peer"
     lines.append(f"link: {link.get('state')}, {'connected' if link.get('connected') else 'NOT connected'} ({peer})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -94,6 +95,31 @@ def test_master_restarted_with_clock_behind_its_data_does_not_reuse_a_second(tmp
     assert not again.claim_slot("A", START + 60)
     assert again.claim_single("A", START) == int(START + 61)
     assert again.claim_slot("A", START + 64) and again.floor("B") is None
+
+
+def test_singles_named_ahead_stay_taken_after_a_restart_without_holding_acquisition(tmp_path):
+    first = capture_seconds(tmp_path)
+    assert first.claim_slot("A", START)
+    ahead = [first.claim_single("A", START) for _ in range(5)]  # a burst: named ahead of the clock
+    assert ahead == [int(START) + i for i in range(1, 6)]
+    first.persist()
+    again = capture_seconds(tmp_path)
+    assert again.floor("A") == int(START)  # the slot loop holds only up to the newest slot
+    assert not any(again.claim_slot("A", t) for t in ahead)  # but the singles' seconds stay taken
+    assert again.claim_single("A", START) == int(START) + 6
+    assert again.claim_slot("A", START + 8)
+
+
+def test_without_its_mark_a_restart_takes_the_newest_seconds_from_the_capture_journal(tmp_path):
+    from controller.acquisition import CaptureJournal, CaptureRecord
+
+    journal = CaptureJournal(tmp_path / "captures.jsonl")
+    journal.append(CaptureRecord("a.png", "A", START + 60, START + 60.1, "0" * 64, 1))
+    single = str(ImageName(datetime.fromtimestamp(START + 65, tz=UTC), "A", 1, 5000, "Test"))
+    journal.append(CaptureRecord(single, "A", None, START + 63.2, "0" * 64, 1))  # named two seconds later
+    names = capture_seconds(tmp_path)  # no capture-mark.json (deleted, or from an older version)
+    assert names.floor("A") == int(START + 65)  # the second in its name, not its capture time
+    assert not names.claim_slot("A", START + 64) and names.claim_slot("A", START + 68)
 
 
 def test_single_with_every_second_a_slot_is_refused_with_a_reason():

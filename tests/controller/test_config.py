@@ -206,3 +206,11 @@ def test_state_dir_that_cannot_be_created_stops_run_with_one_line(tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "storage.state_dir" in lines[0] and "cannot be created" in lines[0], result.output
     assert str(path) in lines[0]
+
+
+def test_oversized_config_is_one_line_not_read(tmp_path):
+    from controller.config import MAX_CONFIG_BYTES
+
+    path = tmp_path / "huge.toml"
+    path.write_bytes(b"#" * (MAX_CONFIG_BYTES + 1))
+    assert "larger than" in _one_line_error(path)

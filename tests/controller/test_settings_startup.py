@@ -39,6 +39,15 @@ def test_settings_file_that_cannot_be_applied_is_set_aside_and_the_station_start
     assert store.update({"camera": {"shutter_us": 7}}).camera.shutter_us == 7
 
 
+def test_an_oversized_settings_file_is_set_aside_unread(tmp_path):
+    from controller.settings import MAX_SETTINGS_BYTES
+
+    (tmp_path / "settings.json").write_bytes(b" " * (MAX_SETTINGS_BYTES + 1))
+    store = SettingsStore(tmp_path, Config())
+    assert store.config == Config() and "larger than" in store.load_problem
+    assert len(list(tmp_path.glob("settings.json.corrupt-*"))) == 1
+
+
 def test_stale_temporary_settings_files_from_kills_are_removed_at_start(tmp_path):
     SettingsStore(tmp_path, Config()).update({"camera": {"shutter_us": 4321}})
     stale = [tmp_path / f"{TEMP_PREFIX}settings.json.{n}" for n in ("a1b2c3", "zz9")]

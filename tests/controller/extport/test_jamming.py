@@ -129,3 +129,16 @@ def test_single_capture_echo_names_the_file_written(tmp_path):
         await st.server.stop()
 
     run(body())
+
+
+def test_an_action_key_repeated_in_one_message_acts_once(tmp_path):
+    async def body():
+        st = await _started(tmp_path)
+        async with _client(st) as c:
+            replies = await c.command([("TPA", "Test")] * 200 + [("DKS", 1)] * 200)
+        assert st.master_actions.calls == [("capture_single", "CM1", "Test")]
+        assert st.slave_actions.calls == [("dark_series", "spectrometer")]
+        assert replies == [{"TPA": "Test", "IDN": "CM1"}, {"DKS": "1", "IDN": "SPC"}]
+        await st.server.stop()
+
+    run(body())

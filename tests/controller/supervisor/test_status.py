@@ -41,3 +41,12 @@ def test_json_output(tmp_path):
     result = CliRunner().invoke(status_cmd, ["--state-dir", str(tmp_path), "--json"])
     out = json.loads(result.output)
     assert out["verdict"] == "running" and out["status"]["state"] == "acquire"
+
+
+def test_status_says_why_acquisition_is_held_when_the_clock_is_behind_its_data(tmp_path):
+    held = {"detail": "clock_behind_data", "clock": 1_700_000_000.0, "newest_data": 1_700_000_060}
+    _write(tmp_path, slot_loop={"slots": 0, "held": held, "timeline_lead_s": 0.0})
+    result = CliRunner().invoke(status_cmd, ["--state-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if "acquisition held" in x)
+    assert "clock_behind_data" in line and "1700000060" in line
