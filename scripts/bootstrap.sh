@@ -16,10 +16,22 @@ command -v rsync >/dev/null || need_apt+=(rsync)
 command -v ssh >/dev/null || need_apt+=(openssh-client)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v chromium >/dev/null || need_apt+=(chromium)
+# chrony: the station's time system (the two-chronyd test runs it in network namespaces, never on this clock);
+# systemd-analyze and setpriv: the install rehearsal (tests/e2e/test_install_rehearsal.py).
+command -v chronyd >/dev/null || need_apt+=(chrony)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v setpriv >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "bootstrap: installing system packages: ${need_apt[*]}" >&2
+    # No daemon a package brings may start here (chronyd would discipline this machine's clock): policy-rc.d 101.
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+    fi
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    [ -z "$policy" ] || rm -f "$policy"
   else
     echo "bootstrap: please install these system packages first: ${need_apt[*]}" >&2
   fi

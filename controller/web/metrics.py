@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from controller.web.text import temperatures_of, voltages_of
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -56,8 +58,8 @@ class _StatusCollector:
         free = _num(storage.get("free_mb"))
         yield from _gauge("disk_free_bytes", "free space on the data disk", None if free is None else free * 2**20)
         yield from _gauge("disk_paused", "1 while acquisition is paused for disk space", storage.get("paused"))
-        yield from _labelled("temperature_celsius", "temperatures", "sensor", s.get("temperatures") or {})
-        yield from _labelled("voltage_volts", "supply voltages", "line", s.get("voltages") or {})
+        yield from _labelled("temperature_celsius", "temperatures", "sensor", temperatures_of(s))
+        yield from _labelled("voltage_volts", "supply voltages (power board)", "line", voltages_of(s))
         clock = s.get("clock") or {}
         offset = _num(clock.get("offset_ms"))
         yield from _gauge("clock_offset_seconds", "offset to the master", None if offset is None else offset / 1000)

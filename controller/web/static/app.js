@@ -50,9 +50,15 @@ function render(s) {
   if (s.stored_from_slave !== undefined) caps.push(["files from the slave", fmt(s.stored_from_slave)]);
   rows("captures", caps);
   const st = s.storage || {};
-  const temps = Object.entries(s.temperatures || {}).filter(([, v]) => v !== null)
+  const board = s.power_board || {};
+  const tempsAll = Object.assign({}, s.temperatures || {});
+  if (board.board) tempsAll[board.board + "_board"] = board.temperature_c;
+  const temps = Object.entries(tempsAll).filter(([, v]) => typeof v === "number")
     .map(([k, v]) => k + " " + v.toFixed(1) + " °C").join(", ");
-  const volts = Object.entries(s.voltages || {}).map(([k, v]) => k + " " + fmt(v, 2) + " V").join(", ");
+  const voltsAll = Object.assign({input: board.input_voltage_v, output: board.output_voltage_v}, s.voltages || {});
+  const volts = Object.entries(voltsAll).filter(([, v]) => typeof v === "number")
+    .map(([k, v]) => k + " " + v.toFixed(2) + " V").join(", ") ||
+    (board.problem ? "power board not readable: " + board.problem : "");
   const link = s.link || {};
   rows("health", [
     ["disk", fmt(st.free_mb, 0) + " MB free" + (st.paused ? " — acquisition PAUSED" : ""), st.paused ? "bad" : ""],
