@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.link.auth import create_key
 from controller.sim.station import write_toml
 
 
@@ -27,6 +28,7 @@ def master_config(tmp: Path, web_port: int, **over: dict) -> dict:
         "network": {
             "master_host": "127.0.0.1", "link_bind": "127.0.0.1", "ext_bind": "127.0.0.1",
             "link_port": free_port(), "ext_port": free_port(), "ext_port_fallbacks": [],
+            "link_key_file": str(create_key(tmp / "link.key")),
         },
         "storage": {
             "data_root": str(tmp / "data"), "state_dir": str(tmp / "state"), "spool_dir": str(tmp / "spool"),
