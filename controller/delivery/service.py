@@ -30,6 +30,7 @@ from controller.logging import get_logger
 from controller.storage.atomic import TEMP_PREFIX
 
 PARTIAL_DIR = ".rsync-partial"
+FOLDER_SETTLE_NS = 2_000_000_000
 RSYNC_VANISHED = 24  # "some files vanished before they could be transferred": the rest went through
 
 
@@ -40,16 +41,29 @@ class Source:
     name: str
     root: Path
     names: tuple[str, ...] = ()
+    # Files appear by rename and never change (the raw data store): a folder whose mtime is unchanged since the
+    # last scan holds nothing new and is not listed again.
+    immutable: bool = False
 
 
-def scan_source(src: Source) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime_ns) of the deliverable files under the source (temp and hidden files skipped)."""
+def scan_source(src: Source, folders: dict[str, int] | None = None) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime_ns) of the deliverable files under the source (temp and hidden files skipped).
+    `folders` (folder -> mtime_ns, updated here) skips unchanged folders of an immutable source."""
     out: list[tuple[str, int, int]] = []
     root = Path(src.root)
     if not root.is_dir():
         return out
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if src.immutable and folders is not None:
+            try:
+                mtime = os.stat(dirpath).st_mtime_ns
+            except OSError:
+                continue
+            if folders.get(dirpath) == mtime:
+                continue
+            if time.time_ns() - mtime > FOLDER_SETTLE_NS:  # a coarse-mtime filesystem may still add to it
+                folders[dirpath] = mtime
         for fn in sorted(filenames):
             if fn.startswith((".", TEMP_PREFIX)) or (src.names and fn not in src.names):
                 continue
@@ -90,6 +104,8 @@ class DeliveryService:
         self.last_lag_s: float | None = None
         self.runs = 0
         self._backlog: dict = {}
+        self._offered: dict[tuple[str, str], tuple[int, int]] = {}  # (source, rel) -> (size, mtime_ns) offered
+        self._folders: dict[str, int] = {}  # folder -> mtime_ns, of immutable sources (scan_source)
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -200,11 +216,20 @@ class DeliveryService:
             self._backlog = await self._call(self._queue.backlog)
 
     def _scan(self) -> int:
+        """Offer every new or changed file to the queue (the queue is asked only about files whose signature this
+        process has not offered yet: a scan of an unchanged tree costs a stat per file, no database work)."""
         queued = 0
         now = self._now()
         for src in self.sources.values():
-            for rel, size, mtime_ns in scan_source(src):
+            for rel, size, mtime_ns in scan_source(src, self._folders):
+                if src.immutable:  # only new folders' files come here: the queue decides
+                    queued += self._queue.offer(src.name, rel, size, mtime_ns, now)
+                    continue
+                key, sig = (src.name, rel), (size, mtime_ns)
+                if self._offered.get(key) == sig:
+                    continue
                 queued += self._queue.offer(src.name, rel, size, mtime_ns, now)
+                self._offered[key] = sig
         return queued
 
     # ----------------------------------------------------------------------------------------------- rsync
