@@ -341,6 +341,31 @@ class ProcessingConfig:
     default_calibration_slope: float = field(
         default=6.8e18, metadata=_range(0, 1e21, "molecules/cm² per unit AA when neither DOAS nor cells calibrate")
     )
+    cell_window: tuple[str, str] = field(
+        default=("", ""),
+        metadata={
+            "doc": "gas cells among the plume images (no <N>ppmm names, e.g. pyplis's ECII data): UTC start and end "
+            "(YYYY-mm-ddTHH:MM:SS) of the cell sequence; its frames are cells or clear sky, never plume"
+        },
+    )
+    cell_columns: tuple[tuple[str, float, float], ...] = field(
+        default=(), metadata={"doc": "cells of the cell_window: [id, column, column error] (molecules/cm²)"}
+    )
+    dilution_lines: tuple[tuple[int, int, int, int], ...] = field(
+        default=(), metadata={"doc": "light dilution: terrain lines x0, y0, x1, y1 (pixels); empty: no correction"}
+    )
+    dilution_line_distances_m: tuple[tuple[float, float], ...] = field(
+        default=(), metadata={"doc": "per dilution line: terrain distance (m) at its start and end"}
+    )
+    dilution_distance_map: str = field(
+        default="", metadata={"doc": "light dilution: .npy terrain distance (m) per pixel, NaN off terrain"}
+    )
+    dilution_ambient_roi: tuple[int, int, int, int] = field(
+        default=(0, 0, 40, 20), metadata={"doc": "light dilution: sky region x0, y0, x1, y1 for the ambient radiance"}
+    )
+    dilution_plume_aa_min: float = field(
+        default=0.03, metadata=_range(0, 10, "light dilution: pixels with AA above this are corrected")
+    )
     calibration_through_origin: bool = field(
         default=True,
         metadata={
@@ -579,7 +604,8 @@ def resolve_paths(cfg: Config, folder: Path) -> Config:
     proc = cfg.processing
     proc = dataclasses.replace(
         proc, **{k: fix_str(getattr(proc, k)) for k in
-                 ("solar_reference", "so2_xsec", "o3_xsec", "ring_spectrum", "ils", "registration")}
+                 ("solar_reference", "so2_xsec", "o3_xsec", "ring_spectrum", "ils", "registration",
+                  "dilution_distance_map")}
     )  # fmt: skip
     sim = dataclasses.replace(cfg.sim, references_dir=fix_str(cfg.sim.references_dir))
     delivery = dataclasses.replace(

@@ -125,10 +125,10 @@ class StationRun:
     log_level: str = "info"
     data_fs_mb: int | None = None  # root only: the master's data root on a tmpfs of this size (disk-full faults)
     spectrometer: bool = True
+    ext_token: str = ""  # the master's network.auth_token (the soak sets one: AUTH guessing is part of its abuse)
     observatory: bool = True  # a simulated observatory (real sshd) the master delivers to; page on in [web]
     progress: Callable[[str], None] | None = None  # gets a progress line every few seconds while it runs
     screenshot: Path | None = None  # a screenshot of the status page (headless Chromium) at 3/4 of the window
-    ext_token: str = ""  # the master's network.auth_token (the soak sets one: AUTH guessing is part of its abuse)
 
 
 def _toml_value(v) -> str:

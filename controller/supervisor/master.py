@@ -525,11 +525,11 @@ class MasterSupervisor(Supervisor):
             "stored_from_slave": self.stored_from_slave,
             "duplicates_from_slave": self.duplicates_from_slave,
             "data_root": str(self.cfg.storage.data_root),
+            "power_board": self.power_board.status() if self.power_board is not None else None,
+            "power_lines": self.power_lines.status() if self.power_lines is not None else None,
             "worker_pairs": self.worker_pairs,
             "web": self.web.status() if self.web is not None else None,
             "delivery": self.delivery.status() if self.delivery is not None else None,
-            "power_board": self.power_board.status() if self.power_board is not None else None,
-            "power_lines": self.power_lines.status() if self.power_lines is not None else None,
         }
 
 
