@@ -134,6 +134,29 @@ function sparkline(id, points, unit) {
   svg.appendChild(label);
   box.appendChild(svg);
 }
+function summaryRows(sum) {
+  // The worker's daily summary (summary_YYYY-MM-DD.json): per PCS line and velocity method, then the day's facts.
+  if (!sum) return [["daily summary", "not written yet"]];
+  const out = [];
+  for (const [line, methods] of Object.entries(sum.lines || {})) {
+    for (const [method, m] of Object.entries(methods || {})) {
+      const kg = m.emission_rate_kg_s || {}, td = m.emission_rate_t_d || {};
+      out.push([line + " " + method, fmt(kg.mean, 3) + " ± " + fmt(kg.std, 3) + " kg/s (" + fmt(td.mean, 1) +
+        " t/d), min " + fmt(kg.min, 3) + ", max " + fmt(kg.max, 3) + "; " + fmt(m.rows) + " rows, valid flow " +
+        fmt(m.fraction_valid_flow) + ", calibration " + fmt(m.calibration_method)]);
+    }
+  }
+  const cov = sum.coverage || {};
+  if (sum.pairs_processed !== undefined) out.push(["pairs", fmt(sum.pairs_processed) + " processed" +
+    (cov.fraction !== undefined ? ", coverage " + fmt(cov.fraction) + " of the window's slots" : "")]);
+  for (const k of ["calibration_method", "light_dilution", "generated_utc"]) {
+    if (sum[k] !== undefined) out.push([k.replace("_", " "), fmt(sum[k])]);
+  }
+  if (!out.length) {  // another layout: its top-level facts
+    for (const [k, v] of Object.entries(sum).filter(([k]) => k !== "file").slice(0, 12)) out.push([k, fmt(v)]);
+  }
+  return out;
+}
 function renderResults(r) {
   const series = Object.entries(r.emissions || {});
   const now = series.map(([name, rows]) => {
@@ -143,9 +166,7 @@ function renderResults(r) {
   text("emission-now", now.length ? now.join("; ") : "No emission rates for " + r.day + " yet.");
   const first = series.length ? series[0] : null;
   sparkline("emission-chart", first ? first[1].map((x) => [x.datetime, x["flux_(kg/s)"]]) : [], "kg/s");
-  const sum = r.summary;
-  rows("summary", sum ? Object.entries(sum).filter(([k]) => k !== "file").slice(0, 20).map(([k, v]) => [k, fmt(v)])
-    : [["daily summary", "not written yet"]]);
+  rows("summary", summaryRows(r.summary));
   const doas = r.doas || [];
   const unit = r.doas_unit || "molecules/cm²", ppmm = r.ppmm_to_molecules_cm2;
   sparkline("doas-chart", doas.map((x) => [x.Time, x["Column density"]]), unit);

@@ -3,6 +3,7 @@ script fills the station state into the DOM from /api/status, no console errors,
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -67,6 +68,16 @@ def _todays_products(processed: Path) -> str:
     plot = np.full((200, 400, 3), 255, np.uint8)
     cv2.putText(plot, f"plot {day}", (20, 100), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
     cv2.imwrite(str(processed / f"plot_{day}.png"), plot)
+    summary = {  # the layout of the worker's daily summary (processing.daily)
+        "day": day, "pairs_processed": 12, "coverage": {"fraction": 0.5}, "calibration_method": "doas",
+        "light_dilution": "not corrected",
+        "lines": {"line0": {"flow": {
+            "rows": 12, "emission_rate_kg_s": {"mean": 0.41, "std": 0.07, "min": 0.3, "max": 0.52},
+            "emission_rate_t_d": {"mean": 35.424}, "fraction_valid_flow": 1.0, "calibration_method": "doas",
+        }}},
+    }  # fmt: skip
+    (processed / "daily" / day).mkdir(parents=True)
+    (processed / "daily" / day / f"summary_{day}.json").write_text(json.dumps(summary))
     return day
 
 
@@ -95,6 +106,7 @@ def test_status_page_in_chromium_shows_the_station_state_without_console_errors(
     assert f"plot.png?day={day}" in r.stdout and "No emission-rate plot" not in r.stdout
     assert "emission_rates_line0_flow: 0.520 kg/s" in r.stdout
     assert r.stdout.count("<polyline") == 2, "the emission and DOAS series are not drawn"
+    assert "0.410 ± 0.070 kg/s (35.4 t/d), min 0.300, max 0.520; 12 rows, valid flow 1, calibration doas" in r.stdout
     assert "12 spectra today; latest 3.005e+18 ± 1.000e+16 molecules/cm² (1200 ppm·m)" in r.stdout
     assert console_messages(r.stderr) == []
 
