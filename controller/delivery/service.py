@@ -76,6 +76,22 @@ def scan_source(src: Source, folders: dict[str, int] | None = None) -> list[tupl
     return out
 
 
+_STATS = {"Total bytes sent": "bytes_sent", "Matched data": "bytes_matched"}
+
+
+def rsync_stats(text: str) -> dict[str, int]:
+    """From `rsync --stats`: bytes sent over the link, and bytes matched in the server's copy (a resumed partial
+    file, or the unchanged part of a grown CSV: what the uplink did not have to carry)."""
+    out = {}
+    for line in text.splitlines():
+        label, _, rest = line.partition(":")
+        if label.strip() in _STATS:
+            digits = rest.strip().split(" ")[0].replace(",", "")
+            if digits.isdigit():
+                out[_STATS[label.strip()]] = int(digits)
+    return out
+
+
 def backoff_s(failures: int, initial_s: float, max_s: float) -> float:
     """Delay before the next attempt after `failures` failed runs in a row."""
     return min(max_s, initial_s * 2 ** max(0, failures - 1))
@@ -103,6 +119,7 @@ class DeliveryService:
         self.last_success_at: float | None = None
         self.last_lag_s: float | None = None
         self.runs = 0
+        self.totals = {"bytes_sent": 0, "bytes_matched": 0}  # over this process's rsync runs (rsync_stats)
         self._backlog: dict = {}
         self._offered: dict[tuple[str, str], tuple[int, int]] = {}  # (source, rel) -> (size, mtime_ns) offered
         self._folders: dict[str, int] = {}  # folder -> mtime_ns, of immutable sources (scan_source)
@@ -158,6 +175,7 @@ class DeliveryService:
             "next_retry_in_s": round(max(0.0, self.next_retry_at - now), 1) if self.next_retry_at else None,
             "last_error": self.last_error,
             "runs": self.runs,
+            **self.totals,
         }
 
     # ------------------------------------------------------------------------------------------------ loop
@@ -248,7 +266,7 @@ class DeliveryService:
 
     def rsync_command(self, source: Source) -> list[str]:
         c = self.cfg
-        cmd = ["rsync", "-rt", "--mkpath", f"--partial-dir={PARTIAL_DIR}", "--from0", "--files-from=-"]
+        cmd = ["rsync", "-rt", "--mkpath", f"--partial-dir={PARTIAL_DIR}", "--from0", "--files-from=-", "--stats"]
         cmd += [f"--timeout={max(1, round(c.timeout_s))}", "-e", shlex.join(self.ssh_command())]
         if c.bwlimit_kbps:
             cmd.append(f"--bwlimit={c.bwlimit_kbps}")
@@ -269,9 +287,9 @@ class DeliveryService:
             try:
                 self._proc = await asyncio.create_subprocess_exec(
                     *self.rsync_command(source), stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 )  # fmt: skip
-                _, err = await self._proc.communicate(files)
+                out, err = await self._proc.communicate(files)
                 code = self._proc.returncode
             except OSError as e:
                 return f"cannot run rsync: {e}"
@@ -279,6 +297,9 @@ class DeliveryService:
                 await self._kill_rsync()  # stopping: the partial file stays on the server for the next run
                 raise
             self._proc = None
+            stats = rsync_stats(out.decode(errors="replace"))
+            for key in ("bytes_sent", "bytes_matched"):
+                self.totals[key] += stats.get(key, 0)
             if code not in (0, RSYNC_VANISHED):
                 lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()]
                 return f"rsync exit {code}: {lines[0] if lines else 'no message'}"

@@ -79,6 +79,11 @@ class _StatusCollector:
             yield from _gauge("delivery_lag_seconds", "age of the oldest file not yet delivered", d.get("lag_s"))
             yield from _gauge("delivery_delivered_files", "files delivered (distinct)", d.get("delivered_files"))
             yield from _gauge("delivery_failures_in_a_row", "failed delivery runs in a row", d.get("failures_in_a_row"))
+            for key, doc in (("bytes_sent", "bytes rsync sent"), ("bytes_matched", "bytes rsync did not resend")):
+                if _num(d.get(key)) is not None:
+                    c = CounterMetricFamily(f"pycam_delivery_{key}", f"{doc} (since the supervisor started)")
+                    c.add_metric([], _num(d.get(key)))
+                    yield c
         web = s.get("web") or {}
         yield from _labelled(
             "web_requests", "requests served by the status page", "kind", web.get("requests") or {}, True

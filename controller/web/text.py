@@ -82,6 +82,8 @@ def delivery_line(d: dict) -> str:
         f"delivery to {d.get('target')}: {d.get('state')}, {d.get('delivered_files')} files delivered, "
         f"backlog {d.get('backlog_files')} files ({size(d.get('backlog_bytes'))}), lag {value(d.get('lag_s'))} s"
     )
+    if isinstance(d.get("bytes_sent"), int):
+        line += f", {size(d['bytes_sent'])} sent ({size(d.get('bytes_matched'))} not resent)"
     if d.get("last_error"):
         line += f"; failing ({d.get('failures_in_a_row')} in a row, next try in {value(d.get('next_retry_in_s'))} s)"
         line += f": {d['last_error']}"

@@ -67,3 +67,11 @@ def test_an_unchanged_folder_of_an_immutable_source_is_not_listed_again(tmp_path
     assert [r[0] for r in scan_source(src, folders)] == ["2024-03-01/a.png", "2024-03-01/b.png"]
     # just changed: listed again until it settles (a filesystem with coarse mtimes may still add to it)
     assert [r[0] for r in scan_source(src, folders)] == ["2024-03-01/a.png", "2024-03-01/b.png"]
+
+
+def test_rsync_stats_are_read_with_thousands_separators():
+    from controller.delivery.service import rsync_stats
+
+    text = "Number of files: 2\nLiteral data: 100,000 bytes\nMatched data: 786,432 bytes\nTotal bytes sent: 100,122\n"
+    assert rsync_stats(text) == {"bytes_sent": 100122, "bytes_matched": 786432}
+    assert rsync_stats("rsync error: timeout") == {}
