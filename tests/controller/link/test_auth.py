@@ -48,6 +48,10 @@ def test_key_file_readable_by_others_or_of_wrong_size_is_refused(tmp_path):
     os.chmod(short, 0o600)
     with pytest.raises(ConfigError, match="8 bytes"):
         load_key(short)
+    longer = tmp_path / "longer.key"  # what `install.sh --link-key FILE` may bring
+    longer.write_bytes(os.urandom(64))
+    os.chmod(longer, 0o600)
+    assert len(load_key(longer)) == 64
 
 
 def test_one_ends_proof_is_never_valid_as_the_others():
