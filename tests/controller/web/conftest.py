@@ -56,6 +56,7 @@ def get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
 
 class SimMaster:
     def __init__(self, tmp: Path, **over: dict):
+        self.token = (over.get("network") or {}).get("auth_token", "")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.config = tmp / "master.toml"
@@ -69,7 +70,7 @@ class SimMaster:
 
     def status(self) -> dict | None:
         try:
-            code, body = get(self.url + "api/status", 5.0)
+            code, body = get(self.url + "api/status" + (f"?token={self.token}" if self.token else ""), 5.0)
         except OSError:
             return None
         return json.loads(body) if code == 200 else None
