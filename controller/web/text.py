@@ -43,9 +43,12 @@ def size(n: object) -> str:
 
 
 def clock_line(clock: dict) -> str:
+    """The master's clock_status (best of rtc/ntp/gps) or the slave's chrony status (source, selected server)."""
     src = clock.get("source") if isinstance(clock.get("source"), dict) else {}
     if src.get("best"):
         head = f"source {src['best']} (synchronised)"
+    elif src.get("source") and src.get("synchronised"):
+        head = f"source {src['source']} (synchronised to {src.get('selected') or src.get('reference') or '?'})"
     elif src:
         head = "no synchronised source"
     else:
@@ -58,7 +61,13 @@ def clock_line(clock: dict) -> str:
 def clock_sources(clock: dict) -> list[str]:
     src = clock.get("source") if isinstance(clock.get("source"), dict) else {}
     out = []
-    for name, s in sorted((src.get("sources") or {}).items()):
+    sources = src.get("sources") or {}
+    if not isinstance(sources, dict):  # chrony's server list (the slave): one line per server
+        for s in sources if isinstance(sources, list) else []:
+            if isinstance(s, dict):
+                out.append(f"  server {s.get('name')}: {s.get('state')}, stratum {s.get('stratum')}")
+        return out
+    for name, s in sorted(sources.items()):
         if not isinstance(s, dict):
             continue
         if s.get("synchronised"):

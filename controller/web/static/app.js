@@ -34,7 +34,9 @@ function rows(id, pairs) {
 }
 function clockText(c) {
   const src = c.source || {};
-  const best = src.best ? src.best + (src.synchronised ? " (synchronised)" : "") : "no synchronised source";
+  const best = src.best ? src.best + " (synchronised)"
+    : src.source && src.synchronised ? src.source + " (synchronised to " + fmt(src.selected || src.reference) + ")"
+    : "no synchronised source";
   return best + ", offset " + fmt(c.offset_ms, 1) + " ms (tolerance " + fmt(c.tolerance_ms) + " ms)";
 }
 function render(s) {

@@ -46,3 +46,17 @@ def test_status_text_is_readable_without_raw_dicts(tmp_path):
         "2024-03-01 11:01:40 UTC  link_lost: reason=timeout, peer=host=169.254.0.2", "fault counts: link_lost 1",
     ):  # fmt: skip
         assert fact in out, (fact, out)
+
+
+def test_status_text_of_a_slave_with_chrony_servers_as_a_list_does_not_crash(tmp_path):
+    """The slave's clock source is chrony's status, whose `sources` is a list of servers (pycam status crashed
+    on it with AttributeError and printed nothing)."""
+    chrony = {"source": "chrony", "available": True, "synchronised": True, "selected": "169.254.231.1",
+              "sources": [{"name": "169.254.231.1", "state": "selected", "stratum": 10}]}  # fmt: skip
+    data = {"role": "slave", "state": "acquire", "pid": os.getpid(), "updated_at": time.time(),
+            "clock": {"offset_ms": -1.1, "offset_ok": True, "tolerance_ms": 50.0, "source": chrony}}  # fmt: skip
+    (tmp_path / "status.json").write_text(json.dumps(data))
+    result = CliRunner().invoke(status_cmd, ["--state-dir", str(tmp_path)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "clock: source chrony (synchronised to 169.254.231.1); offset -1.1 ms" in result.output
+    assert "server 169.254.231.1: selected, stratum 10" in result.output
