@@ -144,7 +144,7 @@ def test_fake_master_behind_the_slaves_cable_deletes_nothing_and_the_real_one_ge
                 await asyncio.sleep(0.02)
             assert len(pair.spool) == 20 and slave.stats["sent"] == 0
             proxy.divert(None)
-            assert await slave.flush(5)
+            assert await slave.flush(60)
             await slave.stop()
         await fake.stop()
         assert {p.name: p.read_bytes() for p in (tmp_path / "data").rglob("*.*")} == content
@@ -172,7 +172,7 @@ def test_second_slave_is_refused_without_disturbing_the_first(tmp_path, port):
         # A file from the first still goes through while the second keeps knocking.
         pair.spool.add(station_names(1)[0], b"after the knocking")
         first.spool_notify()
-        assert await first.flush(3)
+        assert await first.flush(60)
         await second.stop()
         await pair.stop()
 
