@@ -175,10 +175,10 @@ class MasterSupervisor(Supervisor):
     def _worker_event(self, event: tuple) -> None:
         """An event of the worker child (on the loop): backlog/idle drive the machine, idle ends a drain."""
         kind = event[0] if event else None
+        if kind in ("pair", "idle") and self.delivery is not None:
+            self.delivery.notify()  # new results (a pair; the daily products at a drain): pushed now
         if kind == "pair":
             self.worker_pairs += 1
-            if self.delivery is not None:
-                self.delivery.notify()  # new results: pushed now, not at the next scan
         elif kind == "backlog":
             self.worker_machine.fire("behind", reason=f"{event[1]} pairs to process")
         elif kind == "idle":
