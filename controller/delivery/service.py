@@ -31,6 +31,8 @@ from controller.storage.atomic import TEMP_PREFIX
 
 PARTIAL_DIR = ".rsync-partial"
 FOLDER_SETTLE_NS = 2_000_000_000
+# The last push at stop: within the supervisor's limit for one shutdown step (base.STOP_STEP_LIMIT_S, 15 s).
+FINAL_PUSH_S = 10.0
 RSYNC_VANISHED = 24  # "some files vanished before they could be transferred": the rest went through
 
 
@@ -134,7 +136,7 @@ class DeliveryService:
 
     async def stop(self, final_push: bool = True) -> None:
         """Stop; unless the uplink is failing, first one last push of what was written since the last scan (the
-        process phase's products, the final status), bounded by twice `timeout_s`."""
+        process phase's products, the final status), bounded by FINAL_PUSH_S; what is left stays queued."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -142,11 +144,12 @@ class DeliveryService:
             self._task = None
         await self._kill_rsync()
         if final_push and self._queue is not None and self.failures == 0:
+            limit = min(FINAL_PUSH_S, self.cfg.timeout_s)
             try:
-                await asyncio.wait_for(self._push_all(), 2 * self.cfg.timeout_s)
+                await asyncio.wait_for(self._push_all(), limit)
             except TimeoutError:
                 await self._kill_rsync()
-                self._log.warning("delivery_final_push_timeout", timeout_s=2 * self.cfg.timeout_s)
+                self._log.warning("delivery_final_push_timeout", timeout_s=limit)
         if self._queue is not None:
             await self._call(self._queue.close)
             self._queue = None
@@ -204,14 +207,19 @@ class DeliveryService:
                 await asyncio.sleep(delay)
 
     async def _push_all(self) -> None:
-        while await self._push_once():
+        """One scan, then batches until what it found is sent (no rescans: the logs and the status file change
+        while they are sent, a loop of scans would never end)."""
+        if await self._push_once() is None:
+            return
+        while await self._push_once(scan=False):
             pass
 
-    async def _push_once(self) -> bool | None:
+    async def _push_once(self, scan: bool = True) -> bool | None:
         """Scan, then send one batch: None when there was nothing to send, else whether it went through."""
-        queued = await self._call(self._scan)
-        if queued:
-            self._log.info("delivery_queued", files=queued)
+        if scan:
+            queued = await self._call(self._scan)
+            if queued:
+                self._log.info("delivery_queued", files=queued)
         batch = await self._call(self._queue.pending, self.cfg.batch_files)
         try:
             if not batch:
