@@ -23,7 +23,7 @@ from controller.acquisition import CaptureJournal
 from controller.bench.supervisor import _configs, _wait
 from controller.sim.station import read_status, write_toml
 
-PATHS = ("", "app.js", "api/status", "api/emissions", "img/A.png", "img/B.png", "img/AA.png", "metrics")
+PATHS = ("", "api/status", "api/emissions", "img/A.png", "img/B.png", "img/AA.png", "metrics")
 
 
 def _timing(work: Path, t0: float, t1: float) -> dict:

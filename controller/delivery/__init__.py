@@ -19,7 +19,7 @@ def station_sources(cfg: Any, processed_dir: Path) -> list[Source]:
     if d.log_dir:
         sources.append(Source("logs", Path(d.log_dir)))
     if d.include_raw:
-        sources.append(Source("raw", Path(cfg.storage.data_root)))
+        sources.append(Source("raw", Path(cfg.storage.data_root), immutable=True))
     return sources
 
 

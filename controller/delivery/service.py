@@ -30,6 +30,9 @@ from controller.logging import get_logger
 from controller.storage.atomic import TEMP_PREFIX
 
 PARTIAL_DIR = ".rsync-partial"
+FOLDER_SETTLE_NS = 2_000_000_000
+# The last push at stop: within the supervisor's limit for one shutdown step (base.STOP_STEP_LIMIT_S, 15 s).
+FINAL_PUSH_S = 10.0
 RSYNC_VANISHED = 24  # "some files vanished before they could be transferred": the rest went through
 
 
@@ -40,16 +43,29 @@ class Source:
     name: str
     root: Path
     names: tuple[str, ...] = ()
+    # Files appear by rename and never change (the raw data store): a folder whose mtime is unchanged since the
+    # last scan holds nothing new and is not listed again.
+    immutable: bool = False
 
 
-def scan_source(src: Source) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime_ns) of the deliverable files under the source (temp and hidden files skipped)."""
+def scan_source(src: Source, folders: dict[str, int] | None = None) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime_ns) of the deliverable files under the source (temp and hidden files skipped).
+    `folders` (folder -> mtime_ns, updated here) skips unchanged folders of an immutable source."""
     out: list[tuple[str, int, int]] = []
     root = Path(src.root)
     if not root.is_dir():
         return out
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if src.immutable and folders is not None:
+            try:
+                mtime = os.stat(dirpath).st_mtime_ns
+            except OSError:
+                continue
+            if folders.get(dirpath) == mtime:
+                continue
+            if time.time_ns() - mtime > FOLDER_SETTLE_NS:  # a coarse-mtime filesystem may still add to it
+                folders[dirpath] = mtime
         for fn in sorted(filenames):
             if fn.startswith((".", TEMP_PREFIX)) or (src.names and fn not in src.names):
                 continue
@@ -59,6 +75,22 @@ def scan_source(src: Source) -> list[tuple[str, int, int]]:
             except OSError:
                 continue  # vanished between the listing and the stat
             out.append((path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns))
+    return out
+
+
+_STATS = {"Total bytes sent": "bytes_sent", "Matched data": "bytes_matched"}
+
+
+def rsync_stats(text: str) -> dict[str, int]:
+    """From `rsync --stats`: bytes sent over the link, and bytes matched in the server's copy (a resumed partial
+    file, or the unchanged part of a grown CSV: what the uplink did not have to carry)."""
+    out = {}
+    for line in text.splitlines():
+        label, _, rest = line.partition(":")
+        if label.strip() in _STATS:
+            digits = rest.strip().split(" ")[0].replace(",", "")
+            if digits.isdigit():
+                out[_STATS[label.strip()]] = int(digits)
     return out
 
 
@@ -89,7 +121,10 @@ class DeliveryService:
         self.last_success_at: float | None = None
         self.last_lag_s: float | None = None
         self.runs = 0
+        self.totals = {"bytes_sent": 0, "bytes_matched": 0}  # over this process's rsync runs (rsync_stats)
         self._backlog: dict = {}
+        self._offered: dict[tuple[str, str], tuple[int, int]] = {}  # (source, rel) -> (size, mtime_ns) offered
+        self._folders: dict[str, int] = {}  # folder -> mtime_ns, of immutable sources (scan_source)
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -101,7 +136,7 @@ class DeliveryService:
 
     async def stop(self, final_push: bool = True) -> None:
         """Stop; unless the uplink is failing, first one last push of what was written since the last scan (the
-        process phase's products, the final status), bounded by twice `timeout_s`."""
+        process phase's products, the final status), bounded by FINAL_PUSH_S; what is left stays queued."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -109,11 +144,12 @@ class DeliveryService:
             self._task = None
         await self._kill_rsync()
         if final_push and self._queue is not None and self.failures == 0:
+            limit = min(FINAL_PUSH_S, self.cfg.timeout_s)
             try:
-                await asyncio.wait_for(self._push_all(), 2 * self.cfg.timeout_s)
+                await asyncio.wait_for(self._push_all(), limit)
             except TimeoutError:
                 await self._kill_rsync()
-                self._log.warning("delivery_final_push_timeout", timeout_s=2 * self.cfg.timeout_s)
+                self._log.warning("delivery_final_push_timeout", timeout_s=limit)
         if self._queue is not None:
             await self._call(self._queue.close)
             self._queue = None
@@ -142,6 +178,7 @@ class DeliveryService:
             "next_retry_in_s": round(max(0.0, self.next_retry_at - now), 1) if self.next_retry_at else None,
             "last_error": self.last_error,
             "runs": self.runs,
+            **self.totals,
         }
 
     # ------------------------------------------------------------------------------------------------ loop
@@ -170,14 +207,19 @@ class DeliveryService:
                 await asyncio.sleep(delay)
 
     async def _push_all(self) -> None:
-        while await self._push_once():
+        """One scan, then batches until what it found is sent (no rescans: the logs and the status file change
+        while they are sent, a loop of scans would never end)."""
+        if await self._push_once() is None:
+            return
+        while await self._push_once(scan=False):
             pass
 
-    async def _push_once(self) -> bool | None:
+    async def _push_once(self, scan: bool = True) -> bool | None:
         """Scan, then send one batch: None when there was nothing to send, else whether it went through."""
-        queued = await self._call(self._scan)
-        if queued:
-            self._log.info("delivery_queued", files=queued)
+        if scan:
+            queued = await self._call(self._scan)
+            if queued:
+                self._log.info("delivery_queued", files=queued)
         batch = await self._call(self._queue.pending, self.cfg.batch_files)
         try:
             if not batch:
@@ -200,11 +242,20 @@ class DeliveryService:
             self._backlog = await self._call(self._queue.backlog)
 
     def _scan(self) -> int:
+        """Offer every new or changed file to the queue (the queue is asked only about files whose signature this
+        process has not offered yet: a scan of an unchanged tree costs a stat per file, no database work)."""
         queued = 0
         now = self._now()
         for src in self.sources.values():
-            for rel, size, mtime_ns in scan_source(src):
+            for rel, size, mtime_ns in scan_source(src, self._folders):
+                if src.immutable:  # only new folders' files come here: the queue decides
+                    queued += self._queue.offer(src.name, rel, size, mtime_ns, now)
+                    continue
+                key, sig = (src.name, rel), (size, mtime_ns)
+                if self._offered.get(key) == sig:
+                    continue
                 queued += self._queue.offer(src.name, rel, size, mtime_ns, now)
+                self._offered[key] = sig
         return queued
 
     # ----------------------------------------------------------------------------------------------- rsync
@@ -223,7 +274,7 @@ class DeliveryService:
 
     def rsync_command(self, source: Source) -> list[str]:
         c = self.cfg
-        cmd = ["rsync", "-rt", "--mkpath", f"--partial-dir={PARTIAL_DIR}", "--from0", "--files-from=-"]
+        cmd = ["rsync", "-rt", "--mkpath", f"--partial-dir={PARTIAL_DIR}", "--from0", "--files-from=-", "--stats"]
         cmd += [f"--timeout={max(1, round(c.timeout_s))}", "-e", shlex.join(self.ssh_command())]
         if c.bwlimit_kbps:
             cmd.append(f"--bwlimit={c.bwlimit_kbps}")
@@ -244,9 +295,9 @@ class DeliveryService:
             try:
                 self._proc = await asyncio.create_subprocess_exec(
                     *self.rsync_command(source), stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 )  # fmt: skip
-                _, err = await self._proc.communicate(files)
+                out, err = await self._proc.communicate(files)
                 code = self._proc.returncode
             except OSError as e:
                 return f"cannot run rsync: {e}"
@@ -254,6 +305,9 @@ class DeliveryService:
                 await self._kill_rsync()  # stopping: the partial file stays on the server for the next run
                 raise
             self._proc = None
+            stats = rsync_stats(out.decode(errors="replace"))
+            for key in ("bytes_sent", "bytes_matched"):
+                self.totals[key] += stats.get(key, 0)
             if code not in (0, RSYNC_VANISHED):
                 lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()]
                 return f"rsync exit {code}: {lines[0] if lines else 'no message'}"

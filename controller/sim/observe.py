@@ -45,7 +45,7 @@ async def report_progress(state_dir: Path, processed: Path, emit: Callable[[str]
         await asyncio.sleep(PROGRESS_EVERY_S)
 
 
-def observatory_summary(master_state: Path, processed: Path, observatory, day: str) -> dict:
+def observatory_summary(summary: dict, master_state: Path, processed: Path, observatory, day: str) -> dict:
     """The summary's view from outside: the page's address, what reached the observatory, the daily summary."""
     st = read_status(master_state)
     web = st.get("web") or {}
@@ -56,8 +56,9 @@ def observatory_summary(master_state: Path, processed: Path, observatory, day: s
         "delivery": delivery or None,
         "delivery_lag_s": delivery.get("last_lag_s"),
         "delivery_backlog_files": delivery.get("backlog_files"),
-        "daily_summary": results.daily_summary(processed, day),
     }
+    if "daily_products" not in summary:  # the station summary's own account of the worker's daily summaries
+        out["daily_summary"] = results.daily_summary(processed, day)
     if observatory is not None:
         files = observatory.files()
         out["delivered_files"] = len(files)

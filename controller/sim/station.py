@@ -348,7 +348,7 @@ async def _run_async(run: StationRun) -> dict:
         if data_fs is not None:
             unmount_keep_copy(data_fs)
     summary["data_fs_mb"] = run.data_fs_mb if data_fs is not None else None
-    summary.update(observatory_summary(out / "master" / "state", processed, observatory, f"{DAY:%Y-%m-%d}"))
+    summary.update(observatory_summary(summary, out / "master" / "state", processed, observatory, f"{DAY:%Y-%m-%d}"))
     summary["page_screenshot"] = screenshot
     summary.update(
         real_seconds=round(elapsed, 1), time_scale=round(scale, 2), network="netns" if use_netns else "loopback",

@@ -66,6 +66,7 @@ class MasterSupervisor(Supervisor):
         loop = asyncio.get_running_loop()
         self.settings = SettingsStore(self.state_dir, self.base_cfg)
         cfg = self.cfg
+        await self._start_web_and_delivery()  # first: the page also shows a boot that fails (fault, retries)
         self.storage_check = await loop.run_in_executor(None, check_storage, cfg)
         if not self.storage_check.get("ok", False):
             raise PycamError(f"storage check failed: {self.storage_check.get('reason')}")
@@ -87,7 +88,6 @@ class MasterSupervisor(Supervisor):
         self.link.on_request("announce", self._announce_request)
         await self.link.start()
         await self._start_ext()
-        await self._start_web_and_delivery()
         self._start_worker()
         self._start_disk_policy()
         await self._start_power()
@@ -175,10 +175,10 @@ class MasterSupervisor(Supervisor):
     def _worker_event(self, event: tuple) -> None:
         """An event of the worker child (on the loop): backlog/idle drive the machine, idle ends a drain."""
         kind = event[0] if event else None
+        if kind in ("pair", "idle") and self.delivery is not None:
+            self.delivery.notify()  # new results (a pair; the daily products at a drain): pushed now
         if kind == "pair":
             self.worker_pairs += 1
-            if self.delivery is not None:
-                self.delivery.notify()  # new results: pushed now, not at the next scan
         elif kind == "backlog":
             self.worker_machine.fire("behind", reason=f"{event[1]} pairs to process")
         elif kind == "idle":

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from controller.web.text import temperatures_of, voltages_of
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -56,8 +58,8 @@ class _StatusCollector:
         free = _num(storage.get("free_mb"))
         yield from _gauge("disk_free_bytes", "free space on the data disk", None if free is None else free * 2**20)
         yield from _gauge("disk_paused", "1 while acquisition is paused for disk space", storage.get("paused"))
-        yield from _labelled("temperature_celsius", "temperatures", "sensor", s.get("temperatures") or {})
-        yield from _labelled("voltage_volts", "supply voltages", "line", s.get("voltages") or {})
+        yield from _labelled("temperature_celsius", "temperatures", "sensor", temperatures_of(s))
+        yield from _labelled("voltage_volts", "supply voltages (power board)", "line", voltages_of(s))
         clock = s.get("clock") or {}
         offset = _num(clock.get("offset_ms"))
         yield from _gauge("clock_offset_seconds", "offset to the master", None if offset is None else offset / 1000)
@@ -77,6 +79,11 @@ class _StatusCollector:
             yield from _gauge("delivery_lag_seconds", "age of the oldest file not yet delivered", d.get("lag_s"))
             yield from _gauge("delivery_delivered_files", "files delivered (distinct)", d.get("delivered_files"))
             yield from _gauge("delivery_failures_in_a_row", "failed delivery runs in a row", d.get("failures_in_a_row"))
+            for key, doc in (("bytes_sent", "bytes rsync sent"), ("bytes_matched", "bytes rsync did not resend")):
+                if _num(d.get(key)) is not None:
+                    c = CounterMetricFamily(f"pycam_delivery_{key}", f"{doc} (since the supervisor started)")
+                    c.add_metric([], _num(d.get(key)))
+                    yield c
         web = s.get("web") or {}
         yield from _labelled(
             "web_requests", "requests served by the status page", "kind", web.get("requests") or {}, True

@@ -9,6 +9,8 @@ from typing import Any
 async def start_outward(sup: Any) -> tuple[Any, Any]:
     """(web, delivery) services of the master supervisor `sup`, started (None when disabled or when it could not
     start: the station acquires anyway, the fault is noted and status says so)."""
+    if sup.web is not None or sup.delivery is not None:  # a boot retried after a fault: they run already
+        return sup.web, sup.delivery
     services: dict[str, Any] = {"web": None, "delivery": None}
     if sup.cfg.web.enabled:
         from controller.web.service import WebService

@@ -36,6 +36,12 @@ def _static(name: str) -> bytes:
     return resources.files("controller.web").joinpath("static", name).read_bytes()
 
 
+def _page() -> bytes:
+    """index.html with app.js inlined: one request, so a page opened with `?token=` needs nothing without it."""
+    script = b"<script>\n" + _static("app.js") + b"</script>"
+    return _static("index.html").replace(b'<script src="app.js"></script>', script)
+
+
 class WebService:
     """A supervisor service: `async start()`, `async stop()`, `status()`."""
 
@@ -64,7 +70,6 @@ class WebService:
         app.add_routes(
             [
                 web.get("/", self._page),
-                web.get("/app.js", self._script),
                 web.get("/api/status", self._api_status),
                 web.get("/api/emissions", self._api_emissions),
                 web.get("/img/{which}.png", self._image),
@@ -128,10 +133,7 @@ class WebService:
 
     async def _page(self, request: web.Request) -> web.Response:
         self.requests["page"] += 1
-        return web.Response(body=await self._off_loop(_static, "index.html"), content_type="text/html")
-
-    async def _script(self, request: web.Request) -> web.Response:
-        return web.Response(body=await self._off_loop(_static, "app.js"), content_type="application/javascript")
+        return web.Response(body=await self._off_loop(_page), content_type="text/html")
 
     def snapshot(self) -> dict:
         data = self._status_source()

@@ -45,11 +45,14 @@ def size(n: object) -> str:
 
 
 def clock_line(clock: dict) -> str:
+    """The master's clock_status (best of rtc/ntp/gps) or the slave's chrony status (source, selected server)."""
     src = clock.get("source") if isinstance(clock.get("source"), dict) else {}
     if src.get("source") == "chrony":  # the slave: chrony's state (controller.timekeeping)
         head = describe_source(src)
     elif src.get("best"):
         head = f"source {src['best']} (synchronised)"
+    elif src.get("source") and src.get("synchronised"):
+        head = f"source {src['source']} (synchronised to {src.get('selected') or src.get('reference') or '?'})"
     elif src:
         head = "no synchronised source"
     else:
@@ -89,10 +92,29 @@ def delivery_line(d: dict) -> str:
         f"delivery to {d.get('target')}: {d.get('state')}, {d.get('delivered_files')} files delivered, "
         f"backlog {d.get('backlog_files')} files ({size(d.get('backlog_bytes'))}), lag {value(d.get('lag_s'))} s"
     )
+    if isinstance(d.get("bytes_sent"), int):
+        line += f", {size(d['bytes_sent'])} sent ({size(d.get('bytes_matched'))} not resent)"
     if d.get("last_error"):
         line += f"; failing ({d.get('failures_in_a_row')} in a row, next try in {value(d.get('next_retry_in_s'))} s)"
         line += f": {d['last_error']}"
     return line
+
+
+def voltages_of(data: dict) -> dict[str, float]:
+    """Supply voltages (V) by line: the power board's input and output (status `power_board`), plus `voltages`."""
+    board = data.get("power_board") if isinstance(data.get("power_board"), dict) else {}
+    out = {line: board.get(f"{line}_voltage_v") for line in ("input", "output")}
+    out.update(data.get("voltages") or {})
+    return {k: float(v) for k, v in out.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def temperatures_of(data: dict) -> dict[str, float]:
+    """Temperatures (°C) by sensor: the kernel's thermal zones and RTC (status `temperatures`), the power board's."""
+    out = dict(data.get("temperatures") or {})
+    board = data.get("power_board") if isinstance(data.get("power_board"), dict) else {}
+    if board.get("board"):
+        out[f"{board['board']}_board"] = board.get("temperature_c")
+    return {k: float(v) for k, v in out.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def format_status(data: dict | None, verdict: str, state_dir: Path) -> str:
@@ -134,12 +156,15 @@ def format_status(data: dict | None, verdict: str, state_dir: Path) -> str:
         lines.append(f"status page: {web.get('url')} ({sum((web.get('requests') or {}).values())} requests)")
     if isinstance(data.get("delivery"), dict):
         lines.append(delivery_line(data["delivery"]))
-    temps = {k: v for k, v in (data.get("temperatures") or {}).items() if isinstance(v, int | float)}
+    temps = temperatures_of(data)
     if temps:
         lines.append("temperatures: " + ", ".join(f"{k} {v:.1f} °C" for k, v in temps.items()))
-    volts = {k: v for k, v in (data.get("voltages") or {}).items() if isinstance(v, int | float)}
+    volts = voltages_of(data)
     if volts:
         lines.append("voltages: " + ", ".join(f"{k} {v:.2f} V" for k, v in volts.items()))
+    board = data.get("power_board")
+    if isinstance(board, dict) and not board.get("board"):
+        lines.append(f"power board: not readable ({board.get('problem')})")
     for dev, info in sorted((data.get("devices") or {}).items()):
         err = f", last error: {info['last_error']}" if info.get("last_error") else ""
         lines.append(

@@ -4,12 +4,16 @@ status page, reports progress on stderr while it runs, and its summary says what
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from controller.delivery.observatory import sshd_available
+from tests.conftest import REPO_ROOT
+
+ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sshd_available(), reason="needs openssh-server and rsync")]
 
@@ -17,7 +21,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sshd_available(), reason=
 def test_sim_station_delivers_to_the_observatory_and_reports_progress(tmp_path):
     out = tmp_path / "sim-station"
     cmd = [sys.executable, "-c", "from controller.cli import main; main()", "sim", "station", "--json",
-           "--out", str(out), "--hours", "0.5", "--budget", "25", "--size", "160x120", "--no-processing"]  # fmt: skip
+           "--out", str(out), "--hours", "0.5", "--budget", "25", "--size", "160x120", "--no-processing",
+           "--screenshot", str(tmp_path / "page.png")]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.stdout.strip(), proc.stderr[-3000:]
     s = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -35,3 +40,7 @@ def test_sim_station_delivers_to_the_observatory_and_reports_progress(tmp_path):
     assert final["role"] == "master"  # the master's status reached the observatory (its last push at stop)
     assert s["delivery"]["failures_in_a_row"] == 0  # what the last seconds wrote stays queued for the next boot
     assert (out / "master" / "state" / "status.json").exists()  # delivered, and kept locally
+    if shutil.which("chromium"):  # the page of the running two-Pi station, kept as a test artifact
+        assert s["page_screenshot"] and (tmp_path / "page.png").stat().st_size > 10_000
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copy(tmp_path / "page.png", ARTIFACTS / "sim-station-page.png")

@@ -34,7 +34,9 @@ function rows(id, pairs) {
 }
 function clockText(c) {
   const src = c.source || {};
-  const best = src.best ? src.best + (src.synchronised ? " (synchronised)" : "") : "no synchronised source";
+  const best = src.best ? src.best + " (synchronised)"
+    : src.source && src.synchronised ? src.source + " (synchronised to " + fmt(src.selected || src.reference) + ")"
+    : "no synchronised source";
   return best + ", offset " + fmt(c.offset_ms, 1) + " ms (tolerance " + fmt(c.tolerance_ms) + " ms)";
 }
 function render(s) {
@@ -50,9 +52,15 @@ function render(s) {
   if (s.stored_from_slave !== undefined) caps.push(["files from the slave", fmt(s.stored_from_slave)]);
   rows("captures", caps);
   const st = s.storage || {};
-  const temps = Object.entries(s.temperatures || {}).filter(([, v]) => v !== null)
+  const board = s.power_board || {};
+  const tempsAll = Object.assign({}, s.temperatures || {});
+  if (board.board) tempsAll[board.board + "_board"] = board.temperature_c;
+  const temps = Object.entries(tempsAll).filter(([, v]) => typeof v === "number")
     .map(([k, v]) => k + " " + v.toFixed(1) + " °C").join(", ");
-  const volts = Object.entries(s.voltages || {}).map(([k, v]) => k + " " + fmt(v, 2) + " V").join(", ");
+  const voltsAll = Object.assign({input: board.input_voltage_v, output: board.output_voltage_v}, s.voltages || {});
+  const volts = Object.entries(voltsAll).filter(([, v]) => typeof v === "number")
+    .map(([k, v]) => k + " " + v.toFixed(2) + " V").join(", ") ||
+    (board.problem ? "power board not readable: " + board.problem : "");
   const link = s.link || {};
   rows("health", [
     ["disk", fmt(st.free_mb, 0) + " MB free" + (st.paused ? " — acquisition PAUSED" : ""), st.paused ? "bad" : ""],
@@ -128,6 +136,29 @@ function sparkline(id, points, unit) {
   svg.appendChild(label);
   box.appendChild(svg);
 }
+function summaryRows(sum) {
+  // The worker's daily summary (summary_YYYY-MM-DD.json): per PCS line and velocity method, then the day's facts.
+  if (!sum) return [["daily summary", "not written yet"]];
+  const out = [];
+  for (const [line, methods] of Object.entries(sum.lines || {})) {
+    for (const [method, m] of Object.entries(methods || {})) {
+      const kg = m.emission_rate_kg_s || {}, td = m.emission_rate_t_d || {};
+      out.push([line + " " + method, fmt(kg.mean, 3) + " ± " + fmt(kg.std, 3) + " kg/s (" + fmt(td.mean, 1) +
+        " t/d), min " + fmt(kg.min, 3) + ", max " + fmt(kg.max, 3) + "; " + fmt(m.rows) + " rows, valid flow " +
+        fmt(m.fraction_valid_flow) + ", calibration " + fmt(m.calibration_method)]);
+    }
+  }
+  const cov = sum.coverage || {};
+  if (sum.pairs_processed !== undefined) out.push(["pairs", fmt(sum.pairs_processed) + " processed" +
+    (cov.fraction !== undefined ? ", coverage " + fmt(cov.fraction) + " of the window's slots" : "")]);
+  for (const k of ["calibration_method", "light_dilution", "generated_utc"]) {
+    if (sum[k] !== undefined) out.push([k.replace("_", " "), fmt(sum[k])]);
+  }
+  if (!out.length) {  // another layout: its top-level facts
+    for (const [k, v] of Object.entries(sum).filter(([k]) => k !== "file").slice(0, 12)) out.push([k, fmt(v)]);
+  }
+  return out;
+}
 function renderResults(r) {
   const series = Object.entries(r.emissions || {});
   const now = series.map(([name, rows]) => {
@@ -137,9 +168,7 @@ function renderResults(r) {
   text("emission-now", now.length ? now.join("; ") : "No emission rates for " + r.day + " yet.");
   const first = series.length ? series[0] : null;
   sparkline("emission-chart", first ? first[1].map((x) => [x.datetime, x["flux_(kg/s)"]]) : [], "kg/s");
-  const sum = r.summary;
-  rows("summary", sum ? Object.entries(sum).filter(([k]) => k !== "file").slice(0, 20).map(([k, v]) => [k, fmt(v)])
-    : [["daily summary", "not written yet"]]);
+  rows("summary", summaryRows(r.summary));
   const doas = r.doas || [];
   const unit = r.doas_unit || "molecules/cm²", ppmm = r.ppmm_to_molecules_cm2;
   sparkline("doas-chart", doas.map((x) => [x.Time, x["Column density"]]), unit);

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from controller.delivery.queue import DeliveryQueue
@@ -51,3 +53,25 @@ def test_scan_skips_temp_hidden_and_unlisted_files(tmp_path):
 
 def test_backoff_doubles_up_to_the_maximum():
     assert [backoff_s(n, 1.0, 10.0) for n in (1, 2, 3, 4, 5, 6)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_an_unchanged_folder_of_an_immutable_source_is_not_listed_again(tmp_path):
+    day = tmp_path / "2024-03-01"
+    day.mkdir()
+    (day / "a.png").write_bytes(b"a")
+    os.utime(day, ns=(time.time_ns() - 10**10,) * 2)  # settled (10 s ago)
+    src, folders = Source("raw", tmp_path, immutable=True), {}
+    assert [r[0] for r in scan_source(src, folders)] == ["2024-03-01/a.png"]
+    assert scan_source(src, folders) == []  # nothing new: no listing
+    (day / "b.png").write_bytes(b"b")  # a new file changes the folder's mtime
+    assert [r[0] for r in scan_source(src, folders)] == ["2024-03-01/a.png", "2024-03-01/b.png"]
+    # just changed: listed again until it settles (a filesystem with coarse mtimes may still add to it)
+    assert [r[0] for r in scan_source(src, folders)] == ["2024-03-01/a.png", "2024-03-01/b.png"]
+
+
+def test_rsync_stats_are_read_with_thousands_separators():
+    from controller.delivery.service import rsync_stats
+
+    text = "Number of files: 2\nLiteral data: 100,000 bytes\nMatched data: 786,432 bytes\nTotal bytes sent: 100,122\n"
+    assert rsync_stats(text) == {"bytes_sent": 100122, "bytes_matched": 786432}
+    assert rsync_stats("rsync error: timeout") == {}

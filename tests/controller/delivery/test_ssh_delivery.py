@@ -28,7 +28,7 @@ def _config(tmp: Path, obs: Observatory, **delivery):
             "station": {"name": "teststation"},
             "storage": {"data_root": str(tmp / "data"), "state_dir": str(tmp / "state")},
             "delivery": obs.delivery_config(
-                scan_interval_s=0.2, retry_initial_s=0.3, retry_max_s=2.0, timeout_s=4.0, **delivery
+                **{"scan_interval_s": 0.2, "retry_initial_s": 0.3, "retry_max_s": 2.0, "timeout_s": 4.0, **delivery}
             ),
         }
     )
@@ -133,6 +133,9 @@ def test_uplink_cut_mid_transfer_resumes_and_the_file_arrives_whole(tmp_path, ne
         assert (remote / "small.csv").read_text() == "a,b\n1,2\n"
         assert big.exists() and (processed / "small.csv").exists()  # local data never deleted
         assert final["delivered_files"] == 2 and final["state"] == "idle"
+        if netns:  # resumed: the run after the cut matched the server's partial file instead of resending it
+            assert final["bytes_matched"] >= 256 * 1024, final
+            assert final["bytes_sent"] < big.stat().st_size, final  # (a failed run prints no figures)
 
         # The queue persisted: a restarted service finds nothing left to send.
         async def again():
@@ -144,3 +147,44 @@ def test_uplink_cut_mid_transfer_resumes_and_the_file_arrives_whole(tmp_path, ne
                 await svc.stop()
 
         assert asyncio.run(again())["delivered_files"] == 2
+
+
+def test_the_last_push_at_stop_ends_although_the_logs_keep_changing(tmp_path):
+    """Regression: the push at stop rescanned until nothing changed, but the logs (and status.json) change while
+    they are sent, so it ran until the supervisor's shutdown step limit cut it."""
+    from structlog.testing import capture_logs
+
+    processed, logs = tmp_path / "processed", tmp_path / "logs"
+    processed.mkdir()
+    logs.mkdir()
+    log = logs / "master.log"
+    with _observatory(tmp_path, False) as obs:
+        cfg = _config(tmp_path, obs, log_dir=str(logs), scan_interval_s=3600.0)
+
+        async def main():
+            svc = make_delivery(cfg, processed)
+            await svc.start()
+            stop_writing = asyncio.Event()
+
+            async def writer():  # a log that grows all the time, as the supervisor's own
+                n = 0
+                while not stop_writing.is_set():
+                    with open(log, "a") as fh:
+                        fh.write(f"line {n}\n")
+                    n += 1
+                    await asyncio.sleep(0.01)
+
+            task = asyncio.ensure_future(writer())
+            await _wait(log.exists, 10, "the log")
+            (processed / "summary_2024-03-01.json").write_text("{}")  # written just before the stop
+            with capture_logs() as events:
+                await asyncio.wait_for(svc.stop(), 120)  # the safety net only
+            stop_writing.set()
+            await task
+            return events, svc.status()
+
+        events, status = asyncio.run(main())
+        assert not [e for e in events if e["event"] == "delivery_final_push_timeout"]
+        assert status["state"] == "stopped"
+        remote = obs.remote_dir / "teststation"
+        assert (remote / "processed" / "summary_2024-03-01.json").exists() and (remote / "logs" / "master.log").exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.link.auth import create_key
 from controller.sim.station import write_toml
 
 
@@ -27,6 +28,7 @@ def master_config(tmp: Path, web_port: int, **over: dict) -> dict:
         "network": {
             "master_host": "127.0.0.1", "link_bind": "127.0.0.1", "ext_bind": "127.0.0.1",
             "link_port": free_port(), "ext_port": free_port(), "ext_port_fallbacks": [],
+            "link_key_file": str(create_key(tmp / "link.key")),
         },
         "storage": {
             "data_root": str(tmp / "data"), "state_dir": str(tmp / "state"), "spool_dir": str(tmp / "spool"),
@@ -54,6 +56,7 @@ def get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
 
 class SimMaster:
     def __init__(self, tmp: Path, **over: dict):
+        self.token = (over.get("network") or {}).get("auth_token", "")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.config = tmp / "master.toml"
@@ -67,7 +70,7 @@ class SimMaster:
 
     def status(self) -> dict | None:
         try:
-            code, body = get(self.url + "api/status", 5.0)
+            code, body = get(self.url + "api/status" + (f"?token={self.token}" if self.token else ""), 5.0)
         except OSError:
             return None
         return json.loads(body) if code == 200 else None

@@ -3,6 +3,7 @@ script fills the station state into the DOM from /api/status, no console errors,
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -30,6 +31,11 @@ def chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
         f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=8000", *args,
     ]  # fmt: skip
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def rendered(r: subprocess.CompletedProcess) -> str:
+    """The dumped DOM without the page's own (inlined) script: what the script rendered."""
+    return re.sub(r"<script>.*?</script>", "", r.stdout, flags=re.S)
 
 
 def console_messages(stderr: str) -> list[str]:
@@ -67,6 +73,16 @@ def _todays_products(processed: Path) -> str:
     plot = np.full((200, 400, 3), 255, np.uint8)
     cv2.putText(plot, f"plot {day}", (20, 100), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
     cv2.imwrite(str(processed / f"plot_{day}.png"), plot)
+    summary = {  # the layout of the worker's daily summary (processing.daily)
+        "day": day, "pairs_processed": 12, "coverage": {"fraction": 0.5}, "calibration_method": "doas",
+        "light_dilution": "not corrected",
+        "lines": {"line0": {"flow": {
+            "rows": 12, "emission_rate_kg_s": {"mean": 0.41, "std": 0.07, "min": 0.3, "max": 0.52},
+            "emission_rate_t_d": {"mean": 35.424}, "fraction_valid_flow": 1.0, "calibration_method": "doas",
+        }}},
+    }  # fmt: skip
+    (processed / "daily" / day).mkdir(parents=True)
+    (processed / "daily" / day / f"summary_{day}.json").write_text(json.dumps(summary))
     return day
 
 
@@ -78,24 +94,27 @@ def test_status_page_in_chromium_shows_the_station_state_without_console_errors(
     )  # fmt: skip
     r = chromium(tmp_path, "--dump-dom", master.url)
     assert r.returncode == 0, r.stderr[-2000:]
-    m = re.search(r'id="station-state">([^<]*)<', r.stdout)
-    assert m, r.stdout[:2000]
+    dom = rendered(r)
+    m = re.search(r'id="station-state">([^<]*)<', dom)
+    assert m, dom[:2000]
     shown = m.group(1)
     assert shown in STATION_STATES, f"the page shows {shown!r}, not a station state (its script did not run?)"
     after = master.status()
     assert shown in (status["state"], after["state"])
-    assert 'id="img-A"' in r.stdout and "img/A.png" in r.stdout  # the thumbnail is wired in
-    assert re.search(r"<td>acquisition.A</td><td>\w+</td>", r.stdout), "machines table not filled"
-    assert "No emission-rate plot for" in r.stdout  # processing off: the fallback message, not a broken image
+    assert 'id="img-A"' in dom and "img/A.png" in dom  # the thumbnail is wired in
+    assert re.search(r"<td>acquisition.A</td><td>\w+</td>", dom), "machines table not filled"
+    assert "No emission-rate plot for" in dom  # processing off: the fallback message, not a broken image
     assert console_messages(r.stderr) == []
 
     # With today's products (as the worker writes them): the plot, the latest rate, both series drawn.
     day = _todays_products(tmp_path / "processed")
     r = chromium(tmp_path, "--dump-dom", master.url)
-    assert f"plot.png?day={day}" in r.stdout and "No emission-rate plot" not in r.stdout
-    assert "emission_rates_line0_flow: 0.520 kg/s" in r.stdout
-    assert r.stdout.count("<polyline") == 2, "the emission and DOAS series are not drawn"
-    assert "12 spectra today; latest 3.005e+18 ± 1.000e+16 molecules/cm² (1200 ppm·m)" in r.stdout
+    dom = rendered(r)
+    assert f"plot.png?day={day}" in dom and "No emission-rate plot" not in dom
+    assert "emission_rates_line0_flow: 0.520 kg/s" in dom
+    assert dom.count("<polyline") == 2, "the emission and DOAS series are not drawn"
+    assert "0.410 ± 0.070 kg/s (35.4 t/d), min 0.300, max 0.520; 12 rows, valid flow 1, calibration doas" in dom
+    assert "12 spectra today; latest 3.005e+18 ± 1.000e+16 molecules/cm² (1200 ppm·m)" in dom
     assert console_messages(r.stderr) == []
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -104,3 +123,19 @@ def test_status_page_in_chromium_shows_the_station_state_without_console_errors(
     assert shot.is_file() and shot.stat().st_size > 10_000, r.stderr[-2000:]
     assert console_messages(r.stderr) == []
     shutil.copy(shot, ARTIFACTS / "status-page.png")
+
+
+def test_with_a_token_the_page_passes_it_on_to_its_requests(tmp_path, sim_master):
+    """The control port's token: `/?token=...` fills the page (its script and images carry the token on), no
+    console errors; without the token the page is refused."""
+    master = sim_master(network={"auth_token": "s3cret-token"})
+    master.wait(lambda s: s["state"] in ("acquire", "degraded") and (s.get("images") or {}).get("A"), 120,
+                "the master acquiring with an A image")  # fmt: skip
+    r = chromium(tmp_path, "--dump-dom", master.url + "?token=s3cret-token")
+    dom = rendered(r)
+    shown = re.search(r'id="station-state">([^<]*)<', dom)
+    assert shown and shown.group(1) in STATION_STATES, dom[:2000]
+    assert re.search(r'src="img/A.png\?f=[^"]*token=s3cret-token"', dom), "the image request lacks the token"
+    assert console_messages(r.stderr) == []
+    r = chromium(tmp_path, "--dump-dom", master.url)
+    assert "token is required" in r.stdout and 'id="station-state"' not in r.stdout

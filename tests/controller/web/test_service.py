@@ -24,7 +24,9 @@ STATUS = {
     "storage": {"free_mb": 100.0, "paused": False}, "temperatures": {"cpu-thermal": 41.5},
     "clock": {"offset_ms": 2.0, "offset_ok": True, "source": {"best": "ntp", "synchronised": True}},
     "link": {"connected": True}, "fault_counts": {"link_lost": 2}, "worker_pairs": 5,
-    "delivery": {"backlog_files": 3, "backlog_bytes": 1000, "lag_s": 12.5, "delivered_files": 9, "failures_in_a_row": 0},
+    "power_board": {"board": "wittypi4", "input_voltage_v": 12.3, "output_voltage_v": 5.1, "temperature_c": 20.0},
+    "delivery": {"backlog_files": 3, "backlog_bytes": 1000, "lag_s": 12.5, "delivered_files": 9, "failures_in_a_row": 0,
+                 "bytes_sent": 5000, "bytes_matched": 700},
 }  # fmt: skip
 
 
@@ -94,9 +96,12 @@ def test_status_json_and_metrics_come_from_one_snapshot(tmp_path):
     assert samples[("pycam_captures_total", (("device", "A"),))] == 7
     assert samples[("pycam_delivery_lag_seconds", ())] == 12.5
     assert samples[("pycam_delivery_backlog_files", ())] == 3
+    assert samples[("pycam_delivery_bytes_sent_total", ())] == 5000
     assert samples[("pycam_clock_synchronised", ())] == 1
     assert samples[("pycam_faults_total", (("kind", "link_lost"),))] == 2
     assert samples[("pycam_disk_free_bytes", ())] == 100 * 2**20
+    assert samples[("pycam_voltage_volts", (("line", "input"),))] == 12.3
+    assert samples[("pycam_temperature_celsius", (("sensor", "wittypi4_board"),))] == 20.0
     assert all(name.startswith("pycam_") for name, _ in samples)
 
 
