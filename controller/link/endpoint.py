@@ -28,7 +28,7 @@ from controller.errors import LinkError, ProtocolError
 from controller.link.framing import DEFAULT_LIMITS, FrameLimits, Message, encode_prefix_and_header, read_message
 from controller.logging import get_logger
 from states.link import TABLE
-from states.machine import StateModel, build_machine
+from states.runtime import MachineRuntime
 
 PROTOCOL_VERSION = 1
 
@@ -142,8 +142,7 @@ class LinkEndpoint:
         self.limits = limits
         self.boot_id = uuid.uuid4().hex
         self._log = get_logger("link", role=self.role)
-        self._model = StateModel()
-        self._machine = build_machine(self._model, TABLE, "link", self._log, asynchronous=False)
+        self.machine = MachineRuntime(TABLE, "link", clock, logger=self._log)
         self._listeners: list[Listener] = []
         self._handlers: dict[str, RequestHandler] = {}
         self._session: Session | None = None
@@ -155,7 +154,7 @@ class LinkEndpoint:
 
     @property
     def state(self) -> str:
-        return self._model.state
+        return self.machine.state
 
     @property
     def connected(self) -> bool:
@@ -202,8 +201,8 @@ class LinkEndpoint:
 
     # ----------------------------------------------------------------------------------------- internals
 
-    def _fire(self, trigger: str, **kwargs: Any) -> None:
-        self._model.trigger(trigger, **kwargs)
+    def _fire(self, trigger: str, reason: str | None = None) -> None:
+        self.machine.fire(trigger, reason)
 
     def _emit(self, event: str, **info: Any) -> None:
         for callback in list(self._listeners):

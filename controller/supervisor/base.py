@@ -25,6 +25,8 @@ from controller.config import Config
 from controller.errors import PycamError
 from controller.logging import get_logger
 from controller.supervisor.statusfile import StatusWriter, read_temperatures, read_wittypi_temperature
+from states.runtime import MachineRuntime
+from states.station import TABLE as STATION
 
 RUNNING = ("acquire", "degraded", "paused")
 FAULT_FILE = "sim-fault.json"
@@ -68,41 +70,6 @@ def _hhmm(text: str) -> timedelta:
     return timedelta(hours=int(h), minutes=int(m))
 
 
-class StationDriver:
-    """The station machine from states/station.py; `fire` is the only way the supervisor changes state."""
-
-    def __init__(self, conditions: dict, log, clock: Clock, on_change):
-        from states.machine import StateModel, build_machine
-        from states.station import TABLE
-
-        self.table = TABLE
-        self.model = StateModel()
-        wrapped = {k: (lambda *a, _f=f, **kw: bool(_f())) for k, f in conditions.items()}
-        self.machine = build_machine(self.model, TABLE, name="station", logger=log, conditions=wrapped)
-        self._clock = clock
-        self._on_change = on_change
-        self.since = clock.time()
-        self.history: list[tuple[float, str, str, str]] = []
-
-    @property
-    def state(self) -> str:
-        return self.model.state
-
-    async def fire(self, trigger: str, reason: str | None = None) -> bool:
-        """Fire `trigger` if the current state accepts it; True when the state changed."""
-        old = self.state
-        if trigger not in self.table.allowed(old):
-            return False
-        kwargs = {"reason": reason} if reason else {}
-        await self.model.trigger(trigger, **kwargs)
-        new = self.state
-        if new != old:
-            self.since = self._clock.time()
-            self.history.append((self.since, old, new, trigger))
-            self._on_change(old, new, trigger, reason)
-        return new != old
-
-
 class Supervisor:
     """Base of MasterSupervisor and SlaveSupervisor. Subclasses implement the role-specific phases."""
 
@@ -135,17 +102,14 @@ class Supervisor:
         self.exit_code = 0
         self.journal = CaptureJournal(self.state_dir / "captures.jsonl")
         self.status = StatusWriter(self.state_dir, self.collect_status)
-        self.station = StationDriver(
-            {
-                "in_window": self.in_window,
-                "slave_ready": self.healthy,
-                "sync_retries_exhausted": self.sync_retries_exhausted,
-                "shutdown_after_process": self.shutdown_after_process,
-            },
-            self.log,
-            clock,
-            self._state_changed,
-        )
+        conditions = {
+            "in_window": self.in_window,
+            "slave_ready": self.healthy,
+            "sync_retries_exhausted": self.sync_retries_exhausted,
+            "shutdown_after_process": self.shutdown_after_process,
+        }
+        self.station = MachineRuntime(STATION, "station", clock, conditions, logger=self.log)
+        self.station.add_listener(self._state_changed)
         self._tasks: list[asyncio.Task] = []
         self._ready_notified = False
         self._booted = False
@@ -347,7 +311,7 @@ class Supervisor:
             "faults": list(self.faults),
             "last_fault": self.faults[-1] if self.faults else None,
             "fault_counts": dict(self.fault_counts),
-            "history": [{"time": t, "old": o, "new": n, "trigger": tr} for t, o, n, tr in self.station.history[-30:]],
+            "history": self.station.recent(30),
             **self.extra_status(),
         }
 
@@ -449,7 +413,7 @@ class Supervisor:
                 else:  # diagnose: status and control port only, until stopped
                     await self.wait_kick(None)
                     if self.stop_requested:
-                        await self.station.fire("stop", reason=self.stop_requested)
+                        self.station.fire_if("stop", reason=self.stop_requested)
             await self.shutdown_phase()
         finally:
             await self.stop_slot_loop()
@@ -473,31 +437,31 @@ class Supervisor:
     async def fault_phase(self) -> None:
         await self.wait_kick(self.options.fault_retry_s)
         if self.stop_requested:
-            await self.station.fire("stop", reason=self.stop_requested)
+            self.station.fire_if("stop", reason=self.stop_requested)
         else:
-            await self.station.fire("retry", reason="fault retry")
+            self.station.fire_if("retry", reason="fault retry")
             await self.boot()
 
     async def boot(self) -> None:
         """boot -> sync (services up) or fault (why is logged, in status and in the fault list)."""
         if self._booted:
-            await self.station.fire("booted", reason="fault cleared")
+            self.station.fire_if("booted", reason="fault cleared")
             return
         guard = self.options.boot_guard
         if guard is not None and getattr(guard, "tripped", False):
             # A boot loop: stay up in a safe, diagnosable state (status file) instead of a restart storm.
             self.note_fault("boot_loop", {"guard": str(getattr(guard, "path", ""))})
-            await self.station.fire("boot_loop", reason="repeated start-ups never got healthy")
+            self.station.fire_if("boot_loop", reason="repeated start-ups never got healthy")
             return
         try:
             await self.boot_services()
         except (PycamError, OSError, ImportError) as e:
             self.log.error("boot_failed", error=str(e))
             self.note_fault("boot_failed", {"error": str(e)})
-            await self.station.fire("boot_failed", reason=str(e))
+            self.station.fire_if("boot_failed", reason=str(e))
             return
         self._booted = True
-        await self.station.fire("booted", reason="hardware open, storage checked")
+        self.station.fire_if("booted", reason="hardware open, storage checked")
         self.notify_ready()
 
     async def close_all(self, steps: list[tuple[str, Any]]) -> None:
@@ -543,21 +507,21 @@ class Supervisor:
         """In acquire/degraded/paused: fire whatever the current facts call for. Returns a phase-ending trigger."""
         st = self.station
         if self.stop_requested:
-            await st.fire("stop", reason=self.stop_requested)
+            st.fire_if("stop", reason=self.stop_requested)
             return "stop"
         plan = self.plan
         if plan is not None and plan.end_s is not None and self.master_time() >= plan.end_s:
-            await st.fire("window_end", reason="acquisition window over")
+            st.fire_if("window_end", reason="acquisition window over")
             return "window_end"
         if self.disk_paused and st.state in ("acquire", "degraded"):
-            await st.fire("disk_full", reason=f"free {self.free_mb} MB")
+            st.fire_if("disk_full", reason=f"free {self.free_mb} MB")
         elif not self.disk_paused and st.state == "paused":
-            await st.fire("disk_ok", reason=f"free {self.free_mb} MB")
+            st.fire_if("disk_ok", reason=f"free {self.free_mb} MB")
         healthy = self.healthy()
         if st.state == "acquire" and not healthy:
-            await st.fire("degrade", reason=self.degraded_reason())
+            st.fire_if("degrade", reason=self.degraded_reason())
         elif st.state == "degraded" and healthy:
-            await st.fire("recover", reason="link and devices back")
+            st.fire_if("recover", reason="link and devices back")
         if self.slot_loop is not None:
             self.slot_loop.wake()
         return None

@@ -125,11 +125,11 @@ class MasterSupervisor(Supervisor):
         except ImportError as e:
             self.log.warning("worker_unavailable", error=str(e))
             return
-        from states.driver import MachineDriver
+        from states.runtime import MachineRuntime
         from states.worker import TABLE
 
         loop = asyncio.get_running_loop()
-        self.worker_machine = MachineDriver(TABLE, "worker", self.clock, logger=self.log)
+        self.worker_machine = MachineRuntime(TABLE, "worker", self.clock, logger=self.log)
         # The supervisor restarts the child itself (auto_restart off), so every step goes through the machine.
         self.worker = ProcessingWorker(
             cfg, cfg.storage.data_root, self.processing_out_dir(),
@@ -137,7 +137,7 @@ class MasterSupervisor(Supervisor):
         )  # fmt: skip
         # The child's events are consumed as they come (its pump thread hops here), not only by the drain step.
         self.worker.on_event = lambda event: loop.call_soon_threadsafe(self._worker_event, event)
-        self.worker_machine.fire("start", reason="boot")
+        self.worker_machine.fire_if("start", reason="boot")
         self._spawn_worker()
 
     def _spawn_worker(self) -> None:
@@ -150,7 +150,7 @@ class MasterSupervisor(Supervisor):
             return
         self._worker_up_at = time.monotonic()
         # The child may already have died (its crash callback is queued behind us): then this does nothing.
-        self.worker_machine.fire("started", reason=f"pid {self.worker.pid}")
+        self.worker_machine.fire_if("started", reason=f"pid {self.worker.pid}")
         for token in self._drain_waiters:  # a drain's rescan died with the previous child: ask the new one
             self.worker.rescan(token)
 
@@ -160,9 +160,9 @@ class MasterSupervisor(Supervisor):
         if kind == "pair":
             self.worker_pairs += 1
         elif kind == "backlog":
-            self.worker_machine.fire("behind", reason=f"{event[1]} pairs to process")
+            self.worker_machine.fire_if("behind", reason=f"{event[1]} pairs to process")
         elif kind == "idle":
-            self.worker_machine.fire("caught_up", reason=f"idle after {event[1]} pairs")
+            self.worker_machine.fire_if("caught_up", reason=f"idle after {event[1]} pairs")
             if len(event) > 2:
                 fut = self._drain_waiters.pop(event[2], None)
                 if fut is not None and not fut.done():
@@ -170,14 +170,14 @@ class MasterSupervisor(Supervisor):
 
     def _worker_crashed(self, exitcode: int | None, error: str | None = None) -> None:
         """The child died unasked (on the loop: the worker's watcher thread hops here)."""
-        if not self.worker_machine.fire("crash", reason=error or f"exit code {exitcode}"):
+        if not self.worker_machine.fire_if("crash", reason=error or f"exit code {exitcode}"):
             return  # stopping or already crashed: not a crash to act on
         if time.monotonic() - self._worker_up_at >= WORKER_STABLE_S:
             self._worker_crashes = 0  # it had been running fine: a fresh crash, not one of a series
         self._worker_crashes += 1
         self.note_fault("worker_crashed", {"exitcode": exitcode, "crashes_in_a_row": self._worker_crashes})
         if self._worker_crashes > WORKER_MAX_CRASHES:
-            self.worker_machine.fire("give_up", reason=f"{self._worker_crashes} crashes in a row")
+            self.worker_machine.fire_if("give_up", reason=f"{self._worker_crashes} crashes in a row")
             self.note_fault("worker_disabled", {"crashes_in_a_row": self._worker_crashes})
             return
         delay = WORKER_BACKOFF_S[min(self._worker_crashes - 1, len(WORKER_BACKOFF_S) - 1)]
@@ -185,7 +185,7 @@ class MasterSupervisor(Supervisor):
 
     def _restart_worker(self) -> None:
         self._worker_restart = None
-        if self.worker_machine.fire("restart", reason=f"crash {self._worker_crashes} in a row"):
+        if self.worker_machine.fire_if("restart", reason=f"crash {self._worker_crashes} in a row"):
             self._spawn_worker()
 
     def processing_out_dir(self) -> Path:
@@ -345,7 +345,7 @@ class MasterSupervisor(Supervisor):
         self.offset_s, self.offset_ok = 0.0, True  # the master's clock is the station's time
         self.plan = self.make_plan()
         await self.send_schedule()
-        await self.station.fire("synced", reason=f"clock source {self.clock_source.get('source')}")
+        self.station.fire_if("synced", reason=f"clock source {self.clock_source.get('source')}")
 
     async def running_phase(self) -> None:
         self.start_slot_loop()
@@ -374,7 +374,7 @@ class MasterSupervisor(Supervisor):
             if days:
                 self.log.info("days_complete", days=days)
             self._check_disk()
-        await self.station.fire("processed", reason="darks, backlog, products, housekeeping")
+        self.station.fire_if("processed", reason="darks, backlog, products, housekeeping")
 
     def next_dark_time(self) -> float:
         """Master time of the next daily dark series not yet taken (today's, or tomorrow's once done)."""
@@ -422,11 +422,11 @@ class MasterSupervisor(Supervisor):
         start = next_window_start(now, self.cfg.schedule.windows_utc)
         await self.wait_kick(min(start, self.next_dark_time()) - now)
         if self.stop_requested:
-            await self.station.fire("stop", reason=self.stop_requested)
+            self.station.fire_if("stop", reason=self.stop_requested)
             return
         await self.run_darks_if_due()
         if self.master_time() >= start or self.in_window_now():
-            await self.station.fire("window_start", reason="acquisition window")
+            self.station.fire_if("window_start", reason="acquisition window")
 
     def in_window_now(self) -> bool:
         return window_bounds(self.master_time(), self.cfg.schedule.windows_utc) is not None
@@ -453,7 +453,7 @@ class MasterSupervisor(Supervisor):
                 ("power_lines", self._close_lines),
             ]
         )
-        await self.station.fire("halted", reason=f"slave flushed={flushed}")
+        self.station.fire_if("halted", reason=f"slave flushed={flushed}")
         if self.restart_requested:
             self.exit_code = 75  # systemd restarts on failure; the unit treats 75 as "restart me"
 
@@ -463,9 +463,9 @@ class MasterSupervisor(Supervisor):
         if self._worker_restart is not None:
             self._worker_restart.cancel()
             self._worker_restart = None
-        self.worker_machine.fire("stop", reason="shutdown")
+        self.worker_machine.fire_if("stop", reason="shutdown")
         await asyncio.get_running_loop().run_in_executor(None, self.worker.stop)
-        self.worker_machine.fire("exited")
+        self.worker_machine.fire_if("exited")
 
     async def _stop_ext(self) -> None:
         if self.ext_server is not None:

@@ -167,14 +167,14 @@ class SlaveSupervisor(Supervisor):
     async def sync_phase(self) -> None:
         while self.station.state == "sync":
             if self.stop_requested:
-                await self.station.fire("stop", reason=self.stop_requested)
+                self.station.fire_if("stop", reason=self.stop_requested)
                 return
             if self.link.connected and await self.measure():
-                await self.station.fire("synced", reason=f"offset {self.offset_s * 1000:.1f} ms")
+                self.station.fire_if("synced", reason=f"offset {self.offset_s * 1000:.1f} ms")
                 return
             if self.link.connected:
                 self.sync_failures += 1
-                await self.station.fire("offset_bad", reason=f"offset {self.offset_s * 1000:.1f} ms")
+                self.station.fire_if("offset_bad", reason=f"offset {self.offset_s * 1000:.1f} ms")
             await self.wait_kick(SYNC_RETRY_S)
 
     def in_window(self) -> bool:
@@ -190,7 +190,7 @@ class SlaveSupervisor(Supervisor):
                 self.request_stop("master stop request")
             if self.clock.monotonic() - self.last_sync >= resync_s and self.link.connected:
                 if not await self.measure():
-                    await self.station.fire("clock_lost", reason=f"offset {self.offset_s * 1000:.1f} ms")
+                    self.station.fire_if("clock_lost", reason=f"offset {self.offset_s * 1000:.1f} ms")
                     break
             ended = await self.reconcile_running()
             if ended:
@@ -208,7 +208,7 @@ class SlaveSupervisor(Supervisor):
         # The slave's process phase: make sure the master has every file.
         if self.link.connected:
             await self.link.flush(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9))
-        await self.station.fire("processed", reason=f"spool {len(self.spool)} files")
+        self.station.fire_if("processed", reason=f"spool {len(self.spool)} files")
 
     async def sleep_phase(self) -> None:
         plan = self.plan
@@ -217,9 +217,9 @@ class SlaveSupervisor(Supervisor):
             until = plan.start_s - self.master_time()
         await self.wait_kick(until)
         if self.stop_requested or self._stopped_by_master.is_set():
-            await self.station.fire("stop", reason=self.stop_requested or "master stop request")
+            self.station.fire_if("stop", reason=self.stop_requested or "master stop request")
         elif self.in_window():
-            await self.station.fire("window_start", reason="acquisition window")
+            self.station.fire_if("window_start", reason="acquisition window")
 
     def shutdown_after_process(self) -> bool:
         return self.stop_requested is not None or self._stopped_by_master.is_set()
@@ -238,7 +238,7 @@ class SlaveSupervisor(Supervisor):
                 self.log.warning("stop_reply_not_confirmed")
             await asyncio.sleep(0.1)
         await self.close_all([("link", self.stop_link), ("devices", self.close_devices)])
-        await self.station.fire("halted", reason=f"spool flushed={flushed}, {len(self.spool)} left")
+        self.station.fire_if("halted", reason=f"spool flushed={flushed}, {len(self.spool)} left")
         if self.restart_requested:
             self.exit_code = 75
 
