@@ -362,7 +362,7 @@ class DeviceRunner:
     async def _auto_adjust(self, result: Any) -> None:
         cfg = self._settings()
         try:
-            from controller import autoexposure
+            from controller.acquisition import autoexposure
         except ImportError:
             return
         try:

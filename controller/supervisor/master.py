@@ -530,7 +530,7 @@ class _NoLines:
 
 def check_storage(cfg: Any) -> dict:
     """Is data_root on the SSD (or an allowed fallback)? controller/mounts.py decides and says which."""
-    from controller import mounts
+    from controller.storage import mounts
 
     return mounts.check_storage(cfg.storage)
 
