@@ -125,7 +125,8 @@ class PowerHandoff:
         except (LinkError, TimeoutError) as e:
             # Whatever the cause, the slave must still be halted before the supply goes.
             trigger = "link_lost" if not self.link.connected else "stop_timeout"
-            self.machine.fire(trigger, reason=str(e) or type(e).__name__)
+            # The link's listener may have reported the loss already (link_changed): then it is not news.
+            self.machine.fire_if(trigger, reason=str(e) or type(e).__name__)
             await self._halt(reason=trigger)
             return False
         flushed = bool(reply.get("flushed"))
