@@ -14,22 +14,28 @@ import os
 import signal
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.acquisition import CaptureJournal, DeviceRunner, SlotLoop, SlotPlan, wait_event_or_sleep
 from controller.clock import Clock
 from controller.config import Config
 from controller.errors import PycamError
 from controller.logging import get_logger
+from controller.supervisor.disk import DiskService
+from controller.supervisor.services import ServiceContext, ServiceGroup
 from controller.supervisor.statusfile import StatusWriter, read_temperatures, read_wittypi_temperature
+from controller.supervisor.suspender import Suspender, station_trigger
 from states.runtime import MachineRuntime
 from states.station import TABLE as STATION
 
+if TYPE_CHECKING:
+    from controller.link.endpoint import LinkEndpoint
+    from controller.settings import SettingsStore
+
 RUNNING = ("acquire", "degraded", "paused")
-FAULT_FILE = "sim-fault.json"
 
 
 @dataclass
@@ -40,34 +46,6 @@ class RunOptions:
     discipline_sim_clock: bool = True  # sim only: the slave steps its clock like chrony would
     fault_retry_s: float = 30.0  # clock seconds in fault before booting again
     boot_guard: Any = None  # S1's BootGuard: tripped after repeated start-ups that never got healthy
-
-
-def window_bounds(t: float, windows_utc: tuple[tuple[str, str], ...]) -> tuple[float, float] | None:
-    """The acquisition window (start, end epoch s) containing `t`, or None."""
-    day = datetime.fromtimestamp(t, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    for offset_days in (-1, 0):
-        base = day + timedelta(days=offset_days)
-        for start_s, end_s in windows_utc:
-            start = base + _hhmm(start_s)
-            end = base + _hhmm(end_s)
-            if end <= start:
-                end += timedelta(days=1)
-            if start.timestamp() <= t < end.timestamp():
-                return start.timestamp(), end.timestamp()
-    return None
-
-
-def next_window_start(t: float, windows_utc: tuple[tuple[str, str], ...]) -> float:
-    day = datetime.fromtimestamp(t, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    starts = [
-        (day + timedelta(days=d) + _hhmm(s)).timestamp() for d in (0, 1, 2) for s, _ in windows_utc
-    ]  # fmt: skip
-    return min(s for s in starts if s > t)
-
-
-def _hhmm(text: str) -> timedelta:
-    h, m = text.split(":")
-    return timedelta(hours=int(h), minutes=int(m))
 
 
 class Supervisor:
@@ -81,7 +59,7 @@ class Supervisor:
         self.options = options or RunOptions()
         self.state_dir = Path(self.options.state_dir or cfg.storage.state_dir)
         self.log = get_logger("supervisor", role=self.role)
-        self.settings: Any = None
+        self.settings: SettingsStore | None = None
         self.devices: dict[str, DeviceRunner] = {}
         self.slot_loop: SlotLoop | None = None
         self._slot_task: asyncio.Task | None = None
@@ -92,13 +70,13 @@ class Supervisor:
         self.faults: deque[dict] = deque(maxlen=50)
         self.fault_counts: Counter[str] = Counter()  # every fault kind since the state folder was new
         self.storage_check: dict = {}
-        self.disk_paused = False
-        self.disk_policy: Any = None
-        self.free_mb: float | None = None
+        self.services = ServiceGroup(self.log)
+        self.ctx = ServiceContext(clock, self.log, self.note_fault, self.kick)
+        self.disk: DiskService | None = None  # the disk suspender (controller/supervisor/disk.py)
         self.offset_s = 0.0
         self.offset_ok = False
         self.clock_source: dict = {}
-        self.link: Any = None
+        self.link: LinkEndpoint | None = None
         self.exit_code = 0
         self.journal = CaptureJournal(self.state_dir / "captures.jsonl")
         self.status = StatusWriter(self.state_dir, self.collect_status)
@@ -111,6 +89,8 @@ class Supervisor:
         self.station = MachineRuntime(STATION, "station", clock, conditions, logger=self.log)
         self.station.add_listener(self._state_changed)
         self._tasks: list[asyncio.Task] = []
+        # Called with the supervisor once its loop runs; `pycam run` adds the sim fault driver when a backend is sim.
+        self.start_hooks: list[Callable[[Supervisor], None]] = []
         self._ready_notified = False
         self._booted = False
 
@@ -185,7 +165,7 @@ class Supervisor:
             self.kick.set()
         elif event == "store_failed":
             self.note_fault("store_failed", info)
-            self._check_disk()  # a write failed: perhaps the disk filled between two checks
+            self.check_disk()  # a write failed: perhaps the disk filled between two checks
 
     def request_stop(self, reason: str, restart: bool = False) -> None:
         if self.stop_requested is None:
@@ -237,8 +217,9 @@ class Supervisor:
         """Why captures must not run now (None: they may)."""
         if self.station.state not in RUNNING:
             return f"station in {self.station.state}"
-        if self.disk_paused:
-            return "disk full"
+        active = [x for x in self.suspenders if x.active]
+        if active:
+            return f"suspended ({active[0].reason()})"
         if not self.offset_ok:
             return "clock offset unknown or too large"
         return None
@@ -253,24 +234,26 @@ class Supervisor:
 
     def on_slot(self, k: int, t: float) -> None:
         """After each slot: cheap checks that may need the main coroutine (free space: one statvfs)."""
-        self._check_disk()
+        self.check_disk()
 
-    def _check_disk(self) -> None:
-        """The disk suspender (controller/disk_policy.py): pause acquisition below min_free_mb, resume above
-        resume_free_mb. The master may first delete old processed data; the slave never deletes its spool."""
-        if self.disk_policy is None:
-            return
-        try:
-            res = self.disk_policy.check()
-        except OSError as e:
-            self.log.warning("disk_check_failed", error=str(e))
-            return
-        self.free_mb = round(res.free_mb, 1)
-        if res.changed:
-            self.disk_paused = res.paused
-            if res.paused:
-                self.note_fault("disk_full", {"free_mb": self.free_mb})
-            self.kick.set()
+    @property
+    def suspenders(self) -> list[Suspender]:
+        """What may pause acquisition (disk space now; low battery next): one generic shape, one record each."""
+        return [self.disk.suspender] if self.disk is not None else []
+
+    def check_disk(self) -> None:
+        """The disk suspender's check (controller/supervisor/disk.py)."""
+        if self.disk is not None:
+            self.disk.check()
+
+    def recheck_suspenders(self) -> None:
+        """No slots run while paused: the suspenders are re-checked by the running phase instead."""
+        if any(x.active for x in self.suspenders):
+            self.check_disk()
+
+    def suspended_recheck_s(self) -> float | None:
+        """How long the running phase may wait before re-checking an active suspender (one slot period)."""
+        return self.cfg.schedule.period_s if any(x.active for x in self.suspenders) else None
 
     async def close_devices(self) -> None:
         for key, runner in self.devices.items():
@@ -302,7 +285,11 @@ class Supervisor:
                 "tolerance_ms": self.cfg.clock.tolerance_ms,
                 "source": self.clock_source,
             },
-            "storage": {**self.storage_check, "free_mb": self.free_mb, "paused": self.disk_paused},
+            "storage": {
+                **self.storage_check,
+                **(self.disk.status() if self.disk else {"free_mb": None, "paused": False}),
+            },
+            "services": self.services.status(),
             "temperatures": {**read_temperatures(), "wittypi_rtc": read_wittypi_temperature()},
             "devices": {k: d.info() for k, d in self.devices.items()},
             "captures": {k: d.captures for k, d in self.devices.items()},
@@ -349,39 +336,6 @@ class Supervisor:
             else:
                 self.log.warning("watchdog_withheld", loop_lag_s=round(lag, 3))
 
-    # ------------------------------------------------------------------------------------------- sim faults
-
-    def _sim_fault_signal(self) -> None:
-        """SIGUSR1: read state_dir/sim-fault.json and inject that fault (the sim station's fault driver)."""
-        path = self.state_dir / FAULT_FILE
-        try:
-            fault = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            self.log.warning("sim_fault_unreadable", error=str(e))
-            return
-        self._tasks.append(asyncio.get_running_loop().create_task(self.inject_fault(fault)))
-
-    async def inject_fault(self, fault: dict) -> None:
-        kind = fault.get("kind")
-        self.log.warning("sim_fault_injected", **{k: v for k, v in fault.items() if isinstance(v, str | int | float)})
-        self.note_fault("injected_" + str(kind), dict(fault))
-        if kind in ("unplug", "replug", "stall", "garbage"):
-            runner = self.devices.get(str(fault.get("device", "")))
-            dev = getattr(runner, "device", None)
-            if dev is not None and hasattr(dev, "inject_fault"):
-                dev.inject_fault(kind)
-        elif kind == "clock_step" and hasattr(self.clock, "offset_s"):
-            self.clock.offset_s += float(fault.get("seconds", 0.0))
-            self.kick.set()
-        elif kind == "drop_link" and self.link is not None:
-            drop = getattr(self.link, "inject_fault", None)
-            if drop is not None:
-                drop("drop")
-            else:
-                await self.link.stop()
-                await asyncio.sleep(float(fault.get("seconds", 5.0)))
-                await self.link.start()
-
     # --------------------------------------------------------------------------------------------------- run
 
     async def run(self) -> int:
@@ -391,7 +345,8 @@ class Supervisor:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
             loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
-            loop.add_signal_handler(signal.SIGUSR1, self._sim_fault_signal)
+        for hook in self.start_hooks:  # e.g. the sim fault driver (controller/sim/faulthook.py), sim only
+            hook(self)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._carry_faults()
         self.status.start()
@@ -464,18 +419,6 @@ class Supervisor:
         self.station.fire_if("booted", reason="hardware open, storage checked")
         self.notify_ready()
 
-    async def close_all(self, steps: list[tuple[str, Any]]) -> None:
-        """Shutdown: run each closer in turn, logging a failure and going on (one owner closes each part)."""
-        for name, closer in steps:
-            try:
-                await closer()
-            except Exception as e:  # noqa: BLE001 - each part is closed whatever the others do
-                self.log.error("shutdown_step_failed", step=name, error=repr(e))
-
-    async def stop_link(self) -> None:
-        if self.link is not None:
-            await self.link.stop()
-
     # Subclasses implement these.
     async def boot_services(self) -> None:
         raise NotImplementedError
@@ -513,10 +456,10 @@ class Supervisor:
         if plan is not None and plan.end_s is not None and self.master_time() >= plan.end_s:
             st.fire_if("window_end", reason="acquisition window over")
             return "window_end"
-        if self.disk_paused and st.state in ("acquire", "degraded"):
-            st.fire_if("disk_full", reason=f"free {self.free_mb} MB")
-        elif not self.disk_paused and st.state == "paused":
-            st.fire_if("disk_ok", reason=f"free {self.free_mb} MB")
+        entered_by = st.history[-1][3] if st.history else None
+        suspend = station_trigger(self.suspenders, st.state, entered_by)
+        if suspend is not None:
+            st.fire_if(*suspend)
         healthy = self.healthy()
         if st.state == "acquire" and not healthy:
             st.fire_if("degrade", reason=self.degraded_reason())

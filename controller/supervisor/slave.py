@@ -13,9 +13,13 @@ from typing import Any
 
 from controller.acquisition import SlotPlan
 from controller.errors import LinkError
+from controller.link.slave import SlaveLink
+from controller.link.spool import Spool
 from controller.storage.atomic import atomic_write_text
 from controller.supervisor.actions import SupervisorActions
 from controller.supervisor.base import Supervisor
+from controller.supervisor.disk import DiskService
+from controller.supervisor.services import LinkService
 
 PLAN_FILE = "plan.json"
 SYNC_RETRY_S = 5.0  # clock seconds between offset measurements while out of tolerance
@@ -27,7 +31,7 @@ class SlaveSupervisor(Supervisor):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.spool: Any = None
+        self.spool: Spool | None = None
         self.actions = SupervisorActions(self)
         self.last_sync = -1e18  # local monotonic of the last offset measurement
         self.rtt_s: float | None = None
@@ -39,8 +43,6 @@ class SlaveSupervisor(Supervisor):
         from controller.extport import protocol
         from controller.extport.control import DeviceControl, ext_request_handler
         from controller.hardware import factory
-        from controller.link.slave import SlaveLink
-        from controller.link.spool import Spool
         from controller.power import slave_stop_handler
         from controller.settings import SettingsStore
 
@@ -49,11 +51,11 @@ class SlaveSupervisor(Supervisor):
         cfg = self.cfg
         self.spool = Spool(cfg.storage.spool_dir)
         # Unsent files are never deleted: a full spool disk pauses captures until the master has drained it.
-        self.disk_policy = DiskPolicy(
+        policy = DiskPolicy(
             cfg.storage, cfg.storage.spool_dir, today=lambda: "", is_processed=lambda p: False,
             is_transferred=lambda p: False,
         )  # fmt: skip
-        self._check_disk()
+        self.disk = await self.services.start(DiskService(self.ctx, policy))
         scene = None
         if "sim" in (cfg.camera.backend, cfg.spectrometer.backend):
             scene = await loop.run_in_executor(None, factory.make_scene, cfg)
@@ -70,7 +72,7 @@ class SlaveSupervisor(Supervisor):
             "ext", ext_request_handler(DeviceControl(self.settings, self.actions, protocol.SLAVE_IDENTITIES))
         )
         self.link.on_request("stop", slave_stop_handler(self._flush_for_stop, self._stopped))
-        await self.link.start()
+        await self.services.start(LinkService(self.link))
 
     # ---------------------------------------------------------------------------------------------- events
 
@@ -184,8 +186,7 @@ class SlaveSupervisor(Supervisor):
         self.start_slot_loop()
         resync_s = self.cfg.clock.resync_s
         while self.station.state in ("acquire", "degraded", "paused"):
-            if self.disk_paused:
-                self._check_disk()  # no slots run while paused: the suspender is re-checked here
+            self.recheck_suspenders()
             if self._stopped_by_master.is_set():
                 self.request_stop("master stop request")
             if self.clock.monotonic() - self.last_sync >= resync_s and self.link.connected:
@@ -198,7 +199,7 @@ class SlaveSupervisor(Supervisor):
             plan = self.plan
             until_end = None if plan is None or plan.end_s is None else plan.end_s - self.master_time()
             until_sync = resync_s - (self.clock.monotonic() - self.last_sync)
-            until_recheck = self.cfg.schedule.period_s if self.disk_paused else None
+            until_recheck = self.suspended_recheck_s()
             waits = [w for w in (until_end, until_sync, until_recheck) if w is not None]
             await self.wait_kick(max(0.0, min(waits)) if waits else None)
         if self.station.state != "acquire":
@@ -237,7 +238,8 @@ class SlaveSupervisor(Supervisor):
             except TimeoutError:
                 self.log.warning("stop_reply_not_confirmed")
             await asyncio.sleep(0.1)
-        await self.close_all([("link", self.stop_link), ("devices", self.close_devices)])
+        await self.services.stop_all()
+        await self.close_devices()
         self.station.fire_if("halted", reason=f"spool flushed={flushed}, {len(self.spool)} left")
         if self.restart_requested:
             self.exit_code = 75

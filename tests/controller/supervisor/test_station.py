@@ -109,21 +109,21 @@ async def test_storage_full_pauses_then_resumes(station):
     tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
     await wait_for(lambda: master.station.state == "acquire", 20, "acquire")
     free = {"mb": 10.0}
-    policy = master.disk_policy
+    policy = master.disk.policy
     policy._free_bytes = lambda: int(free["mb"] * 1024 * 1024)
     policy.cfg = type(policy.cfg)(min_free_mb=100, resume_free_mb=200)
-    master._check_disk()
+    master.check_disk()
     await wait_for(lambda: master.station.state == "paused", 10, "paused")
     await asyncio.sleep(0.3)  # a capture already in flight when the pause came may still land
     n = _caps(master, "A")
     await asyncio.sleep(0.6)  # > 2 slots at this time scale
     assert _caps(master, "A") == n
     free["mb"] = 150.0  # above min, below resume: still paused (hysteresis)
-    master._check_disk()
+    master.check_disk()
     await asyncio.sleep(0.05)
     assert master.station.state == "paused"
     free["mb"] = 500.0
-    master._check_disk()
+    master.check_disk()
     await wait_for(lambda: master.station.state == "acquire", 10, "resumed")
     await wait_for(lambda: _caps(master, "A") > n, 10, "captures again")
     await _stop(master, slave, tasks)
@@ -140,8 +140,8 @@ async def test_disk_full_pauses_by_itself_slave_files_wait_in_its_spool_and_ever
     tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
     await wait_for(lambda: master.station.state == "acquire" and _caps(slave, "B") >= 2, 20, "acquire")
     free = {"mb": 10.0}
-    master.disk_policy._free_bytes = lambda: int(free["mb"] * 1024 * 1024)
-    master.disk_policy.cfg = type(master.disk_policy.cfg)(min_free_mb=100, resume_free_mb=200)
+    master.disk.policy._free_bytes = lambda: int(free["mb"] * 1024 * 1024)
+    master.disk.policy.cfg = type(master.disk.policy.cfg)(min_free_mb=100, resume_free_mb=200)
     await wait_for(lambda: master.station.state == "paused", 10, "paused")
     before = _caps(slave, "B")
     await wait_for(lambda: _caps(slave, "B") >= before + 2 and len(slave.spool) >= 2, 20, "slave spooling")
@@ -185,8 +185,8 @@ async def test_slave_spool_disk_full_pauses_the_slave_keeps_its_files_and_resume
     tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
     await wait_for(lambda: slave.station.state == "acquire" and _caps(slave, "B") >= 2, 20, "acquire")
     free = {"mb": 10.0}
-    slave.disk_policy._free_bytes = lambda: int(free["mb"] * 1024 * 1024)
-    slave.disk_policy.cfg = type(slave.disk_policy.cfg)(min_free_mb=100, resume_free_mb=200)
+    slave.disk.policy._free_bytes = lambda: int(free["mb"] * 1024 * 1024)
+    slave.disk.policy.cfg = type(slave.disk.policy.cfg)(min_free_mb=100, resume_free_mb=200)
     await wait_for(lambda: slave.station.state == "paused", 10, "slave paused by its own disk check")
     await asyncio.sleep(0.3)  # a capture already in flight when the pause came may still land
     n = _caps(slave, "B")
