@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
-from controller.clock import Clock, ScaledClock, SystemClock
-from controller.config import Config, load_config
+from controller.config import Config, check_paths, load_config
 from controller.errors import ConfigError, PycamError
 from controller.logging import configure_logging, get_logger
 from controller.supervisor.base import RunOptions, Supervisor
+from controller.timekeeping.clock import Clock, ScaledClock, SystemClock
 
 
 def make_clock(cfg: Config, sim_epoch: float | None, real_start: float | None, offset_s: float) -> Clock:
@@ -67,7 +67,6 @@ def _boot_guard(cfg: Config, state_dir: Path):
 @click.option("--sim-real-start", type=float, help="sim: real wall time the sim clock started")
 @click.option("--clock-offset", type=float, default=0.0, help="sim/tests: start with this clock error (s)")
 @click.option("--log-format", type=click.Choice(["json", "console"]), help="override logging.format")
-@click.option("--no-discipline", is_flag=True, help="sim: do not step the slave clock onto the master's")
 def run(
     role: str,
     config: str,
@@ -76,11 +75,11 @@ def run(
     sim_real_start: float | None,
     clock_offset: float,
     log_format: str | None,
-    no_discipline: bool,
 ) -> None:
     """Run the station supervisor for ROLE until the station is off (or SIGTERM)."""
     try:
         cfg = prepare_config(config, role, state_dir)
+        check_paths(cfg, create=True)  # a data_root that is a file, a state folder that cannot be made: one line
     except ConfigError as e:
         raise click.ClickException(str(e)) from e
     configure_logging(log_format or cfg.logging.format, cfg.logging.level)
@@ -89,7 +88,7 @@ def run(
     guard = _boot_guard(cfg, cfg.storage.state_dir)
     if guard is not None and guard.tripped:
         log.error("boot_guard_tripped", state_dir=str(cfg.storage.state_dir))
-    options = RunOptions(state_dir=cfg.storage.state_dir, discipline_sim_clock=not no_discipline, boot_guard=guard)
+    options = RunOptions(state_dir=cfg.storage.state_dir, boot_guard=guard)
     sup = make_supervisor(cfg, clock, options)
     from controller.sim import faulthook
 

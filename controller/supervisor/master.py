@@ -11,8 +11,11 @@ from typing import Any
 from controller.acquisition import SlotPlan
 from controller.config import Config
 from controller.errors import LinkError, PycamError
+from controller.hardware.gpio_service import PowerLinesService
 from controller.link.master import MasterLink
 from controller.link.receiver import FileReceiver, open_store
+from controller.power.board import PowerBoardMonitor
+from controller.power.handoff import PowerHandoff
 from controller.schedule import StationSchedule
 from controller.storage.datastore import DataStore
 from controller.supervisor.actions import SupervisorActions
@@ -38,6 +41,7 @@ class MasterSupervisor(Supervisor):
         self.ext: ExtService | None = None
         self.worker_service: WorkerService | None = None
         self.power: PowerService | None = None
+        self.power_board: PowerBoardMonitor | None = None
         self.darks = DarkSchedule(self.state_dir, lambda: self.cfg, self.master_time, self._run_darks, self.log)
         self.day_ledger: Any = None  # controller.disk_policy.DayLedger, from boot on
         self.stored_from_slave = 0
@@ -56,8 +60,12 @@ class MasterSupervisor(Supervisor):
         return self.ext.server if self.ext is not None else None
 
     @property
-    def handoff(self) -> Any:
+    def handoff(self) -> PowerHandoff | None:
         return self.power.handoff if self.power is not None else None
+
+    @property
+    def power_lines(self) -> PowerLinesService | None:
+        return self.power.lines if self.power is not None else None
 
     # ------------------------------------------------------------------------------------------------- boot
 
@@ -79,7 +87,7 @@ class MasterSupervisor(Supervisor):
             self.scene = await loop.run_in_executor(None, factory.make_scene, cfg)
         self.add_device("A", lambda: factory.open_camera(self.cfg, "A", self.clock, scene=self.scene), self.store.sink)
         await self.open_devices()
-        self.link = MasterLink(cfg, self.clock, self.receiver)
+        self.link = MasterLink(cfg, self.slot_clock, self.receiver)  # time answers on the slot timeline
         self.link.add_listener(self._link_event)
         self.link.on_request("status", self._status_request)
         await self.services.start(LinkService(self.link))
@@ -89,6 +97,7 @@ class MasterSupervisor(Supervisor):
             self.worker_service = await self.services.start(WorkerService(self.ctx, cfg))
             self.store.consumers.append(self.worker_service.notify)  # store -> worker
         self.power = await self.services.start(PowerService(self.ctx, cfg, self.link))
+        self.power_board = await self.services.start(PowerBoardMonitor(), name="power_board")
         await self.services.start(self.darks)
 
     def _disk_service(self, datastore: DataStore) -> DiskService:
@@ -242,9 +251,10 @@ class MasterSupervisor(Supervisor):
 
     async def shutdown_phase(self) -> None:
         await self.stop_slot_loop()
-        await self.services.stop_all()  # power (slave flushed and stopped) first, the link last
-        await self.close_devices()
-        flushed = self.power.flushed if self.power is not None else None
+        # The slave is flushed and stopped first, bounded by the whole stop's budget (not one step's limit).
+        flushed = await self.power.stop_slave() if self.power is not None else None
+        await self.services.stop_all(self.stop_step_limit_s)  # each for at most one step's limit, the link last
+        await self.close_all([("devices", self.close_devices)])
         self.station.fire_if("halted", reason=f"slave flushed={flushed}")
         if self.restart_requested:
             self.exit_code = 75  # systemd restarts on failure; the unit treats 75 as "restart me"
@@ -268,6 +278,8 @@ class MasterSupervisor(Supervisor):
             "stored_from_slave": self.stored_from_slave,
             "duplicates_from_slave": self.duplicates_from_slave,
             "data_root": str(self.cfg.storage.data_root),
+            "power_board": self.power_board.status() if self.power_board is not None else None,
+            "power_lines": self.power_lines.status() if self.power_lines is not None else None,
         }
 
 
@@ -280,7 +292,7 @@ def check_storage(cfg: Config) -> dict:
 
 def master_clock_status(cfg: Config) -> dict:
     """The master's clock source (RTC, chrony, GPS) through the clocksource module."""
-    from controller import clocksource
+    from controller.timekeeping import clocksource
 
     try:
         return clocksource.clock_status(clocksource.master_sources(cfg))

@@ -1,38 +1,18 @@
-"""The master's power handoff of the slave as a service: the GPIO lines, the power machine (controller/power.py),
-waking the slave at start (in the background: the station acquires with camera A meanwhile) and stopping it
-(flushed over the link, or halted by the halt line) when the service stops."""
+"""The master's power handoff of the slave as a service: the GPIO lines (their own retrying service), the power
+machine (controller/power/handoff.py), waking the slave at start (in the background: the station acquires with
+camera A meanwhile); `stop_slave` (flushed over the link, or halted by the halt line) before the services stop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, Protocol
+from typing import Any
 
 from controller.config import Config
 from controller.errors import PycamError
-from controller.power import LinkLike, PowerHandoff
+from controller.hardware.gpio_service import PowerLinesService
+from controller.power.handoff import LinkLike, PowerHandoff
 from controller.supervisor.services import ServiceContext
-
-
-class PowerLines(Protocol):
-    def pulse_wake(self, seconds: float) -> None: ...
-
-    def pulse_halt(self, seconds: float) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class NoLines:
-    """Power lines that do nothing: the GPIO could not be opened (status reports it)."""
-
-    def pulse_wake(self, seconds: float) -> None:
-        return None
-
-    def pulse_halt(self, seconds: float) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 class PowerService:
@@ -42,7 +22,7 @@ class PowerService:
         self.ctx = ctx
         self.cfg = cfg
         self.link = link
-        self.lines: PowerLines | None = None
+        self.lines: PowerLinesService | None = None
         self.handoff: PowerHandoff | None = None
         self.flushed: bool | None = None  # the slave's answer when it was stopped
         self._wake_task: asyncio.Task | None = None
@@ -50,12 +30,9 @@ class PowerService:
     async def start(self) -> None:
         from controller.hardware import factory
 
-        try:
-            self.lines = factory.open_power_lines(self.cfg)
-        except (PycamError, OSError) as e:
-            self.ctx.log.error("power_lines_unavailable", error=str(e))
-            self.ctx.note_fault("power_lines_unavailable", {"error": str(e)})
-            self.lines = NoLines()
+        # A busy line or an lgpio that cannot load is retried with backoff by the lines' service (error + fault).
+        self.lines = PowerLinesService(lambda: factory.open_power_lines(self.cfg), self.ctx.log, self.ctx.note_fault)
+        await self.lines.start()
         self.handoff = PowerHandoff(self.lines, self.cfg, self.ctx.clock, self.link)
         # Waking may take minutes (or never succeed): the station goes on with camera A meanwhile.
         self._wake_task = asyncio.get_running_loop().create_task(self._wake(), name="wake-slave")
@@ -70,21 +47,30 @@ class PowerService:
         if self.handoff is not None:
             await self.handoff.link_changed(connected)
 
-    async def stop(self) -> None:
-        """Stop the slave (its spool flushed to us, or the halt line), then release the lines."""
-        if self._wake_task is not None:
-            self._wake_task.cancel()
+    async def _stop_waking(self) -> None:
+        task, self._wake_task = self._wake_task, None
+        if task is not None:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._wake_task
+                await task
+
+    async def stop_slave(self) -> bool | None:
+        """Stop the slave: True when it confirmed its spool was flushed to us; False when not (or the halt line had
+        to be used); None when there was nothing to stop with."""
+        await self._stop_waking()
         try:
             if self.handoff is not None:
                 self.flushed = await self.handoff.stop_slave()
         except (PycamError, OSError) as e:
             self.ctx.log.error("stop_slave_failed", error=str(e))
-        finally:
-            self.ctx.log.info("slave_stopped", flushed=self.flushed)
-            if self.lines is not None:
-                self.lines.close()
+        self.ctx.log.info("slave_stopped", flushed=self.flushed)
+        return self.flushed
+
+    async def stop(self) -> None:
+        """Release the lines (the slave was stopped before: `stop_slave`)."""
+        await self._stop_waking()
+        if self.lines is not None:
+            await self.lines.stop()
 
     def status(self) -> dict[str, Any]:
         handoff = self.handoff

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from controller.clock import Clock
+from controller.timekeeping.clock import Clock
 
 
 @dataclass(frozen=True)
@@ -36,36 +36,51 @@ class Service(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
+class Startable(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+S = TypeVar("S", bound=Startable)
+
+
 class ServiceGroup:
     """The services of one supervisor, in start order."""
 
     def __init__(self, log: Any):
         self._log = log
-        self.started: list[Service] = []
+        self.started: list[tuple[str, Service]] = []
 
-    async def start(self, service: Service) -> Service:
-        """Start `service` and keep it for `stop_all` (not kept when its start raised)."""
+    async def start(self, service: S, name: str | None = None) -> S:
+        """Start `service` (named `name`, else its `name`) and keep it for `stop_all` (not when its start raised)."""
+        name = name or service.name
         await service.start()
-        self.started.append(service)
-        self._log.info("service_started", service=service.name)
+        self.started.append((name, service))
+        self._log.info("service_started", service=name)
         return service
 
-    async def stop_all(self) -> None:
-        """Stop every started service, last started first; a failure is logged and the next one stopped."""
+    async def stop_all(self, limit_s: float | None = None) -> None:
+        """Stop every started service, last started first, each for at most `limit_s` real seconds; a failure or a
+        timeout is logged and the next one stopped (a hung part cannot hold the others)."""
         while self.started:
-            service = self.started.pop()
+            name, service = self.started.pop()
             try:
-                await service.stop()
+                await asyncio.wait_for(service.stop(), limit_s)
+            except TimeoutError:
+                self._log.error("shutdown_step_timeout", step=name, limit_s=limit_s)
             except Exception as e:  # noqa: BLE001 - each part is closed whatever the others do
-                self._log.error("service_stop_failed", service=service.name, error=repr(e))
+                self._log.error("shutdown_step_failed", step=name, error=repr(e))
             else:
-                self._log.info("service_stopped", service=service.name)
+                self._log.info("service_stopped", service=name)
 
     def status(self) -> dict[str, dict[str, Any]]:
-        return {s.name: s.status() for s in self.started}
+        return {name: service.status() for name, service in self.started}
 
     def __contains__(self, name: str) -> bool:
-        return any(s.name == name for s in self.started)
+        return any(n == name for n, _ in self.started)
 
 
 class LinkLike(Protocol):

@@ -13,12 +13,12 @@ import pytest
 import structlog
 
 import processing.worker
-from controller.clock import ManualClock
 from controller.config import config_from_dict
 from controller.supervisor import master as master_mod
 from controller.supervisor import workerservice
 from controller.supervisor.base import RunOptions
 from controller.supervisor.workerservice import WorkerService
+from controller.timekeeping.clock import ManualClock
 from processing.events import Backlog, Idle, PairDone
 from tests.states.table_checks import changes
 

@@ -51,7 +51,7 @@ def test_services_stop_in_reverse_order_and_a_failing_stop_does_not_keep_the_oth
         "stop link",
     ]  # fmt: skip
     assert list(status) == ["link", "disk", "worker", "power"] and not group.started
-    assert [e["service"] for e in logs if e["event"] == "service_stop_failed"] == ["worker"]
+    assert [e["step"] for e in logs if e["event"] == "shutdown_step_failed"] == ["worker"]
     assert isinstance(Part("x", []), Service)
 
 
