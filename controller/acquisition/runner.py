@@ -412,12 +412,10 @@ class DeviceRunner:
         steps = sorted(set(dark_steps(tuple(values))) | {int(in_use)})
         names = []
         dev = self.device
-        # Sim devices take darks with the lens covered / the shutter closed; real ones rely on the dark time.
-        cover = next((a for a in ("lens_covered", "shutter_closed") if hasattr(dev, a)), None)
+        # Covered where the device can (Camera/Spectrometer.set_dark); otherwise the darks rely on their time.
+        covered = dev is not None and dev.set_dark(True)
         started = self.machine.fire_if("start_darks", reason=f"{len(steps)} exposures")
         done = False
-        if cover is not None:
-            setattr(dev, cover, True)
         try:
             for value in steps:
                 name = await self._capture(None, "Dark", exposure=value)
@@ -425,8 +423,8 @@ class DeviceRunner:
                     names.append(name)
             done = True
         finally:
-            if cover is not None:
-                setattr(dev, cover, False)
+            if covered:
+                dev.set_dark(False)
             if started:
                 self.machine.fire_if("darks_done" if done else "abort_darks", reason=f"{len(names)} darks")
             if self.device is not None and self.usable:

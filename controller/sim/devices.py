@@ -118,6 +118,11 @@ class SimCamera(_SimDevice):
         self._record("set_exposure", requested_us=int(exposure_us), actual_us=self.exposure_us)
         return self.exposure_us
 
+    def set_dark(self, dark: bool) -> bool:
+        """The sim camera's lens cover: dark frames while covered."""
+        self.lens_covered = bool(dark)
+        return True
+
     def set_gain(self, gain: float) -> float:
         self._check_usable("set_gain")
         self.gain = float(min(max(gain, 1.0), 16.0))
@@ -163,6 +168,11 @@ class SimSpectrometer(_SimDevice):
         self.integration_ms = int(min(max(integration_ms, self.min_integration_ms), self.max_integration_ms))
         self._record("set_integration_ms", requested_ms=int(integration_ms), actual_ms=self.integration_ms)
         return self.integration_ms
+
+    def set_dark(self, dark: bool) -> bool:
+        """The sim spectrometer's shutter: dark scans while closed."""
+        self.shutter_closed = bool(dark)
+        return True
 
     def wavelengths(self) -> np.ndarray:
         self._check_usable("wavelengths")

@@ -199,3 +199,49 @@ def test_a_failed_single_capture_leaves_the_device_in_error(kind):
 
     r = asyncio.run(scenario())
     assert states(r) == ["idle", "single", "unplugged"]
+
+
+def test_darks_use_the_device_protocol_cover_where_the_device_has_one():
+    """Darks are a capability of the device protocol (set_dark), not attributes probed by name: the sim camera's
+    frames are covered during the series only; a device without a cover still takes its series (at night)."""
+    from controller.hardware.interfaces import Camera
+
+    class NoCover:
+        """A camera with no way to take darks but the time of day (like the Pi camera)."""
+
+        band = "A"
+
+        def __init__(self, inner):
+            self.inner = inner
+            self.asked: list[bool] = []
+
+        def set_exposure(self, exposure_us: int) -> int:
+            return self.inner.set_exposure(exposure_us)
+
+        def set_gain(self, gain: float) -> float:
+            return self.inner.set_gain(gain)
+
+        def capture(self):
+            return self.inner.capture()
+
+        def set_dark(self, dark: bool) -> bool:
+            self.asked.append(dark)
+            return False
+
+        def close(self) -> None:
+            self.inner.close()
+
+    async def scenario(opener=None):
+        clock = ManualClock()
+        r, sink = runner(clock, opener=opener and (lambda: opener(clock)))
+        await r.open()
+        assert await r.capture(None, "Plume")
+        darks = await r.dark_series()
+        assert await r.capture(None, "Plume")
+        return r, darks
+
+    r, darks = asyncio.run(scenario())
+    covered = [d["dark"] for _, event, d in r.device.history if event == "capture"]
+    assert darks and covered == [False] + [True] * len(darks) + [False]
+    plain, darks = asyncio.run(scenario(lambda clock: NoCover(factory.open_camera(CFG, "A", clock))))
+    assert isinstance(plain.device, Camera) and darks and plain.device.asked == [True]

@@ -382,9 +382,9 @@ def test_wake_pulse_reaches_slave_gpio3():
     lines.pulse_wake(0.02)
     states = [s.state for s in lines.slave_pin.states]
     assert states == [True, False, True]  # idle high, pulled low, released
-    low = lines.slave_pin.states[1].timestamp
-    high = lines.slave_pin.states[2].timestamp
-    assert high - low >= 0.015
+    # MockPin timestamps are deltas from the previous change: the third is how long the line was low. Only a lower
+    # bound: the pulse lasts at least its width (an upper bound in wall time would measure the machine's load).
+    assert lines.slave_pin.states[2].timestamp >= 0.02 * 0.95  # 5 %: the timer's granularity
     lines.close()
     lines.close()
 
