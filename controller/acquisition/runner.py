@@ -268,9 +268,6 @@ class DeviceRunner:
             return False
         if not self.machine.fire_if("recover", reason="backoff over"):
             return False
-        if self.device is not None and hasattr(self.device, "inject_fault"):
-            # A sim device keeps its plugged/unplugged state in the object: the next capture is the probe.
-            return True
         await self._release()
         return await self._reopen()
 

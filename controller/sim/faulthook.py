@@ -1,7 +1,7 @@
 """The sim station's fault driver, installed in a supervisor only when one of its backends is `sim`.
 
 SIGUSR1 makes the supervisor read state_dir/sim-fault.json and inject that fault: a device fault ("unplug",
-"replug", "stall", "garbage": the sim device's own `inject_fault`), "clock_step" (the sim clock jumps) or
+"replug", "stall", "garbage": into the device's plug in the sim scene), "clock_step" (the sim clock jumps) or
 "drop_link". Production code has no trace of it: `pycam run` adds `install` to the supervisor's start hooks.
 """
 
@@ -11,6 +11,8 @@ import asyncio
 import json
 import signal
 from typing import TYPE_CHECKING, Any
+
+from controller.sim.devices import plug_of
 
 if TYPE_CHECKING:
     from controller.config import Config
@@ -51,9 +53,9 @@ async def inject(sup: Supervisor, fault: dict[str, Any]) -> None:
     sup.note_fault("injected_" + str(kind), dict(fault))
     if kind in DEVICE_FAULTS:
         runner = sup.devices.get(str(fault.get("device", "")))
-        dev = getattr(runner, "device", None)
-        if dev is not None and hasattr(dev, "inject_fault"):
-            dev.inject_fault(kind)
+        scene = getattr(sup, "scene", None)
+        if runner is not None and scene is not None:  # the device's plug: its fault survives a reopen
+            plug_of(scene, runner.name).inject(kind)
     elif kind == "clock_step" and hasattr(sup.clock, "offset_s"):
         sup.clock.offset_s += float(fault.get("seconds", 0.0))
         sup.kick.set()

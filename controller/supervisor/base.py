@@ -74,6 +74,7 @@ class Supervisor:
         self.log = get_logger("supervisor", role=self.role)
         self.settings: SettingsStore | None = None
         self.devices: dict[str, DeviceRunner] = {}
+        self.scene: Any = None  # the sim scene (its devices' plugs), when a backend is sim: factory.make_scene
         self.slot_loop: SlotLoop | None = None
         self._slot_task: asyncio.Task | None = None
         self.plan: SlotPlan | None = None

@@ -37,7 +37,6 @@ class MasterSupervisor(Supervisor):
         self.actions = SupervisorActions(self)
         self.store: StationStore | None = None
         self.receiver: FileReceiver | None = None
-        self.scene: Any = None  # the sim scene, when a backend is sim (controller/hardware/factory.py)
         self.ext: ExtService | None = None
         self.worker_service: WorkerService | None = None
         self.power: PowerService | None = None

@@ -60,12 +60,11 @@ class SlaveSupervisor(Supervisor):
             is_transferred=lambda p: False,
         )  # fmt: skip
         self.disk = await self.services.start(DiskService(self.ctx, policy))
-        scene = None
         if "sim" in (cfg.camera.backend, cfg.spectrometer.backend):
-            scene = await loop.run_in_executor(None, factory.make_scene, cfg)
-        self.add_device("B", lambda: factory.open_camera(self.cfg, "B", self.clock, scene=scene), self._store)
+            self.scene = await loop.run_in_executor(None, factory.make_scene, cfg)
+        self.add_device("B", lambda: factory.open_camera(self.cfg, "B", self.clock, scene=self.scene), self._store)
         if cfg.spectrometer.backend != "none":
-            self.add_device("S", lambda: factory.open_spectrometer(self.cfg, self.clock, scene=scene), self._store)
+            self.add_device("S", lambda: factory.open_spectrometer(self.cfg, self.clock, scene=self.scene), self._store)
         await self.open_devices()
         self._load_plan()
         self.link = SlaveLink(cfg, self.clock, self.spool)

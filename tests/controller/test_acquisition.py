@@ -36,7 +36,8 @@ class Stored:
 
 def runner(clock, opener=None, key="A") -> tuple[DeviceRunner, Stored]:
     sink = Stored()
-    open_ = opener or (lambda: factory.open_camera(CFG, key, clock))
+    scene = factory.make_scene(CFG)  # one sim world: a fault in the device's plug survives its reopen
+    open_ = opener or (lambda: factory.open_camera(CFG, key, clock, scene=scene))
     return DeviceRunner(key, open_, lambda: CFG, clock, sink), sink
 
 
@@ -52,13 +53,14 @@ def test_unplug_and_replug_of_a_sim_camera_while_continuous():
         r.set_scheduled(True)
         assert r.state == "continuous"
         assert await r.capture(clock.time())
-        r.device.inject_fault("unplug")
+        plug = r.device.plug  # the camera's port: it stays unplugged across the runner's reopen attempts
+        plug.inject("unplug")
         assert await r.capture(clock.time()) is None
         assert r.state == "unplugged"
         assert await r.capture(clock.time()) is None  # inside the backoff: not even tried
         clock.advance(BACKOFF_START_S)
         assert await r.capture(clock.time()) is None  # the probe finds it still gone
-        r.device.inject_fault("replug")
+        plug.inject("replug")
         clock.advance(BACKOFF_START_S * 2)
         assert await r.capture(clock.time())  # the probe works: back to continuous
         r.set_scheduled(False)

@@ -102,24 +102,26 @@ def _wait_until(predicate, timeout_s: float = 10.0) -> None:
 def test_a_stalled_device_is_in_error_within_its_limit_and_back_after_replug(key):
     async def scenario():
         clock = ManualClock()
+        scene = factory.make_scene(CFG)  # one sim world: the stall in the device's plug survives its reopen
         if key == "S":
-            opener = lambda: factory.open_spectrometer(CFG, clock)  # noqa: E731
+            opener = lambda: factory.open_spectrometer(CFG, clock, scene=scene)  # noqa: E731
         else:
-            opener = lambda: factory.open_camera(CFG, key, clock)  # noqa: E731
+            opener = lambda: factory.open_camera(CFG, key, clock, scene=scene)  # noqa: E731
         sink = Stored()
         r = DeviceRunner(key, opener, lambda: CFG, clock, sink)
         assert await r.open()
         r.set_scheduled(True)
         assert await r.capture(clock.time())
         r.device.stall_timeout_s = 30.0  # the device itself would wait far longer than our limit
-        r.device.inject_fault("stall")
+        plug = r.device.plug
+        plug.inject("stall")
         assert await r.capture(clock.time()) is None
         # It gave up at its limit while the device still stalled (30 s), not when the device returned.
         assert r._caller.hung >= 1
         assert r.state == "error" and "no answer within" in r.last_error
         clock.advance(BACKOFF_START_S)
         assert await r.capture(clock.time()) is None  # the probe: still stalled
-        r.device.inject_fault("replug")
+        plug.inject("replug")
         clock.advance(BACKOFF_START_S * 2)
         assert await r.capture(clock.time())
         info = r.info()
