@@ -14,7 +14,6 @@ that was never recorded complete is never deleted.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import json
 import re
@@ -26,7 +25,7 @@ from pathlib import Path
 from controller.config import StorageConfig
 from controller.logging import get_logger
 from controller.storage.atomic import atomic_write_text, is_temp_or_locked
-from controller.storage.names import ImageName, SpectrumName, parse_name
+from controller.storage.names import SpectrumName, parse_name
 from controller.supervisor.suspender import Suspender
 
 MB = 1024 * 1024
@@ -67,11 +66,14 @@ def day_completion(
     """Is every A/B plume pair and every plume spectrum of this date folder processed? (complete, counts)
 
     `processed(kind, key)` answers from the worker's journal (kind "pairs" keyed by the A image's time key, or
-    "spectra"). An A image with no B within the pairing tolerance can never be processed (its B was never taken)
-    and does not hold the day back; darks, clears and cell images are not processed by themselves.
+    "spectra"). The pairs are the worker's own (processing/pairing.py, one pairing for the station): an A image with
+    no B can never be processed (its B was never taken) and does not hold the day back; darks, clears and cell
+    images are not processed by themselves.
     """
-    a_images: list[ImageName] = []
-    b_times: list[float] = []
+    from processing.images import ImageFile
+    from processing.pairing import pair_images
+
+    plume: list[ImageFile] = []
     spectra: list[str] = []
     for path in _station_files(folder):
         name = parse_name(path.name)
@@ -79,20 +81,12 @@ def day_completion(
             continue
         if isinstance(name, SpectrumName):
             spectra.append(name.time_key)
-        elif not name.darkcorr and name.band == "A":
-            a_images.append(name)
         elif not name.darkcorr:
-            b_times.append(name.time.timestamp())
-    b_times.sort()
-    pairs = [a.time_key for a in a_images if _near(b_times, a.time.timestamp(), pair_tolerance_s)]
+            plume.append(ImageFile(path, name))
+    pairs = [p.key for p in pair_images(plume, pair_tolerance_s)[0]]
     missing = [k for k in pairs if not processed("pairs", k)] + [k for k in spectra if not processed("spectra", k)]
     info = {"pairs": len(pairs), "spectra": len(spectra), "unprocessed": len(missing)}
     return not missing, info
-
-
-def _near(sorted_times: list[float], t: float, tol: float) -> bool:
-    i = bisect.bisect_left(sorted_times, t - tol)
-    return i < len(sorted_times) and sorted_times[i] <= t + tol
 
 
 def _station_files(folder: Path) -> Iterable[Path]:
