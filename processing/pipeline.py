@@ -22,17 +22,29 @@ from controller.config import Config
 from controller.errors import ProcessingError
 from controller.logging import get_logger
 from processing.background import BackgroundChoice, OpticalDepth, choose_background
+from processing.calibration import (
+    Calibration,
+    DoasCalibration,
+    PlumeFrame,
+    cell_calibration_from_scan,
+    default_calibration,
+    usable,
+)
+from processing.calibration.cellsearch import assign_cell_window
 from processing.darks import DarkLibrary
+from processing.dilution import NOT_CORRECTED, DilutionCorrection
 from processing.emission import emission_rate, ica_mass, offset_line, pcs_lines, profile
 from processing.flow import CrossCorrelationVelocity, FlowVelocity, LineVelocity
 from processing.geometry import PlumeGeometry, geometry_from_config
 from processing.images import PLUME_KIND, FolderScan, ImageFile, read_image, scan_folder
 from processing.outputs import (
     CALIBRATION_COLUMNS,
+    CALIBRATION_UNITS,
     EMISSION_COLUMNS,
     CsvSeries,
+    csv_meta,
     emission_csv_name,
-    emission_header,
+    emission_meta,
     write_summary,
 )
 from processing.pairing import ImagePair, pair_images
@@ -54,37 +66,6 @@ METHODS = ("flow", "xcorr")
 MAX_FLOW_GAP_S = 60.0
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """S = slope · AA + offset (molecules/cm²), and where it came from."""
-
-    slope: float
-    slope_err: float
-    offset: float = 0.0
-    offset_err: float = 0.0
-    method: str = "default"
-    detail: str = ""
-    r2: float = float("nan")
-    mse: float = float("nan")
-
-    def columns(self, aa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s = self.slope * aa + self.offset
-        err = np.hypot(self.slope_err * aa, self.offset_err)
-        return s, err
-
-    @property
-    def description(self) -> str:
-        return f"{self.method}: slope {self.slope:.4g} +- {self.slope_err:.2g} molecules/cm2 per AA" + (
-            f" ({self.detail})" if self.detail else ""
-        )
-
-
-def default_calibration(cfg: Config) -> Calibration:
-    slope = cfg.processing.default_calibration_slope
-    # No measurement behind it: 20 % uncertainty, the magnitude pyplis assumes for unspecified column errors.
-    return Calibration(slope, 0.2 * slope, method="default", detail="processing.default_calibration_slope")
-
-
 @dataclass
 class LineResult:
     line_id: str
@@ -94,10 +75,14 @@ class LineResult:
     velocity: LineVelocity
     ica: float
     calibration: str = ""
+    ext: tuple[float, float] = (math.nan, math.nan)  # light dilution: extinction coefficients A, B (1/m)
 
     def row(self, time: datetime) -> tuple:
         v = self.velocity
-        return (time, self.flux, self.flux_err, v.v_eff, v.v_err, v.frac_ok, v.frac_ok_ica, self.ica, self.calibration)
+        return (
+            time, self.flux, self.flux_err, v.v_eff, v.v_err, v.frac_ok, v.frac_ok_ica, self.ica, self.calibration,
+            *self.ext,
+        )  # fmt: skip
 
 
 @dataclass
@@ -162,6 +147,8 @@ class PairProcessor:
         self.xcorr_lines = []
         self.xcorr = {}
         self.last_time: datetime | None = None
+        self.dilution: DilutionCorrection | None = None
+        self._ext: dict[datetime, tuple[float, float]] = {}  # per pair time, from aa_image to process_aa
 
     def _init_shape(self, shape: tuple[int, int]) -> None:
         proc = self.cfg.processing
@@ -175,19 +162,47 @@ class PairProcessor:
             for line in self.lines
         }
         self._dx = [profile(line, self.geometry.col_dist_m) for line in self.lines]
+        self.flow.region_lines = self.lines  # optical flow only around the lines (processing.flow)
+        self.dilution = DilutionCorrection.from_config(self.cfg, shape)
+
+    def dilution_state(self) -> dict:
+        """Light-dilution correction state for the outputs (coefficients of the latest fit per band)."""
+        return self.dilution.state() if self.dilution is not None else dict(NOT_CORRECTED)
+
+    def _corrected_aa(
+        self, time: datetime, intensity: dict[str, np.ndarray], tau_a: np.ndarray, tau_b: np.ndarray
+    ) -> np.ndarray:
+        """processing.dilution: ε per band fitted on this pair's terrain (B sampled through the registration), then
+        AA from both optical depths corrected."""
+        d = self.dilution
+        try:
+            d.fit("A", intensity["A"])
+            d.fit("B", intensity["B"], self.setup.registration.matrix)
+        except ProcessingError as e:
+            log.warning("dilution_fit_failed", time=str(time), error=str(e))
+            return tau_a - tau_b
+        if len(self._ext) > 256:  # pairs whose AA never reached process_aa
+            self._ext.clear()
+        self._ext[time] = (d.fits["A"].ext, d.fits["B"].ext)
+        return d.correct_aa(tau_a, tau_b, self.geometry.plume_distances())
 
     def aa_image(self, pair: ImagePair) -> tuple[np.ndarray, str]:
         """Apparent absorbance (float64) of a pair, on camera A's grid."""
-        taus = {}
+        taus, intensity = {}, {}
         dark_desc = []
         for band, f in (("A", pair.a), ("B", pair.b)):
             img, match = self.setup.darks.correct(band, f.name.shutter_us, read_image(f.path))
             dark_desc.append(f"{band}:{match.description}")
-            taus[band] = self.optical_depth.tau(band, img / (f.name.shutter_us * 1e-6), pair.time)
-        tau_b = self.setup.registration.apply(taus["B"])
-        if tau_b.shape != taus["A"].shape:
-            raise ProcessingError(f"{pair.a.path.name}: A is {taus['A'].shape}, registered B is {tau_b.shape}")
-        return taus["A"] - tau_b, " ".join(dark_desc)
+            intensity[band] = img / (f.name.shutter_us * 1e-6)
+            taus[band] = self.optical_depth.tau(band, intensity[band], pair.time)
+        tau_a, tau_b = taus["A"], self.setup.registration.apply(taus["B"])
+        if tau_b.shape != tau_a.shape:
+            raise ProcessingError(f"{pair.a.path.name}: A is {tau_a.shape}, registered B is {tau_b.shape}")
+        if DilutionCorrection.configured(self.cfg.processing):  # needs the plume distances: the geometry first
+            if self.geometry is None or self.geometry.shape != tau_a.shape:
+                self._init_shape(tau_a.shape)
+            return self._corrected_aa(pair.time, intensity, tau_a, tau_b), " ".join(dark_desc)
+        return tau_a - tau_b, " ".join(dark_desc)
 
     def process(self, pair: ImagePair, calibration: Calibration | None = None) -> PairResult:
         aa, dark_desc = self.aa_image(pair)
@@ -200,12 +215,13 @@ class PairProcessor:
         if self.geometry is None or self.geometry.shape != aa.shape:
             self._init_shape(aa.shape)
         if self.last_time is not None and (time - self.last_time).total_seconds() > MAX_FLOW_GAP_S:
-            self.flow = FlowVelocity(self.cfg.processing.flow_pyrlevel)
+            self.flow = FlowVelocity(self.cfg.processing.flow_pyrlevel, self.lines)
         self.last_time = time
         self.flow.update(aa, time)
         cal = calibration or self.setup.calibration
         geom = self.geometry
         result = PairResult(key, time, aa, dark=dark_desc)
+        ext = self._ext.pop(time, (math.nan, math.nan))
         for line, xline, dx in zip(self.lines, self.xcorr_lines, self._dx, strict=True):
             cols, cols_err = cal.columns(profile(line, aa))
             ica = ica_mass(cols, dx)
@@ -221,7 +237,7 @@ class PairProcessor:
                 if not vel.ok:
                     continue
                 flux, flux_err = emission_rate(cols, vel.v_eff, dx, cols_err, vel.v_err, dx * geom.rel_err)
-                result.lines.append(LineResult(line.line_id, method, flux, flux_err, vel, ica, cal.method))
+                result.lines.append(LineResult(line.line_id, method, flux, flux_err, vel, ica, cal.method, ext))
         return result
 
 
@@ -231,6 +247,7 @@ class ResultWriter:
     def __init__(self, out: Path, cfg: Config, processor: PairProcessor, extra: dict[str, str]) -> None:
         self.out = out
         self.cfg = cfg
+        self.processor = processor
         self.extra = extra
         self.files: dict[tuple[str, str], CsvSeries] = {}
         self.rows = 0
@@ -238,8 +255,9 @@ class ResultWriter:
     def series(self, line_id: str, method: str) -> CsvSeries:
         key = (line_id, method)
         if key not in self.files:
-            header = emission_header(line_id, method, self.cfg.processing.ppmm_to_molecules_cm2, self.extra)
-            self.files[key] = CsvSeries(self.out / emission_csv_name(line_id, method), EMISSION_COLUMNS, header)
+            meta = emission_meta(line_id, method, self.cfg.processing.ppmm_to_molecules_cm2, self.extra)
+            meta["light_dilution"] = self.processor.dilution_state()
+            self.files[key] = CsvSeries(self.out / emission_csv_name(line_id, method), EMISSION_COLUMNS, meta)
         return self.files[key]
 
     def write(self, result: PairResult) -> int:
@@ -315,17 +333,13 @@ class CalibrationRun:
     def _cells(self) -> Calibration | None:
         if not self.scan.cells:
             return None
-        from processing.calibration import cell_calibration_from_scan
-
-        return cell_calibration_from_scan(self.cfg, self.scan)
+        return cell_calibration_from_scan(self.cfg, self.scan, self.out)
 
     def initial(self) -> Calibration:
         return self.calibration
 
     def doas_pass(self, processor: PairProcessor, pairs: list[ImagePair]) -> None:
         """First pass: FOV search and rolling DOAS calibration from the pairs that have a spectrum."""
-        from processing.calibration import DoasCalibration, PlumeFrame, usable
-
         dcal = DoasCalibration(self.cfg.processing, max_frames=FOV_FRAMES)
         results = sorted((r for r in self.doas_results if r.time is not None), key=lambda r: r.time)
         stamps = np.array([r.time.timestamp() for r in results])
@@ -415,6 +429,7 @@ def process_folder(
     folder, out = Path(folder), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scan = scan_folder(folder)
+    cell_window = assign_cell_window(scan, cfg.processing)  # cells among plume images (processing.cell_window)
     pairs, unpaired = pair_images(scan.plume, cfg.processing.pair_tolerance_s)
     log.info("scan", folder=str(folder), pairs=len(pairs), unpaired=len(unpaired), **scan.counts())
     cal_run = CalibrationRun(cfg, scan, out)
@@ -430,7 +445,9 @@ def process_folder(
     }
     writer = ResultWriter(out, cfg, processor, extra)
     calib_csv = CsvSeries(
-        out / "calibration_series.csv", CALIBRATION_COLUMNS, [f"# {k}: {v}" for k, v in extra.items()]
+        out / "calibration_series.csv",
+        CALIBRATION_COLUMNS,
+        csv_meta("calibration series", cfg.processing.ppmm_to_molecules_cm2, CALIBRATION_UNITS, extra),
     )
     iterator = progress(pairs) if progress is not None else pairs
     results: list[PairResult] = []
@@ -463,6 +480,8 @@ def process_folder(
         "geometry": processor.geometry.method if processor.geometry else None,
         "pixel_size_m": processor.geometry.pixel_size_m() if processor.geometry else None,
         "plume_distance_m": processor.geometry.plume_distance_m if processor.geometry else None,
+        "light_dilution": processor.dilution_state(),
+        "cell_window": cell_window,
         "emission_rows": writer.rows,
         "emission_files": sorted(str(s.path.name) for s in writer.files.values()),
         "spectra": len(scan.spectra),

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,13 @@ from controller.sim.host import (
     netns_up,
     set_link,
     unmount_keep_copy,
+)
+from controller.sim.observe import (
+    observatory_summary,
+    report_progress,
+    screenshot_page,
+    start_observatory,
+    web_and_delivery_config,
 )
 from controller.sim.procs import Proc, ProcessMonitor, read_status, wait_until
 from controller.sim.summary import check_fault_visibility, summarize
@@ -119,6 +127,9 @@ class StationRun:
     data_fs_mb: int | None = None  # root only: the master's data root on a tmpfs of this size (disk-full faults)
     spectrometer: bool = True
     ext_token: str = ""  # the master's network.auth_token (the soak sets one: AUTH guessing is part of its abuse)
+    observatory: bool = True  # a simulated observatory (real sshd) the master delivers to; page on in [web]
+    progress: Callable[[str], None] | None = None  # gets a progress line every few seconds while it runs
+    screenshot: Path | None = None  # a screenshot of the status page (headless Chromium) at 3/4 of the window
 
 
 def _toml_value(v) -> str:
@@ -264,6 +275,10 @@ async def _run_async(run: StationRun) -> dict:
         hosts = ("127.0.0.1", "127.0.0.1")
         link_port, ext_port = _free_port(), _free_port()
     mcfg, scfg = station_configs(run, link_port, ext_port, hosts)
+    station_ns = NETNS[0] if use_netns else None
+    observatory = start_observatory(out, use_netns, station_ns) if run.observatory else None
+    web_and_delivery_config(mcfg, observatory, hosts[0], 8080 if use_netns else _free_port(), out)
+    processed = Path(mcfg["storage"]["data_root"]).parent / "processed"
     if not use_netns:
         from controller.sim.faults import FaultyProxy
 
@@ -285,6 +300,14 @@ async def _run_async(run: StationRun) -> dict:
     fault_log: list[dict] = []
     monitor = ProcessMonitor({"master": master, "slave": slave})
     sampler = asyncio.ensure_future(monitor.run())
+    shot = None
+    if run.screenshot is not None:
+        at = window_real + 0.75 * run.real_budget_s
+        url = f"http://{mcfg['web']['bind']}:{mcfg['web']['port']}/"
+        shot = asyncio.ensure_future(screenshot_page(url, run.screenshot, at, station_ns))
+    progress = None
+    if run.progress is not None:
+        progress = asyncio.ensure_future(report_progress(out / "master" / "state", processed, run.progress))
     try:
         driver = asyncio.ensure_future(
             _drive_faults(run, master, slave, out, proxy, use_netns, window_real, ext_port, fault_log)
@@ -298,12 +321,24 @@ async def _run_async(run: StationRun) -> dict:
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
+        screenshot = None
+        if shot is not None:
+            if not shot.done():
+                shot.cancel()  # the station ended before its time
+            with contextlib.suppress(asyncio.CancelledError):
+                screenshot = await shot
+        if progress is not None:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
         for p in (slave, master):
             if p.running:
                 p.kill9()
                 await p.wait()
         if proxy is not None:
             await proxy.stop()
+        if observatory is not None:
+            observatory.stop()
         if use_netns:
             netns_down()
     elapsed = time.time() - t_begin
@@ -314,6 +349,8 @@ async def _run_async(run: StationRun) -> dict:
         if data_fs is not None:
             unmount_keep_copy(data_fs)
     summary["data_fs_mb"] = run.data_fs_mb if data_fs is not None else None
+    summary.update(observatory_summary(out / "master" / "state", processed, observatory, f"{DAY:%Y-%m-%d}"))
+    summary["page_screenshot"] = screenshot
     summary.update(
         real_seconds=round(elapsed, 1), time_scale=round(scale, 2), network="netns" if use_netns else "loopback",
         sim_hours=run.hours, period_s=run.period_s, finished_cleanly=done,

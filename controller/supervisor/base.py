@@ -1,5 +1,5 @@
 """What both supervisors share: the station machine, the reconcile loop of the running phase, the status file,
-signals, sd_notify, the sim fault hook and the per-device shutdown.
+signals, sd_notify and systemd's watchdog, the service group and the bounded shutdown.
 
 Only the event loop changes state: every trigger is fired from the supervisor's main coroutine, never from a
 thread or a link callback (those only set `kick`, which wakes the main coroutine to re-evaluate).
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import time
 from collections import Counter, deque
@@ -32,9 +31,11 @@ from controller.config import Config
 from controller.errors import PycamError
 from controller.logging import get_logger
 from controller.supervisor.disk import DiskService
-from controller.supervisor.services import ServiceContext, ServiceGroup
+from controller.supervisor.faultlog import FaultLog
+from controller.supervisor.services import ServiceContext, ServiceGroup, link_status
 from controller.supervisor.statusfile import StatusWriter, read_temperatures
 from controller.supervisor.suspender import Suspender, station_trigger
+from controller.supervisor.watchdog import Watchdog, sd_notify
 from controller.timekeeping.clock import Clock
 from states.runtime import MachineRuntime
 from states.station import TABLE as STATION
@@ -81,8 +82,7 @@ class Supervisor:
         self.kick = asyncio.Event()
         self.stop_requested: str | None = None
         self.restart_requested = False
-        self.faults: deque[dict] = deque(maxlen=50)
-        self.fault_counts: Counter[str] = Counter()  # every fault kind since the state folder was new
+        self.faultlog = FaultLog()
         self.storage_check: dict = {}
         self.services = ServiceGroup(self.log)
         self.ctx = ServiceContext(clock, self.log, self.note_fault, self.kick)
@@ -149,32 +149,27 @@ class Supervisor:
             self.note_fault(trigger, {"old": old, "new": new, "reason": reason})
         self.status.write_now()
 
+    @property
+    def faults(self) -> deque[dict]:
+        return self.faultlog.faults
+
+    @property
+    def fault_counts(self) -> Counter[str]:
+        return self.faultlog.counts
+
     def note_fault(self, kind: str, info: dict | None = None) -> None:
-        """Remember a fault for `pycam status` (faults, last_fault, fault_counts) and log it."""
-        entry = {"time": self.clock.time(), "real_time": time.time(), "kind": kind, **(info or {})}
-        self.faults.append(entry)
-        self.fault_counts[kind] += 1
+        """Remember a fault for `pycam status` (the fault log) and log it."""
+        self.faultlog.note(kind, self.clock.time(), info)
         fields = {k: v for k, v in (info or {}).items() if isinstance(v, str | int | float) and k != "event"}
         self.log.warning("fault", fault=kind, **fields)
         self.kick.set()
 
     def _carry_faults(self) -> None:
-        """A restarted supervisor keeps the faults of its previous run (status.json), and says when that run
-        ended without a clean exit (kill -9, power cut, crash)."""
-        from controller.supervisor.statusfile import read_status
-
-        old, _ = read_status(self.state_dir)
-        if not old:
-            return
-        for entry in (old.get("faults") or [])[-self.faults.maxlen :]:
-            if isinstance(entry, dict):
-                self.faults.append(entry)
-        counts = old.get("fault_counts") or {}
-        self.fault_counts.update({str(k): int(v) for k, v in counts.items() if isinstance(v, int)})
-        if not old.get("exited"):
-            self.note_fault(
-                "restarted_after_crash", {"previous_pid": old.get("pid"), "previous_state": old.get("state")}
-            )
+        """A restarted supervisor keeps the faults of its previous run and says when it ended without a clean exit."""
+        crashed = self.faultlog.carry(self.state_dir)
+        if crashed is not None:
+            info = {"previous_pid": crashed.get("pid"), "previous_state": crashed.get("state")}
+            self.note_fault("restarted_after_crash", info)
 
     def device_event(self, event: str, info: dict) -> None:
         # A failed retry (recovering -> error/unplugged) is the same fault still going on, not a new one.
@@ -268,15 +263,11 @@ class Supervisor:
         """What may pause acquisition (disk space now; low battery next): one generic shape, one record each."""
         return [self.disk.suspender] if self.disk is not None else []
 
-    def check_disk(self) -> None:
-        """The disk suspender's check (controller/supervisor/disk.py)."""
-        if self.disk is not None:
+    def check_disk(self, only_while_paused: bool = False) -> None:
+        """The disk suspender's check (controller/supervisor/disk.py); `only_while_paused`: the running phase's
+        re-check (no slots run while paused, so no slot triggers it)."""
+        if self.disk is not None and (self.disk.paused or not only_while_paused):
             self.disk.check()
-
-    def recheck_suspenders(self) -> None:
-        """No slots run while paused: the suspenders are re-checked by the running phase instead."""
-        if any(x.active for x in self.suspenders):
-            self.check_disk()
 
     def suspended_recheck_s(self) -> float | None:
         """How long the running phase may wait before re-checking an active suspender (one slot period)."""
@@ -292,7 +283,6 @@ class Supervisor:
     # ------------------------------------------------------------------------------------------------ status
 
     def collect_status(self) -> dict:
-        link = self.link
         return {
             "role": self.role,
             "station_name": self.cfg.station.name,
@@ -301,11 +291,7 @@ class Supervisor:
             "clock_time": self.clock.time(),
             "master_time": self.master_time(),
             "machines": self.machines(),
-            "link": {
-                "state": getattr(link, "state", None),
-                "connected": bool(getattr(link, "connected", False)),
-                "peer": getattr(link, "peer", None),
-            },
+            "link": link_status(self.link),
             "clock": {
                 "offset_ms": round(self.offset_s * 1000.0, 3),
                 "offset_ok": self.offset_ok,
@@ -323,9 +309,7 @@ class Supervisor:
             "slots": self.slot_loop.slots if self.slot_loop else 0,
             "slot_loop": self.slot_loop.info() if self.slot_loop else None,
             "plan": self.plan.to_dict() if self.plan else None,
-            "faults": list(self.faults),
-            "last_fault": self.faults[-1] if self.faults else None,
-            "fault_counts": dict(self.fault_counts),
+            **self.faultlog.status(),
             "history": self.station.recent(30),
             **self.extra_status(),
         }
@@ -341,28 +325,8 @@ class Supervisor:
     def extra_status(self) -> dict:
         return {}
 
-    # -------------------------------------------------------------------------------------------- sd_notify
-
     def sd_notify(self, message: str) -> None:
-        from controller import bootguard
-
-        bootguard.sd_notify(message)
-
-    async def _watchdog(self) -> None:
-        """Ping systemd's watchdog only while the loop is responsive and the main coroutine alive."""
-        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-        if usec <= 0:
-            return
-        interval = usec / 2e6
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(interval)
-            lag = loop.time() - before - interval
-            if lag < interval and (self._main_task is None or not self._main_task.done()):
-                self.sd_notify("WATCHDOG=1")
-            else:
-                self.log.warning("watchdog_withheld", loop_lag_s=round(lag, 3))
+        sd_notify(message)
 
     # --------------------------------------------------------------------------------------------------- run
 
@@ -378,7 +342,8 @@ class Supervisor:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._carry_faults()
         self.status.start()
-        self._tasks.append(loop.create_task(self._watchdog(), name="watchdog"))
+        self._watchdog = Watchdog(self._main_task, self.log)
+        await self._watchdog.start()
         try:
             await self.boot()
             while self.station.state not in ("shutdown", "off"):
@@ -402,6 +367,7 @@ class Supervisor:
             await self.stop_slot_loop()
             for t in self._tasks:
                 t.cancel()
+            await self._watchdog.stop()
             self.sd_notify("STOPPING=1")
             await self.status.stop()
             self._write_exit()

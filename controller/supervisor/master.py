@@ -41,6 +41,8 @@ class MasterSupervisor(Supervisor):
         self.worker_service: WorkerService | None = None
         self.power: PowerService | None = None
         self.power_board: PowerBoardMonitor | None = None
+        self.web: Any = None  # controller.web.service.WebService when [web] is enabled
+        self.delivery: Any = None  # controller.delivery.DeliveryService when [delivery] is enabled
         self.darks = DarkSchedule(self.state_dir, lambda: self.cfg, self.master_time, self._run_darks, self.log)
         self.day_ledger: Any = None  # controller.disk_policy.DayLedger, from boot on
         self.stored_from_slave = 0
@@ -92,12 +94,29 @@ class MasterSupervisor(Supervisor):
         await self.services.start(LinkService(self.link))
         self.disk = await self.services.start(self._disk_service(datastore))
         self.ext = await self.services.start(ExtService(self.ctx, self.settings, self.actions, self.link))
+        await self._start_outward()
         if cfg.processing.enabled:
             self.worker_service = await self.services.start(WorkerService(self.ctx, cfg))
             self.store.consumers.append(self.worker_service.notify)  # store -> worker
+            if self.delivery is not None:
+                self.worker_service.on_pair.append(self.delivery.notify)  # new results pushed now
         self.power = await self.services.start(PowerService(self.ctx, cfg, self.link))
         self.power_board = await self.services.start(PowerBoardMonitor(), name="power_board")
         await self.services.start(self.darks)
+
+    async def _start_outward(self) -> None:
+        """The status page and the delivery to the observatory, each when its config enables it; one that cannot
+        start is a fault and the station acquires without it (status says so)."""
+        from controller.web.outward import make_outward
+
+        for name, service in make_outward(self).items():
+            if service is None:
+                continue
+            try:
+                setattr(self, name, await self.services.start(service, name=name))
+            except OSError as e:
+                self.log.error(f"{name}_unavailable", error=str(e))
+                self.note_fault(f"{name}_unavailable", {"error": str(e)})
 
     def _disk_service(self, datastore: DataStore) -> DiskService:
         from controller.disk_policy import LEDGER_NAME, DayLedger, DiskPolicy
@@ -208,7 +227,7 @@ class MasterSupervisor(Supervisor):
     async def running_phase(self) -> None:
         self.start_slot_loop()
         while self.station.state in ("acquire", "degraded", "paused"):
-            self.recheck_suspenders()
+            self.check_disk(only_while_paused=True)
             ended = await self.reconcile_running()
             if ended:
                 break
@@ -279,6 +298,9 @@ class MasterSupervisor(Supervisor):
             "data_root": str(self.cfg.storage.data_root),
             "power_board": self.power_board.status() if self.power_board is not None else None,
             "power_lines": self.power_lines.status() if self.power_lines is not None else None,
+            "worker_pairs": worker.pairs if worker is not None else 0,
+            "web": self.web.status() if self.web is not None else None,
+            "delivery": self.delivery.status() if self.delivery is not None else None,
         }
 
 

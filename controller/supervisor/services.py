@@ -110,4 +110,11 @@ class LinkService:
         await self.link.stop()
 
     def status(self) -> dict[str, Any]:
-        return {"state": self.link.state, "connected": bool(self.link.connected), "peer": self.link.peer}
+        return link_status(self.link)
+
+
+def link_status(link: LinkLike | None) -> dict[str, Any]:
+    """The link's part of the status file (also before the link exists)."""
+    if link is None:
+        return {"state": None, "connected": False, "peer": None}
+    return {"state": link.state, "connected": bool(link.connected), "peer": link.peer}

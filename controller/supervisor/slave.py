@@ -194,7 +194,7 @@ class SlaveSupervisor(Supervisor):
         self.start_slot_loop()
         resync_s = self.cfg.clock.resync_s
         while self.station.state in ("acquire", "degraded", "paused"):
-            self.recheck_suspenders()
+            self.check_disk(only_while_paused=True)
             if self._stopped_by_master.is_set():
                 self.request_stop("master stop request")
             if self.clock.monotonic() - self.last_sync >= resync_s and self.link.connected:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ class WorkerService:
         self.machine = MachineRuntime(TABLE, "worker", ctx.clock, logger=ctx.log)
         self.worker: ProcessingWorker | None = None
         self.pairs = 0  # pairs the worker reported processed (its PairDone events)
+        self.on_pair: list[Callable[[], None]] = []  # worker -> its results' consumers (the delivery)
         self.crashes = 0  # in a row
         self.restart_handle: asyncio.TimerHandle | None = None
         self._up_at = 0.0
@@ -106,6 +108,8 @@ class WorkerService:
 
         if isinstance(event, PairDone):
             self.pairs += 1
+            for consumer in self.on_pair:
+                consumer()
         elif isinstance(event, Backlog):
             self.machine.fire_if("behind", reason=f"{event.pairs} pairs to process")
         elif isinstance(event, Idle):
