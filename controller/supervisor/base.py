@@ -32,7 +32,7 @@ from controller.errors import PycamError
 from controller.logging import get_logger
 from controller.supervisor.disk import DiskService
 from controller.supervisor.faultlog import FaultLog
-from controller.supervisor.services import ServiceContext, ServiceGroup, link_status
+from controller.supervisor.services import ServiceContext, ServiceGroup, cancel, link_status
 from controller.supervisor.statusfile import StatusWriter, read_temperatures
 from controller.supervisor.suspender import Suspender, station_trigger
 from controller.supervisor.watchdog import Watchdog, sd_notify
@@ -230,10 +230,7 @@ class Supervisor:
 
     async def stop_slot_loop(self) -> None:
         task, self._slot_task = self._slot_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     def blocked(self) -> str | None:
         """Why captures must not run now (None: they may)."""

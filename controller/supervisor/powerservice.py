@@ -5,14 +5,13 @@ camera A meanwhile); `stop_slave` (flushed over the link, or halted by the halt 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from controller.config import Config
 from controller.errors import PycamError
 from controller.hardware.gpio_service import PowerLinesService
 from controller.power.handoff import LinkLike, PowerHandoff
-from controller.supervisor.services import ServiceContext
+from controller.supervisor.services import ServiceContext, cancel
 
 
 class PowerService:
@@ -49,10 +48,7 @@ class PowerService:
 
     async def _stop_waking(self) -> None:
         task, self._wake_task = self._wake_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     async def stop_slave(self) -> bool | None:
         """Stop the slave: True when it confirmed its spool was flushed to us; False when not (or the halt line had

@@ -7,11 +7,20 @@ survived when it fails (one part failing to close must not keep the others open)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from controller.timekeeping.clock import Clock
+
+
+async def cancel(task: asyncio.Task | None) -> None:
+    """Cancel a service's background task and wait until it is gone (None: nothing to do)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ and the supervisor's main coroutine alive, so a hung loop or a dead main task ge
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from typing import Any
+
+from controller.supervisor.services import cancel
 
 
 def sd_notify(message: str) -> None:
@@ -45,10 +46,7 @@ class Watchdog:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     def status(self) -> dict[str, Any]:
         return {"active": self._task is not None, "pings": self.pings, "withheld": self.withheld}
