@@ -80,7 +80,9 @@ def test_a_hung_call_times_out_and_its_thread_is_never_reused():
         loop = asyncio.get_running_loop()
         loop.call_later(LIMIT_S, release.set)  # the device answers again while the next call waits
         assert await caller.call(30.0, ident)  # served once a hung call returned (30 s: a safety net only)
-        assert release.is_set() and caller.hung == 0
+        assert release.is_set()
+        # Both hung threads were released; each is forgotten once it has returned (the second may still be returning).
+        await loop.run_in_executor(None, _wait_until, lambda: caller.hung == 0)
         caller.shutdown()
         return waited
 

@@ -125,7 +125,8 @@ async def test_storage_full_pauses_then_resumes(station):
     policy.cfg = type(policy.cfg)(min_free_mb=100, resume_free_mb=200)
     master.check_disk()
     await wait_for(lambda: master.station.state == "paused", 10, "paused")
-    await asyncio.sleep(0.3)  # a capture already in flight when the pause came may still land
+    # A capture already in flight when the pause came may still land: wait for it (the fact, not a time).
+    await wait_for(lambda: not master.slot_loop.busy(), 30, "in-flight capture landed")
     n = _caps(master, "A")
     await asyncio.sleep(0.6)  # > 2 slots at this time scale
     assert _caps(master, "A") == n
@@ -199,7 +200,8 @@ async def test_slave_spool_disk_full_pauses_the_slave_keeps_its_files_and_resume
     slave.disk.policy._free_bytes = lambda: int(free["mb"] * 1024 * 1024)
     slave.disk.policy.cfg = type(slave.disk.policy.cfg)(min_free_mb=100, resume_free_mb=200)
     await wait_for(lambda: slave.station.state == "paused", 10, "slave paused by its own disk check")
-    await asyncio.sleep(0.3)  # a capture already in flight when the pause came may still land
+    # A capture already in flight when the pause came may still land: wait for it (the fact, not a time).
+    await wait_for(lambda: not slave.slot_loop.busy(), 30, "in-flight capture landed")
     n = _caps(slave, "B")
     await asyncio.sleep(0.6)  # > 2 slots at this time scale
     assert _caps(slave, "B") == n
