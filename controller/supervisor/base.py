@@ -111,6 +111,7 @@ class Supervisor:
         # Called with the supervisor once its loop runs; `pycam run` adds the sim fault driver when a backend is sim.
         self.start_hooks: list[Callable[[Supervisor], None]] = []
         self._ready_notified = False
+        self._watchdog = Watchdog(None, self.log)  # replaced in run() by one that watches the main task
         self._booted = False
 
     # ------------------------------------------------------------------------------------------------ config
@@ -339,8 +340,7 @@ class Supervisor:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._carry_faults()
         self.status.start()
-        self._watchdog = Watchdog(self._main_task, self.log)
-        await self._watchdog.start()
+        self._watchdog = Watchdog(self._main_task, self.log)  # begins at READY (notify_ready)
         try:
             await self.boot()
             while self.station.state not in ("shutdown", "off"):
@@ -459,6 +459,7 @@ class Supervisor:
         if not self._ready_notified:
             self._ready_notified = True
             self.sd_notify("READY=1")
+            self._watchdog.begin()
             guard = self.options.boot_guard
             if guard is not None:
                 guard.ok()

@@ -1,5 +1,6 @@
-"""systemd's watchdog as a service of the supervisor: pinged (WATCHDOG=1) only while the event loop is responsive
-and the supervisor's main coroutine alive, so a hung loop or a dead main task gets the unit restarted."""
+"""systemd's watchdog as a service of the supervisor: pinged (WATCHDOG=1) from READY on (systemd arms it when the
+start-up is complete), only while the event loop is responsive and the supervisor's main coroutine alive, so a hung
+loop or a dead main task gets the unit restarted."""
 
 from __future__ import annotations
 
@@ -27,8 +28,12 @@ class Watchdog:
         self.withheld = 0
 
     async def start(self) -> None:
+        self.begin()
+
+    def begin(self) -> None:
+        """Start pinging (at READY), when systemd asked for a watchdog (WATCHDOG_USEC); once."""
         usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-        if usec > 0:
+        if usec > 0 and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(usec / 2e6), name="watchdog")
 
     async def _run(self, interval: float) -> None:
