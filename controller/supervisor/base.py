@@ -41,8 +41,10 @@ from states.runtime import MachineRuntime
 from states.station import TABLE as STATION
 
 if TYPE_CHECKING:
+    from controller.bootguard import BootGuard
     from controller.link.endpoint import LinkEndpoint
     from controller.settings import SettingsStore
+    from controller.sim.scene import SimScene
 
 RUNNING = ("acquire", "degraded", "paused")
 # The whole stop (SIGTERM to exit) takes at most this many real seconds - well inside the units' TimeoutStopSec
@@ -59,7 +61,7 @@ class RunOptions:
 
     state_dir: Path | None = None
     fault_retry_s: float = 30.0  # clock seconds in fault before booting again
-    boot_guard: Any = None  # S1's BootGuard: tripped after repeated start-ups that never got healthy
+    boot_guard: BootGuard | None = None  # S1's BootGuard: tripped after repeated start-ups that never got healthy
 
 
 class Supervisor:
@@ -75,7 +77,9 @@ class Supervisor:
         self.log = get_logger("supervisor", role=self.role)
         self.settings: SettingsStore | None = None
         self.devices: dict[str, DeviceRunner] = {}
-        self.scene: Any = None  # the sim scene (its devices' plugs), when a backend is sim: factory.make_scene
+        self.scene: SimScene | None = (
+            None  # the sim scene (its devices' plugs), when a backend is sim: factory.make_scene
+        )
         self.slot_loop: SlotLoop | None = None
         self._slot_task: asyncio.Task | None = None
         self.plan: SlotPlan | None = None

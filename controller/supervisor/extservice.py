@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from controller.extport.server import ExtServer
 from controller.link.master import MasterLink
 from controller.settings import SettingsStore
 from controller.supervisor.actions import ANNOUNCE_KEYS, SupervisorActions
@@ -23,14 +24,13 @@ class ExtService:
         self.settings = settings
         self.actions = actions
         self.link = link
-        self.server: Any = None  # controller.extport.server.ExtServer once started
+        self.server: ExtServer | None = None  # once started
         self.port: int | None = None
         self._last_fault = 0.0
 
     async def start(self) -> None:
         from controller.extport import protocol
         from controller.extport.control import DeviceControl, MasterControl, RemoteDeviceControl
-        from controller.extport.server import ExtServer
 
         local = DeviceControl(self.settings, self.actions, protocol.MASTER_IDENTITIES)
         remote = RemoteDeviceControl(self.link.request)

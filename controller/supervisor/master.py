@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.acquisition import SlotPlan
 from controller.config import Config
@@ -28,6 +28,13 @@ from controller.supervisor.services import LinkService
 from controller.supervisor.store import StationStore
 from controller.supervisor.workerservice import WorkerService, processing_out_dir
 
+if TYPE_CHECKING:
+    from controller.delivery.service import DeliveryService
+    from controller.disk_policy import DayLedger
+    from controller.extport.server import ExtServer
+    from controller.web.service import WebService
+    from processing.worker import Journal
+
 
 class MasterSupervisor(Supervisor):
     role = "master"
@@ -41,10 +48,10 @@ class MasterSupervisor(Supervisor):
         self.worker_service: WorkerService | None = None
         self.power: PowerService | None = None
         self.power_board: PowerBoardMonitor | None = None
-        self.web: Any = None  # controller.web.service.WebService when [web] is enabled
-        self.delivery: Any = None  # controller.delivery.DeliveryService when [delivery] is enabled
+        self.web: WebService | None = None  # when [web] is enabled
+        self.delivery: DeliveryService | None = None  # when [delivery] is enabled
         self.darks = DarkSchedule(self.state_dir, lambda: self.cfg, self.master_time, self._run_darks, self.log)
-        self.day_ledger: Any = None  # controller.disk_policy.DayLedger, from boot on
+        self.day_ledger: DayLedger | None = None  # from boot on
         self.stored_from_slave = 0
         self.duplicates_from_slave = 0
 
@@ -57,7 +64,7 @@ class MasterSupervisor(Supervisor):
         return self.ext.port if self.ext is not None else None
 
     @property
-    def ext_server(self) -> Any:
+    def ext_server(self) -> ExtServer | None:
         return self.ext.server if self.ext is not None else None
 
     @property
@@ -135,7 +142,7 @@ class MasterSupervisor(Supervisor):
     def _today(self) -> str:
         return datetime.fromtimestamp(self.master_time(), tz=UTC).strftime("%Y-%m-%d")
 
-    def _worker_journal(self) -> Any:
+    def _worker_journal(self) -> Journal | None:
         return self.worker_service.journal() if self.worker_service is not None else None
 
     def _is_processed(self, path: Path) -> bool:

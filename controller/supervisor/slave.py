@@ -260,7 +260,7 @@ class SlaveSupervisor(Supervisor):
         }
 
 
-def spool_days(spool: Any) -> list[str]:
+def spool_days(spool: Spool) -> list[str]:
     """The date folders (YYYY-MM-DD) of the files waiting in the spool."""
     from controller.storage.names import parse_name
 
