@@ -58,7 +58,10 @@ def clock_line(clock: dict) -> str:
 def clock_sources(clock: dict) -> list[str]:
     src = clock.get("source") if isinstance(clock.get("source"), dict) else {}
     out = []
-    for name, s in sorted((src.get("sources") or {}).items()):
+    sources = src.get("sources")
+    if not isinstance(sources, dict):
+        return out  # chrony's own list of servers (the slave's time source), not the master's source table
+    for name, s in sorted(sources.items()):
         if not isinstance(s, dict):
             continue
         if s.get("synchronised"):

@@ -45,3 +45,11 @@ def test_status_text_is_readable_without_raw_dicts(tmp_path):
         "2024-03-01 11:01:40 UTC  link_lost: reason=timeout, peer=host=169.254.0.2", "fault counts: link_lost 1",
     ):  # fmt: skip
         assert fact in out, (fact, out)
+
+
+def test_a_slave_status_with_chronys_list_of_sources_does_not_crash_pycam_status():
+    """The slave's clock source is chrony's state, whose `sources` is a list of servers (not the master's table)."""
+    from controller.web.text import clock_sources
+
+    chrony = {"source": {"source": "chrony", "synchronised": True, "sources": [{"name": "169.254.1.1"}]}}
+    assert clock_sources(chrony) == []
