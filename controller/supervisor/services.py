@@ -125,5 +125,9 @@ class LinkService:
 def link_status(link: LinkLike | None) -> dict[str, Any]:
     """The link's part of the status file (also before the link exists)."""
     if link is None:
-        return {"state": None, "connected": False, "peer": None}
-    return {"state": link.state, "connected": bool(link.connected), "peer": link.peer}
+        return {"state": None, "connected": False, "peer": None, "stats": {}, "refused": {}}
+    return {
+        "state": link.state, "connected": bool(link.connected), "peer": link.peer,
+        # transfers, and peers refused (no key, a second slave, unproven master): forged attempts show here
+        "stats": dict(getattr(link, "stats", None) or {}), "refused": dict(getattr(link, "refused", None) or {}),
+    }  # fmt: skip

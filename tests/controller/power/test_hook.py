@@ -65,9 +65,8 @@ def test_after_startup_without_supervisor_pulses_the_slave_awake(tmp_path):
     factory.pin(23, pin_class=MockConnectedPin, input_pin=slave)
     assert wittypi_hook.after_startup(make_cfg(tmp_path), factory) == "pulsed"
     states = slave.states
-    assert [s.state for s in states] == [True, False, True]  # one low pulse in the pin's history
-    # At least pulse_s long (5 %: timer granularity); no upper bound in wall time (it measures the machine's load).
-    assert states[2].timestamp >= 0.05 * 0.95
+    assert [s.state for s in states] == [True, False, True]
+    assert states[2].timestamp >= 0.049  # held low at least the configured pulse (a busy machine only lengthens it)
 
 
 def test_before_shutdown_without_supervisor_pulses_the_halt_line(tmp_path):
