@@ -2,7 +2,7 @@
 
 Below `storage.min_free_mb` the oldest files that are already processed (and, on the master, transferred: every
 file in the data store has arrived there) are deleted, oldest first, never today's and never unprocessed ones,
-until `resume_free_mb` is free again. If that is not enough, acquisition is paused (a suspender, as in bluesky)
+until `resume_free_mb` is free again. If that is not enough, acquisition is paused (its `Suspender`, as in bluesky)
 until free space is back above `resume_free_mb`: the hysteresis keeps it from flapping at the threshold.
 
 "Processed" has two sources. The worker's journal knows single pairs and spectra, but only for its last two days.
@@ -14,7 +14,6 @@ that was never recorded complete is never deleted.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import json
 import re
@@ -26,7 +25,8 @@ from pathlib import Path
 from controller.config import StorageConfig
 from controller.logging import get_logger
 from controller.storage.atomic import atomic_write_text, is_temp_or_locked
-from controller.storage.names import ImageName, SpectrumName, parse_name
+from controller.storage.names import SpectrumName, parse_name
+from controller.supervisor.suspender import Suspender
 
 MB = 1024 * 1024
 LEDGER_NAME = "days_complete.json"
@@ -66,11 +66,14 @@ def day_completion(
     """Is every A/B plume pair and every plume spectrum of this date folder processed? (complete, counts)
 
     `processed(kind, key)` answers from the worker's journal (kind "pairs" keyed by the A image's time key, or
-    "spectra"). An A image with no B within the pairing tolerance can never be processed (its B was never taken)
-    and does not hold the day back; darks, clears and cell images are not processed by themselves.
+    "spectra"). The pairs are the worker's own (processing/pairing.py, one pairing for the station): an A image with
+    no B can never be processed (its B was never taken) and does not hold the day back; darks, clears and cell
+    images are not processed by themselves.
     """
-    a_images: list[ImageName] = []
-    b_times: list[float] = []
+    from processing.images import ImageFile
+    from processing.pairing import pair_images
+
+    plume: list[ImageFile] = []
     spectra: list[str] = []
     for path in _station_files(folder):
         name = parse_name(path.name)
@@ -78,20 +81,12 @@ def day_completion(
             continue
         if isinstance(name, SpectrumName):
             spectra.append(name.time_key)
-        elif not name.darkcorr and name.band == "A":
-            a_images.append(name)
         elif not name.darkcorr:
-            b_times.append(name.time.timestamp())
-    b_times.sort()
-    pairs = [a.time_key for a in a_images if _near(b_times, a.time.timestamp(), pair_tolerance_s)]
+            plume.append(ImageFile(path, name))
+    pairs = [p.key for p in pair_images(plume, pair_tolerance_s)[0]]
     missing = [k for k in pairs if not processed("pairs", k)] + [k for k in spectra if not processed("spectra", k)]
     info = {"pairs": len(pairs), "spectra": len(spectra), "unprocessed": len(missing)}
     return not missing, info
-
-
-def _near(sorted_times: list[float], t: float, tol: float) -> bool:
-    i = bisect.bisect_left(sorted_times, t - tol)
-    return i < len(sorted_times) and sorted_times[i] <= t + tol
 
 
 def _station_files(folder: Path) -> Iterable[Path]:
@@ -180,9 +175,17 @@ class DiskPolicy:
         self._free_bytes = free_bytes or (lambda: disk_free_bytes(self.data_root))
         self._delete = delete or (lambda p: p.unlink())
         self._day_complete = day_complete or (lambda day: False)
-        self.paused = False
+        # The one record of "paused for disk space" (the station's paused state follows it).
+        self.suspender = Suspender(
+            "disk", self.free_mb, low=lambda: self.cfg.min_free_mb, high=lambda: self.cfg.resume_free_mb,
+            pause="disk_full", resume="disk_ok", unit="MB free",
+        )  # fmt: skip
         self.deleted_total = 0
         self._log = get_logger("disk_policy")
+
+    @property
+    def paused(self) -> bool:
+        return self.suspender.active
 
     def free_mb(self) -> float:
         return self._free_bytes() / MB
@@ -222,14 +225,8 @@ class DiskPolicy:
                 self.deleted_total += len(deleted)
                 self._log.info("disk_deleted_old_data", files=len(deleted), oldest=deleted[0], free_mb=round(free))
                 self._remove_empty_folders()
-        was = self.paused
-        if not self.paused and free < self.cfg.min_free_mb:
-            self.paused = True
-            self._log.warning("acquisition_paused_disk_full", free_mb=round(free), min_free_mb=self.cfg.min_free_mb)
-        elif self.paused and free >= self.cfg.resume_free_mb:
-            self.paused = False
-            self._log.info("acquisition_resumed_disk_free", free_mb=round(free), resume_free_mb=self.cfg.resume_free_mb)
-        return DiskCheck(free_mb=free, paused=self.paused, deleted=deleted, changed=was != self.paused)
+        changed = self.suspender.update(free)
+        return DiskCheck(free_mb=free, paused=self.paused, deleted=deleted, changed=changed)
 
     def _remove_empty_folders(self) -> None:
         today = self._today()

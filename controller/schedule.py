@@ -197,6 +197,46 @@ def next_dark_time(t: float, cfg: Any) -> float:
     return candidate if candidate > t + _EPS else candidate + DAY_S
 
 
+def _last_change_before(t: float, cfg: Any) -> float:
+    """The start of the in-window stretch containing `t` (which must be in the window): the configured window's
+    start, or the solar crossing after it (bisection to 1 s)."""
+    start = max(s for s, e in window_intervals(t, cfg) if s <= t < e)
+    if in_window(start, cfg):
+        return start
+    lo, hi = start, t  # out at lo, in at hi: the sun rose above the minimum in between
+    while hi - lo > 1.0:
+        mid = (lo + hi) / 2.0
+        if in_window(mid, cfg):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def window_bounds(t: float, cfg: Any) -> tuple[float, float] | None:
+    """The acquisition window (start, end epoch s) containing `t`, solar elevation included; None outside."""
+    if not in_window(t, cfg):
+        return None
+    end = next_window_change(t, cfg)
+    if end is None:  # in for the whole horizon: the configured window's end
+        end = max(e for s, e in window_intervals(t, cfg) if s <= t < e)
+    return _last_change_before(t, cfg), end
+
+
+def next_window_start(t: float, cfg: Any) -> float:
+    """When the next acquisition window starts after `t` (inf when none starts within two days)."""
+    x = t if not in_window(t, cfg) else next_window_change(t, cfg)
+    if x is None:
+        return math.inf
+    start = next_window_change(x, cfg)
+    return math.inf if start is None else start
+
+
+def dark_time_of_day(t: float, cfg: Any) -> float:
+    """The dark-series time (schedule.dark_time_utc) of the UTC day containing `t` (may be before `t`)."""
+    return next_dark_time(_day_start(t) - 1.0, cfg)
+
+
 @dataclass(frozen=True)
 class StationSchedule:
     """The schedule bound to one config: what the supervisor asks to arm its timers."""
@@ -215,6 +255,15 @@ class StationSchedule:
 
     def next_dark_time(self, t: float) -> float:
         return next_dark_time(t, self.cfg)
+
+    def window_bounds(self, t: float) -> tuple[float, float] | None:
+        return window_bounds(t, self.cfg)
+
+    def next_window_start(self, t: float) -> float:
+        return next_window_start(t, self.cfg)
+
+    def dark_time_of_day(self, t: float) -> float:
+        return dark_time_of_day(t, self.cfg)
 
 
 # ------------------------------------------------------------------------------------------------------ WittyPi

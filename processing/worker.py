@@ -2,9 +2,10 @@
 
 Parent side (`ProcessingWorker`, used by the supervisor): `start()`, `stop()`, `notify(name)` ("file stored: name",
 from the link receiver / capture), `state`, a `crashed` callback; a watcher thread blocks on the child's sentinel and
-restarts the child (with a backoff) when it dies. The child's events ("pair", "spectrum", "backlog", "idle") are read
-as they come by a pump thread and handed to `on_event` (the supervisor fires its worker machine's behind/caught_up
-from them); at most EVENTS_KEPT unread ones are buffered for `wait_event`.
+reports a death it did not ask for through `crashed` (the supervisor's WorkerService decides on restarts: one
+restart policy, controller/supervisor/workerservice.py). The child's events (typed: PairDone, SpectrumDone, Backlog,
+Idle, Stopped) are read as they come by a pump thread and handed to `on_event` (the supervisor fires its worker
+machine's behind/caught_up from them); at most EVENTS_KEPT unread ones are buffered for `wait_event`.
 
 Child side (`run_child`): blocks on its command queue; each notification is parsed (a station file name, never a
 path from outside) and the pair it completes is processed at once; a slow periodic rescan of the data root (and
@@ -32,6 +33,7 @@ from controller.errors import FileNameError, ProcessingError
 from controller.logging import get_logger
 from controller.storage.atomic import atomic_write_text
 from controller.storage.names import ImageName, SpectrumName, parse_name
+from processing.events import Backlog, Idle, PairDone, SpectrumDone, Stopped, WorkerEvent
 from processing.memory import fix_mmap_threshold, trim_heap
 
 log = get_logger("processing.worker")
@@ -40,7 +42,6 @@ JOURNAL_NAME = "worker_journal.json"
 LIVECAL_STATE = "livecal_state.json"  # processing.livecal.STATE_NAME (not imported: the parent stays light)
 RESCAN_S = 60.0
 JOURNAL_KEEP = timedelta(days=2)
-RESTART_BACKOFF_S = (0.5, 2.0, 10.0, 30.0)
 BACKLOG_PAIRS = 5  # unprocessed pairs (scan) or queued notifications / 2 (live) from which the worker is behind
 EVENTS_KEPT = 256  # the parent keeps at most this many unread child events (oldest dropped)
 
@@ -103,7 +104,7 @@ class _ChildState:
         self.calib_csv = None
         self._setup_key: tuple[int, int] | None = None
 
-    def emit(self, *event: Any) -> None:
+    def emit(self, event: WorkerEvent) -> None:
         if self.events is not None:
             self.events.send(event)
 
@@ -129,13 +130,13 @@ class _ChildState:
     def full_scan(self, token: Any = None) -> None:
         """Scan the data root: set up, then process every complete pair and spectrum not yet done (oldest first).
 
-        Ends with ("idle", n) (n pairs processed), ("idle", n, token) when asked by `rescan(token)`; a scan that finds
-        more than BACKLOG_PAIRS pairs to do first says ("backlog", n)."""
+        Ends with Idle(n) (n pairs processed; with the token when asked by `rescan(token)`); a scan that finds more
+        than BACKLOG_PAIRS pairs to do first says Backlog(n)."""
         from processing.images import scan_folder
         from processing.pairing import pair_images
 
         if not self.data_root.is_dir():
-            self.emit("idle", 0, *(() if token is None else (token,)))
+            self.emit(Idle(0, token))
             return
         scan = scan_folder(self.data_root, self._recent_files())
         self.ensure_setup(scan)
@@ -144,7 +145,7 @@ class _ChildState:
             self._remember(half.name, half.path)
         todo = [p for p in pairs if ("pairs", p.key) not in self.journal]
         if len(todo) > BACKLOG_PAIRS:
-            self.emit("backlog", len(todo))
+            self.emit(Backlog(len(todo)))
         # pairs and spectra in time order, so the DOAS calibration sees them as they were taken
         items = [(p.time, 0, p) for p in todo] + [(s.name.time, 1, s) for s in scan.spectra]
         for _, _, item in sorted(items, key=lambda x: x[:2]):
@@ -152,7 +153,7 @@ class _ChildState:
                 self._process_pair(item)
             else:
                 self._process_spectrum(item.path, item.name)
-        self.emit("idle", len(todo), *(() if token is None else (token,)))
+        self.emit(Idle(len(todo), token))
 
     def _recent_files(self) -> list[Path]:
         """Files of the two newest date folders (the journal spans two days), or of a flat root."""
@@ -240,7 +241,7 @@ class _ChildState:
         result.aa = None
         trim_heap()  # processing/memory.py: keeps the RSS flat over thousands of pairs
         self.journal.mark("pairs", pair.key)
-        self.emit("pair", pair.key, rows)
+        self.emit(PairDone(pair.key, rows))
 
     def _process_spectrum(self, path: Path, name: SpectrumName) -> None:
         if name.kind != "Plume" or ("spectra", name.time_key) in self.journal:
@@ -267,7 +268,7 @@ class _ChildState:
         self.doas_csv.append((r.time, r.so2, r.so2_err, r.ldf))
         self._feed_calibration(r)
         self.journal.mark("spectra", name.time_key)
-        self.emit("spectrum", name.time_key)
+        self.emit(SpectrumDone(name.time_key))
 
     def _feed_calibration(self, result: Any) -> None:
         """A Plume spectrum's DOAS result feeds the live calibration (created with the first one)."""
@@ -328,7 +329,7 @@ def run_child(cfg: Config, data_root: str, out_dir: str, commands: Any, events: 
             state.full_scan()
             continue
         if cmd[0] == "stop":
-            state.emit("stopped")
+            state.emit(Stopped())
             return
         if cmd[0] == "stored":
             state.on_stored(str(cmd[1]))
@@ -340,10 +341,10 @@ def run_child(cfg: Config, data_root: str, out_dir: str, commands: Any, events: 
         waiting = _queued(commands)
         if not behind and waiting > 2 * BACKLOG_PAIRS:
             behind = True
-            state.emit("backlog", waiting // 2)
+            state.emit(Backlog(waiting // 2))
         elif behind and waiting <= 2:
             behind = False
-            state.emit("idle", 0)
+            state.emit(Idle(0))
 
 
 def _queued(commands: Any) -> int:
@@ -358,7 +359,9 @@ def _queued(commands: Any) -> int:
 
 
 class ProcessingWorker:
-    """Parent-side handle of the worker child process; restarts it when it dies."""
+    """Parent-side handle of the worker child process. It reports a crash (`crashed(exitcode)`, from its watcher
+    thread) and never restarts the child by itself: the supervisor's WorkerService does, through the worker
+    machine. Its `state` is read off the child process, not held."""
 
     def __init__(
         self,
@@ -366,42 +369,37 @@ class ProcessingWorker:
         data_root: str | Path,
         out_dir: str | Path,
         crashed: Callable[[int | None], None] | None = None,
-        auto_restart: bool = True,
-        on_event: Callable[[tuple], None] | None = None,
+        on_event: Callable[[WorkerEvent], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.data_root = Path(data_root)
         self.out_dir = Path(out_dir)
         self.crashed = crashed
-        self.auto_restart = auto_restart
         self._ctx = mp.get_context("spawn")
         # Events of all child generations are read continuously by a pump thread per child: each goes to `on_event`
         # (called from that thread; the supervisor hops to its loop) and into a bounded buffer for `wait_event`.
         self.on_event = on_event
-        self._events: deque[tuple] = deque(maxlen=EVENTS_KEPT)
+        self._events: deque[WorkerEvent] = deque(maxlen=EVENTS_KEPT)
         self._events_cond = threading.Condition()
         self.events_received = 0
         self._commands = None
         self._proc = None
-        self._state = "stopped"
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
-        self.restarts = 0
+        self.restarts = 0  # starts after a crash
 
     @property
     def state(self) -> str:
-        return self._state
+        """ "stopped" (no child), "running" (the child is alive) or "crashed" (it died unasked)."""
+        proc = self._proc
+        if proc is None:
+            return "stopped"
+        return "running" if proc.is_alive() else "crashed"
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
-
-    def _set_state(self, new: str) -> None:
-        # Not a "state_change": the supervisor's "worker" machine (states/worker.py) logs those.
-        old, self._state = self._state, new
-        if old != new:
-            log.info("worker_child_phase", old=old, new=new)
 
     def _spawn(self) -> None:
         # Fresh queue and pipe per child: a child killed while holding a queue's lock must not block the next.
@@ -416,6 +414,7 @@ class ProcessingWorker:
         self._proc.start()
         writer.close()  # the child holds the only write end: EOF here when it exits
         threading.Thread(target=self._pump, args=(reader,), name="worker-events", daemon=True).start()
+        log.info("worker_child_spawned", pid=self._proc.pid)
 
     def _pump(self, reader: Any) -> None:
         try:
@@ -426,7 +425,7 @@ class ProcessingWorker:
         finally:
             reader.close()
 
-    def _deliver(self, event: tuple) -> None:
+    def _deliver(self, event: WorkerEvent) -> None:
         with self._events_cond:
             self._events.append(event)
             self.events_received += 1
@@ -435,68 +434,52 @@ class ProcessingWorker:
             try:
                 self.on_event(event)
             except Exception:  # a faulty callback must not stop the pump (the child would block on a full pipe)
-                log.exception("worker_event_callback_failed", event=str(event[0]))
+                log.exception("worker_event_callback_failed", event=event.kind)
 
     @property
     def events_buffered(self) -> int:
         return len(self._events)
 
     def start(self) -> None:
+        """Spawn the child (again, after a crash); nothing when it is alive."""
         with self._lock:
-            if self._state in ("running", "starting"):
+            if self.state == "running":
                 return
+            if self.state == "crashed":
+                self.restarts += 1
             self._stopping.clear()
-            self._set_state("starting")
             self._spawn()
-            self._set_state("running")
-            self._watcher = threading.Thread(target=self._watch, name="worker-watch", daemon=True)
+            self._watcher = threading.Thread(target=self._watch, args=(self._proc,), name="worker-watch", daemon=True)
             self._watcher.start()
 
-    def _watch(self) -> None:
-        """Block on the child's sentinel; restart it (with backoff) when it dies unasked."""
-        while not self._stopping.is_set():
-            proc = self._proc
-            proc.join()
-            if self._stopping.is_set():
-                return
-            code = proc.exitcode
-            self._set_state("crashed")
-            log.error("worker_crashed", exitcode=code, restarts=self.restarts)
-            if self.crashed is not None:
-                try:
-                    self.crashed(code)
-                except Exception:  # a faulty callback must not stop the restarts
-                    log.exception("worker_crash_callback_failed")
-            if not self.auto_restart:
-                return
-            delay = RESTART_BACKOFF_S[min(self.restarts, len(RESTART_BACKOFF_S) - 1)]
-            if self._stopping.wait(delay):
-                return
-            with self._lock:
-                if self._stopping.is_set():
-                    return
-                self.restarts += 1
-                self._set_state("restarting")
-                self._spawn()
-                self._set_state("running")
+    def _watch(self, proc: Any) -> None:
+        """Block on the child's sentinel; report a death nobody asked for."""
+        proc.join()
+        if self._stopping.is_set():
+            return
+        code = proc.exitcode
+        log.error("worker_crashed", exitcode=code, restarts=self.restarts)
+        if self.crashed is not None:
+            try:
+                self.crashed(code)
+            except Exception:  # a faulty callback is logged, not raised in a daemon thread
+                log.exception("worker_crash_callback_failed")
 
     def notify(self, name: str) -> None:
         """Tell the child a file was stored under the data root (its name only)."""
-        if self._commands is not None and self._state == "running":
+        if self._commands is not None and self.state == "running":
             self._commands.put(("stored", name))
 
     def rescan(self, token: Any = None) -> None:
-        """Ask for a full scan; it ends with ("idle", n, token) when a token is given, ("idle", n) otherwise."""
+        """Ask for a full scan; it ends with Idle(n, token)."""
         if self._commands is not None:
             self._commands.put(("rescan",) if token is None else ("rescan", token))
 
     def stop(self, timeout_s: float = 30.0) -> None:
         with self._lock:
             if self._proc is None:
-                self._set_state("stopped")
                 return
             self._stopping.set()
-            self._set_state("stopping")
             proc = self._proc
         try:
             self._commands.put(("stop",))
@@ -509,16 +492,16 @@ class ProcessingWorker:
         if self._watcher is not None:
             self._watcher.join(5.0)
         self._proc = None
-        self._set_state("stopped")
+        log.info("worker_child_stopped")
 
-    def wait_event(self, kind: str, timeout_s: float) -> tuple | None:
+    def wait_event(self, kind: str, timeout_s: float) -> WorkerEvent | None:
         """Next event of `kind` from the child ("pair", "idle", "backlog", "spectrum"), or None on timeout."""
         deadline = time.monotonic() + timeout_s
         with self._events_cond:
             while True:
                 while self._events:
                     ev = self._events.popleft()
-                    if ev[0] == kind:
+                    if ev.kind == kind:
                         return ev
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -526,4 +509,6 @@ class ProcessingWorker:
                 self._events_cond.wait(left)
 
 
-__all__ = ["Journal", "ProcessingWorker", "run_child"]
+__all__ = [
+    "Backlog", "Idle", "Journal", "PairDone", "ProcessingWorker", "SpectrumDone", "Stopped", "WorkerEvent", "run_child",
+]  # fmt: skip

@@ -1,11 +1,14 @@
 """Nothing at import time touches hardware or heavy libraries: `import controller` and `pycam --help` in a fresh
-interpreter import none of picamera2, seabreeze, pyplis, cv2."""
+interpreter import none of picamera2, seabreeze, pyplis, cv2. And no import cycles in controller/, states/,
+processing/ (the module graph built with ast)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +56,114 @@ def test_opening_sim_devices_imports_no_vendor_library():
         "open_power_lines(c).close()"
     )
     assert imported_heavy(body) == []
+
+
+# ------------------------------------------------------------------------------------------------- import cycles
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("controller", "states", "processing")
+# Cycles still being removed by another change; each is reported by name (and the mark goes when it is fixed).
+KNOWN_CYCLES = {
+    ("controller.timekeeping.chrony", "controller.timekeeping.clocksource"),  # field: chrony's lazy run_command
+}
+
+
+def module_graph(root=ROOT, packages=PACKAGES) -> dict[str, set[str]]:
+    """module -> the project modules it imports, at any depth (lazy imports in functions included: a cycle hidden
+    in a function is still a cycle), `if TYPE_CHECKING:` blocks excluded (they never run)."""
+
+    mods = {}
+    for pkg in packages:
+        for path in (root / pkg).rglob("*.py"):
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            mods[".".join(parts)] = path
+
+    def target(name: str) -> str | None:
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    def type_checking(node: ast.If) -> bool:
+        return isinstance(node.test, ast.Name | ast.Attribute) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+    graph: dict[str, set[str]] = {}
+    for mod, path in mods.items():
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        out: set[str] = set()
+        todo = list(ast.iter_child_nodes(ast.parse(path.read_text(encoding="utf-8"))))
+        while todo:
+            node = todo.pop()
+            if isinstance(node, ast.If) and type_checking(node):
+                todo.extend(node.orelse)
+                continue
+            if isinstance(node, ast.Import):
+                out.update(t for a in node.names if (t := target(a.name)))
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join([*up, *([node.module] if node.module else [])])
+                out.update(t for a in node.names if (t := target(f"{base}.{a.name}")))
+            todo.extend(ast.iter_child_nodes(node))
+        out.discard(mod)
+        graph[mod] = out
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[tuple[str, ...]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[tuple[str, ...]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(tuple(sorted(comp)))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_import_cycles_in_the_project():
+    cycles = [c for c in import_cycles(module_graph()) if c not in KNOWN_CYCLES]
+    assert cycles == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+@pytest.mark.xfail(reason="KNOWN_CYCLES: being removed by other changes (named in the failure)", strict=False)
+def test_no_known_import_cycle_is_left():
+    left = [c for c in import_cycles(module_graph()) if c in KNOWN_CYCLES]
+    assert left == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in left)
+
+
+def test_the_cycle_check_finds_a_cycle(tmp_path):
+    """The check can fail: two modules importing each other (one lazily, in a function) are a cycle."""
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from pkg import b\n")
+    (pkg / "b.py").write_text("def f():\n    from pkg.a import x\n")
+    (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n")
+    assert import_cycles(module_graph(tmp_path, ("pkg",))) == [("pkg.a", "pkg.b")]

@@ -24,7 +24,7 @@ from controller.logging import get_logger
 from controller.storage.names import ImageName, SpectrumName, check_type
 from controller.storage.png import encode_png16
 from controller.timekeeping.clock import Clock
-from states.driver import MachineDriver
+from states.runtime import MachineRuntime
 
 # The dark series takes at most this many exposures per device, spread over its shutter/integration list.
 DARK_STEPS = 12
@@ -106,10 +106,11 @@ class DeviceRunner:
         self.device_cpu_s = 0.0
         self._log = get_logger("acquisition", device=self.name)
         self._caller = DeviceCaller(self.name)
-        self.machine = MachineDriver(
+        self.machine = MachineRuntime(
             TABLE, f"acquisition.{key}", clock, conditions={"continuous_wanted": self.continuous_wanted},
-            on_change=self._state_changed, logger=self._log,
+            logger=self._log,
         )  # fmt: skip
+        self.machine.add_listener(self._state_changed)
 
     # ----------------------------------------------------------------------------------------------- state
 
@@ -141,11 +142,11 @@ class DeviceRunner:
 
     def _sync_continuous(self) -> None:
         if self.continuous_wanted():
-            self.machine.fire("start_continuous", reason="slot loop running")
+            self.machine.fire_if("start_continuous", reason="slot loop running")
         else:
-            self.machine.fire("stop_continuous", reason="slot loop stopped or continuous off")
+            self.machine.fire_if("stop_continuous", reason="slot loop stopped or continuous off")
 
-    def _state_changed(self, old: str, new: str, trigger: str) -> None:
+    def _state_changed(self, old: str, new: str, trigger: str, reason: str | None) -> None:
         self._on_event("device_state", {"device": self.key, "old": old, "new": new, "trigger": trigger})
 
     # ----------------------------------------------------------------------------------------------- time limits
@@ -203,9 +204,9 @@ class DeviceRunner:
             self._failed(error, opening=True)
             return False
         if self.device is None:  # e.g. spectrometer backend "none"
-            self.machine.fire("no_device", reason="no such device on this Pi")
+            self.machine.fire_if("no_device", reason="no such device on this Pi")
             return False
-        self.machine.fire("opened")
+        self.machine.fire_if("opened")
         self._backoff = BACKOFF_START_S
         return True
 
@@ -221,12 +222,12 @@ class DeviceRunner:
         """Release the device for good (shutdown)."""
         await self._release()
         self._caller.shutdown()
-        self.machine.fire("close", reason="shutdown")
+        self.machine.fire_if("close", reason="shutdown")
 
     async def restart(self) -> bool:
         """Close and reopen the device now (external port: restart the backend)."""
         async with self._lock:
-            if not self.machine.fire("recover", reason="backend restart"):
+            if not self.machine.fire_if("recover", reason="backend restart"):
                 return False
             await self._release()
             return await self._reopen()
@@ -244,7 +245,7 @@ class DeviceRunner:
 
     def _reopened(self) -> None:
         self._backoff = BACKOFF_START_S
-        self.machine.fire("reopened")
+        self.machine.fire_if("reopened")
 
     def _failed(self, e: BaseException, opening: bool = False) -> None:
         self.failures += 1
@@ -256,20 +257,17 @@ class DeviceRunner:
         )  # fmt: skip
         self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
         if isinstance(e, DeviceUnavailable):
-            self.machine.fire("unplug", reason=str(e))
+            self.machine.fire_if("unplug", reason=str(e))
         else:
             trigger = {"opening": "open_failed", "recovering": "reopen_failed"}.get(self.state, "capture_failed")
-            self.machine.fire(trigger, reason=str(e))
+            self.machine.fire_if(trigger, reason=str(e))
 
     async def _recover(self) -> bool:
         """Try to get the device back (called when its backoff has passed); True when a capture may be tried."""
         if self._clock.monotonic() < self._retry_at:
             return False
-        if not self.machine.fire("recover", reason="backoff over"):
+        if not self.machine.fire_if("recover", reason="backoff over"):
             return False
-        if self.device is not None and hasattr(self.device, "inject_fault"):
-            # A sim device keeps its plugged/unplugged state in the object: the next capture is the probe.
-            return True
         await self._release()
         return await self._reopen()
 
@@ -294,12 +292,12 @@ class DeviceRunner:
         check_type(kind)
         if slot_time is not None:
             return await self._capture(slot_time, kind, exposure)
-        single = self.machine.fire("capture_single", reason=kind)
+        single = self.machine.fire_if("capture_single", reason=kind)
         try:
             return await self._capture(None, kind, exposure)
         finally:
             if single:
-                self.machine.fire("single_done")
+                self.machine.fire_if("single_done")
 
     async def _capture(self, slot_time: float | None, kind: str, exposure: int | None) -> str | None:
         if not self.usable and not await self._recover():
@@ -411,12 +409,10 @@ class DeviceRunner:
         steps = sorted(set(dark_steps(tuple(values))) | {int(in_use)})
         names = []
         dev = self.device
-        # Sim devices take darks with the lens covered / the shutter closed; real ones rely on the dark time.
-        cover = next((a for a in ("lens_covered", "shutter_closed") if hasattr(dev, a)), None)
-        started = self.machine.fire("start_darks", reason=f"{len(steps)} exposures")
+        # Covered where the device can (Camera/Spectrometer.set_dark); otherwise the darks rely on their time.
+        covered = dev is not None and dev.set_dark(True)
+        started = self.machine.fire_if("start_darks", reason=f"{len(steps)} exposures")
         done = False
-        if cover is not None:
-            setattr(dev, cover, True)
         try:
             for value in steps:
                 name = await self._capture(None, "Dark", exposure=value)
@@ -424,10 +420,10 @@ class DeviceRunner:
                     names.append(name)
             done = True
         finally:
-            if cover is not None:
-                setattr(dev, cover, False)
+            if covered:
+                dev.set_dark(False)
             if started:
-                self.machine.fire("darks_done" if done else "abort_darks", reason=f"{len(names)} darks")
+                self.machine.fire_if("darks_done" if done else "abort_darks", reason=f"{len(names)} darks")
             if self.device is not None and self.usable:
                 await self._apply_settings(initial=True)
         return names

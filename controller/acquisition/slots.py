@@ -303,6 +303,10 @@ class SlotLoop:
         if not req.future.done():
             req.future.set_result(name)
 
+    def busy(self) -> bool:
+        """A capture of this loop (slot or single) is still in flight."""
+        return any(not t.done() for t in (*self._busy.values(), *self._single_tasks))
+
     def _start_captures(self, devices: list[DeviceRunner], k: int, t_slot: float) -> list[asyncio.Task]:
         started = []
         for d in devices:
@@ -373,13 +377,15 @@ class SlotLoop:
                 await self._sleep_or_wake(min(max(wait_s, 0.0), plan.period_s))
                 continue
             await self._sleep_or_wake(self.wait_until(t_slot))
-            if self._singles or self._plan() != plan:
-                continue  # woken early: take singles / re-plan, then come back to this slot
+            if self._singles or self._plan() != plan or self._blocked() is not None:
+                continue  # woken early: take singles / re-plan / blocked meanwhile (paused), then look again
             offset = self._offset()
             # asyncio may wake a hair early; never capture before the slot on the timeline.
             early = self.wait_until(t_slot)
             if early > 0.0005:
                 await self.clock.sleep(early)
+            if self._blocked() is not None:
+                continue  # blocked (paused) while waiting for the slot: no capture starts while blocked
             self._anchor = (self.timeline_now(self.clock.time() + offset), self.clock.monotonic())
             self.last_slot = k
             self.last_slot_time = t_slot

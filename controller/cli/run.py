@@ -90,6 +90,10 @@ def run(
         log.error("boot_guard_tripped", state_dir=str(cfg.storage.state_dir))
     options = RunOptions(state_dir=cfg.storage.state_dir, boot_guard=guard)
     sup = make_supervisor(cfg, clock, options)
+    from controller.sim import faulthook
+
+    if faulthook.wanted(cfg):
+        sup.start_hooks.append(faulthook.install)
     log.info("supervisor_start", config=str(config), scale=clock.scale())
     code = asyncio.run(sup.run())
     log.info("supervisor_exit", code=code)

@@ -1,26 +1,13 @@
-"""`pycam states [--mermaid | --markdown] [--machine NAME] [--out FILE]`: the state machines from states/."""
+"""`pycam states [--mermaid | --markdown] [--machine NAME] [--out FILE]`: the state machines from states/;
+`pycam states --architecture docs/architecture.md`: rewrite the generated parts of the architecture page."""
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
-# Module names under states/, in reading order: the day, then its sub-machines.
-MACHINES = ("station", "power", "link", "acquisition", "worker")
+from states import MACHINES, load_tables
 
-
-def load_tables(names: tuple[str, ...] = MACHINES) -> list:
-    tables = []
-    for name in names:
-        try:
-            module = importlib.import_module(f"states.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"states.{name}":
-                continue  # a machine not in this build
-            raise
-        tables.append(module.TABLE)
-    return tables
+__all__ = ["MACHINES", "format_markdown", "format_table", "load_tables", "states_cmd"]
 
 
 def format_table(table) -> str:
@@ -65,9 +52,27 @@ def format_markdown(tables: list) -> str:
 @click.option("--markdown", "fmt", flag_value="markdown", help="a markdown page with diagrams and tables")
 @click.option("--machine", "machines", multiple=True, type=click.Choice(MACHINES), help="only these machines")
 @click.option("--out", type=click.Path(dir_okay=False), help="write to this file (atomically) instead of stdout")
-def states_cmd(fmt: str | None, machines: tuple[str, ...], out: str | None) -> None:
+@click.option(
+    "--architecture", "page", type=click.Path(dir_okay=False, exists=True),
+    help="rewrite the generated sections (layout, machines, services) of this page in place",
+)  # fmt: skip
+def states_cmd(fmt: str | None, machines: tuple[str, ...], out: str | None, page: str | None) -> None:
     """Print each state machine's transition table (or its mermaid diagram)."""
     from states.machine import to_mermaid
+
+    if page:
+        from pathlib import Path
+
+        from controller.archdoc import render
+        from controller.storage.atomic import atomic_write_text
+
+        try:
+            text = render(Path(page).read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise click.ClickException(f"{page}: {e}") from e
+        atomic_write_text(page, text)
+        click.echo(f"wrote {page}")
+        return
 
     tables = load_tables(machines or MACHINES)
     if fmt == "markdown":

@@ -51,6 +51,10 @@ class Camera(Protocol):
     def capture(self) -> Frame:
         """Capture one raw frame (blocking; run it in an executor thread)."""
 
+    def set_dark(self, dark: bool) -> bool:
+        """Take the next frames with the lens covered (dark) or not, where the device can: True when it did; False
+        when it has no way to (its darks rely on the dark series' time of day)."""
+
     def close(self) -> None:
         """Release the device. Idempotent."""
 
@@ -68,6 +72,9 @@ class Spectrometer(Protocol):
 
     def capture(self, coadd: int = 1) -> Spectrum:
         """Co-add `coadd` scans (blocking)."""
+
+    def set_dark(self, dark: bool) -> bool:
+        """Scan with the shutter closed (dark) or open, where the device can: True when it did (see Camera)."""
 
     def close(self) -> None: ...
 

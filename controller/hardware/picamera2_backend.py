@@ -186,6 +186,10 @@ class Picamera2Camera:
         age_s = (time.monotonic_ns() - (int(ts) - 1000 * int(metadata.get("ExposureTime", 0)))) / 1e9
         return now - age_s if 0.0 <= age_s < 60.0 else now
 
+    def set_dark(self, dark: bool) -> bool:
+        """No shutter or lens cover on the Pi camera: its darks rely on the dark series' time (night)."""
+        return False
+
     def close(self) -> None:
         cam, self._cam = self._cam, None
         if cam is None:

@@ -81,6 +81,10 @@ class SeabreezeSpectrometer:
         return Spectrum(self._wavelengths.copy(), total / max(1, coadd), self.integration_ms, coadd, t,
                         self.serial, self.model)  # fmt: skip
 
+    def set_dark(self, dark: bool) -> bool:
+        """The Flame-S has no shutter seabreeze can close: its darks rely on the dark series' time (night)."""
+        return False
+
     def close(self) -> None:
         spec, self._spec = self._spec, None
         if spec is None:

@@ -39,7 +39,7 @@ from controller.link.framing import (
 from controller.logging import get_logger
 from controller.timekeeping.clock import Clock
 from states.link import TABLE
-from states.machine import StateModel, build_machine
+from states.runtime import MachineRuntime
 
 PROTOCOL_VERSION = 1
 FILE_CHUNK_BYTES = 1 << 20
@@ -217,8 +217,7 @@ class LinkEndpoint:
         self.key = key if key is not None else load_key(key_path(cfg))
         self.boot_id = uuid.uuid4().hex
         self._log = get_logger("link", role=self.role)
-        self._model = StateModel()
-        self._machine = build_machine(self._model, TABLE, "link", self._log, asynchronous=False)
+        self.machine = MachineRuntime(TABLE, "link", clock, logger=self._log)
         self._listeners: list[Listener] = []
         self._handlers: dict[str, RequestHandler] = {}
         self._session: Session | None = None
@@ -230,7 +229,7 @@ class LinkEndpoint:
 
     @property
     def state(self) -> str:
-        return self._model.state
+        return self.machine.state
 
     @property
     def connected(self) -> bool:
@@ -277,8 +276,8 @@ class LinkEndpoint:
 
     # ----------------------------------------------------------------------------------------- internals
 
-    def _fire(self, trigger: str, **kwargs: Any) -> None:
-        self._model.trigger(trigger, **kwargs)
+    def _fire(self, trigger: str, reason: str | None = None) -> None:
+        self.machine.fire(trigger, reason)
 
     def _emit(self, event: str, **info: Any) -> None:
         for callback in list(self._listeners):

@@ -34,8 +34,8 @@ class PowerHandoff:
         self, lines: Any, cfg: Any, clock: Any, link: LinkLike, logger: Any = None, halt_grace_s: float = HALT_GRACE_S
     ):
         from controller.logging import get_logger
-        from states.machine import build_machine
         from states.power import TABLE
+        from states.runtime import MachineRuntime
 
         self.lines = lines
         self.cfg = cfg
@@ -45,25 +45,14 @@ class PowerHandoff:
         self.halt_grace_s = halt_grace_s
         self.pulses = 0  # wake pulses of the current attempt
         self._lock = asyncio.Lock()
-        self.machine = build_machine(
-            None,
-            TABLE,
-            logger=self.log,
+        self.machine = MachineRuntime(
+            TABLE, clock=clock, logger=self.log,
             conditions={"wake_retries_exhausted": lambda: self.pulses > self.cfg.power.wake_retries},
-        )
-        self.model = self.machine.models[0]
+        )  # fmt: skip
 
     @property
     def state(self) -> str:
-        return self.model.state
-
-    async def _fire(self, trigger: str, **kw: Any) -> None:
-        await self.model.trigger(trigger, **kw)
-
-    def _allowed(self, trigger: str) -> bool:
-        from states.power import TABLE
-
-        return trigger in TABLE.allowed(self.state)
+        return self.machine.state
 
     async def _pulse(self, which: str) -> None:
         func = self.lines.pulse_wake if which == "wake" else self.lines.pulse_halt
@@ -77,13 +66,13 @@ class PowerHandoff:
         changes nothing."""
         if connected:
             await self._hello("hello on the link")
-        elif self._allowed("link_lost"):
-            await self._fire("link_lost")
+        else:
+            self.machine.fire_if("link_lost")
 
     async def _hello(self, reason: str) -> None:
         """The slave said hello: `up`, once, whoever heard it first (listener or wake_slave)."""
-        if self.state != "up" and self._allowed("hello"):
-            await self._fire("hello", reason=reason)
+        if self.state != "up":
+            self.machine.fire_if("hello", reason=reason)
 
     async def wake_slave(self) -> bool:
         """Pulse until the slave says hello; True when up, False when it never came (state `failed`)."""
@@ -93,11 +82,11 @@ class PowerHandoff:
             if self.link.connected:
                 await self._hello("already connected")
                 return self.state == "up"
-            if not self._allowed("wake"):
+            if not self.machine.can("wake"):
                 self.log.warning("wake_refused", state=self.state)
                 return False
             self.pulses = 0
-            await self._fire("wake")
+            self.machine.fire("wake")
             timeout_s = self.cfg.power.hello_timeout_s
             while self.state == "waking":
                 self.pulses += 1
@@ -109,7 +98,7 @@ class PowerHandoff:
                 if self.state != "waking":
                     # The link listener reported a hello (or a loss) meanwhile: nothing left to time out.
                     return self.state == "up"
-                await self._fire("hello_timeout", reason=f"no hello within {timeout_s} s")
+                self.machine.fire("hello_timeout", reason=f"no hello within {timeout_s} s")
             self.log.error("slave_never_woke", pulses=self.pulses, timeout_s=timeout_s)
             return False
 
@@ -120,7 +109,7 @@ class PowerHandoff:
             if self.state == "slave_off":
                 return True
             if self.state == "up" and not self.link.connected:
-                await self._fire("link_lost")
+                self.machine.fire("link_lost")
             if self.state == "up":
                 return await self._stop_over_link()
             await self._halt(reason=f"link down ({self.state})")
@@ -129,27 +118,27 @@ class PowerHandoff:
     async def _stop_over_link(self) -> bool:
         from controller.errors import LinkError
 
-        await self._fire("stop")
+        self.machine.fire("stop")
         timeout_s = self.cfg.power.stop_timeout_s
         try:
             reply = await self.link.request("stop", {"timeout_s": timeout_s}, timeout_s)
         except (LinkError, TimeoutError) as e:
             # Whatever the cause, the slave must still be halted before the supply goes.
             trigger = "link_lost" if not self.link.connected else "stop_timeout"
-            await self._fire(trigger, reason=str(e) or type(e).__name__)
+            # The link's listener may have reported the loss already (link_changed): then it is not news.
+            self.machine.fire_if(trigger, reason=str(e) or type(e).__name__)
             await self._halt(reason=trigger)
             return False
         flushed = bool(reply.get("flushed"))
-        await self._fire("stopped", reason="flushed" if flushed else f"not flushed: {reply.get('pending')} pending")
+        self.machine.fire("stopped", reason="flushed" if flushed else f"not flushed: {reply.get('pending')} pending")
         return flushed
 
     async def _halt(self, reason: str) -> None:
-        if self._allowed("halt"):
-            await self._fire("halt", reason=reason)
+        self.machine.fire_if("halt", reason=reason)
         self.log.warning("halt_pulse", reason=reason, seconds=self.cfg.gpio.pulse_s)
         await self._pulse("halt")
         await self.clock.sleep(self.halt_grace_s)
-        await self._fire("halted")
+        self.machine.fire("halted")
 
 
 def slave_stop_handler(flush: Any, on_stopped: Any) -> Any:

@@ -2,8 +2,9 @@
 
 They are deterministic (the scene is seeded; each frame's noise is seeded by band, time and exposure), record a
 `history` of (time, event, details) tests can assert on, and accept injected faults:
-"unplug" (every call raises DeviceUnavailable until "replug"), "stall" (captures wait `stall_timeout_s`, then raise
-DeviceTimeout, until "replug"), "garbage" (the next capture returns a malformed frame / spectrum), "replug".
+"unplug" (every call, opening included, raises DeviceUnavailable until "replug"), "stall" (captures and opens wait
+`stall_timeout_s`, then raise DeviceTimeout, until "replug"), "garbage" (the next capture returns a malformed frame /
+spectrum), "replug". Faults live in the device's `SimPlug` (one per device of a scene), so they survive a reopen.
 """
 
 from __future__ import annotations
@@ -22,65 +23,101 @@ from controller.timekeeping.clock import Clock
 FAULT_KINDS = ("unplug", "replug", "stall", "garbage")
 
 
+class SimPlug:
+    """The simulated device's connection (its USB/CSI port), shared by every object opened for that device in one
+    sim world (scene): a fault survives closing and reopening the device, as it does on the real bus, so the
+    supervisor recovers a sim device by the same path as a real one (release, reopen after a backoff)."""
+
+    def __init__(self) -> None:
+        self.unplugged = False
+        self.stalled = False
+        self.garbage_next = False
+        self.stall_timeout_s = 0.0
+        self.cond = threading.Condition()
+
+    def inject(self, kind: str) -> None:
+        """A fault: "unplug", "replug", "stall" or "garbage"."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"fault kind {kind!r} is not one of {', '.join(FAULT_KINDS)}")
+        with self.cond:
+            if kind == "unplug":
+                self.unplugged = True
+            elif kind == "replug":
+                self.unplugged = self.stalled = self.garbage_next = False
+            elif kind == "stall":
+                self.stalled = True
+            else:
+                self.garbage_next = True
+            self.cond.notify_all()
+
+
+def plug_of(scene: SimScene, device_name: str) -> SimPlug:
+    """The plug of `device_name` in this sim world (one per device, made on first use)."""
+    return scene.plugs.setdefault(device_name, SimPlug())
+
+
 class _SimDevice:
-    """Fault state and history shared by the sim devices."""
+    """Fault state (its plug's) and history shared by the sim devices."""
 
     device_name = "sim device"
 
-    def __init__(self, clock: Clock):
+    def __init__(self, clock: Clock, plug: SimPlug):
         self.clock = clock
+        self.plug = plug
         self.history: list[tuple[float, str, dict]] = []
-        self._unplugged = False
-        self._stalled = False
-        self._garbage_next = False
         self._closed = False
-        self._stall_release = threading.Event()
-        self.stall_timeout_s = 0.0
         self._log = get_logger("hardware", device=self.device_name, backend="sim")
+        self._check_usable("open")
+        self._wait_while_stalled("open")
+
+    @property
+    def stall_timeout_s(self) -> float:
+        return self.plug.stall_timeout_s
+
+    @stall_timeout_s.setter
+    def stall_timeout_s(self, seconds: float) -> None:
+        self.plug.stall_timeout_s = float(seconds)
 
     def _record(self, event: str, **details) -> None:
         self.history.append((self.clock.time(), event, details))
 
     def inject_fault(self, kind: str) -> None:
-        """Inject a fault: "unplug", "replug", "stall" or "garbage"."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"fault kind {kind!r} is not one of {', '.join(FAULT_KINDS)}")
+        """Inject a fault into this device's plug: "unplug", "replug", "stall" or "garbage"."""
+        self.plug.inject(kind)
         self._record("fault", kind=kind)
         self._log.warning("fault_injected", kind=kind)
-        if kind == "unplug":
-            self._unplugged = True
-        elif kind == "replug":
-            self._unplugged = self._stalled = self._garbage_next = False
-            self._stall_release.set()
-        elif kind == "stall":
-            self._stalled = True
-            self._stall_release.clear()
-        else:
-            self._garbage_next = True
 
     def _check_usable(self, action: str) -> None:
         if self._closed:
             raise DeviceUnavailable(self.device_name, f"{action}: device is closed")
-        if self._unplugged:
+        if self.plug.unplugged:
             self._record("error", action=action, error="unplugged")
             raise DeviceUnavailable(self.device_name, f"{action}: device not found (unplugged)")
+
+    def _wait_while_stalled(self, action: str) -> None:
+        """A stalled device answers nothing: wait (on the plug's condition, not a sleep) until it is replugged, this
+        object is closed, or the stall times out."""
+        plug = self.plug
+        with plug.cond:
+            plug.cond.wait_for(lambda: not plug.stalled or self._closed, plug.stall_timeout_s)
+            stalled = plug.stalled
+        if stalled:
+            self._record("error", action=action, error="timeout")
+            raise DeviceTimeout(self.device_name, f"{action}: no answer within {plug.stall_timeout_s} s")
 
     def _check_capture(self) -> bool:
         """Raise for unplug/stall faults; True when this capture must return garbage."""
         self._check_usable("capture")
-        if self._stalled:
-            # a stalled device answers nothing: wait (on an event, not a sleep) until replugged or timed out
-            self._stall_release.wait(self.stall_timeout_s)
-            if self._stalled:
-                self._record("error", action="capture", error="timeout")
-                raise DeviceTimeout(self.device_name, f"capture: no answer within {self.stall_timeout_s} s")
-        garbage, self._garbage_next = self._garbage_next, False
+        self._wait_while_stalled("capture")
+        with self.plug.cond:
+            garbage, self.plug.garbage_next = self.plug.garbage_next, False
         return garbage
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._stall_release.set()
+            with self.plug.cond:
+                self.plug.cond.notify_all()  # a call of this object still waiting on a stall gives up
             self._record("close")
 
     def __enter__(self):
@@ -103,8 +140,8 @@ class SimCamera(_SimDevice):
         if band not in ("A", "B"):
             raise ValueError(f"band must be 'A' or 'B', not {band!r}")
         self.device_name = f"camera {band}"
-        super().__init__(clock)
         self.scene = scene
+        super().__init__(clock, plug_of(scene, self.device_name))
         self.band = band
         self.cfg = cfg
         self.exposure_us = reported_exposure_us(cfg.shutter_us)
@@ -117,6 +154,11 @@ class SimCamera(_SimDevice):
         self.exposure_us = reported_exposure_us(exposure_us)
         self._record("set_exposure", requested_us=int(exposure_us), actual_us=self.exposure_us)
         return self.exposure_us
+
+    def set_dark(self, dark: bool) -> bool:
+        """The sim camera's lens cover: dark frames while covered."""
+        self.lens_covered = bool(dark)
+        return True
 
     def set_gain(self, gain: float) -> float:
         self._check_usable("set_gain")
@@ -151,8 +193,8 @@ class SimSpectrometer(_SimDevice):
     max_integration_ms = 65_000.0
 
     def __init__(self, scene: SimScene, clock: Clock, cfg: SpectrometerConfig):
-        super().__init__(clock)
         self.scene = scene
+        super().__init__(clock, plug_of(scene, self.device_name))
         self.cfg = cfg
         self.integration_ms = int(cfg.integration_ms)
         self.shutter_closed = False
@@ -163,6 +205,11 @@ class SimSpectrometer(_SimDevice):
         self.integration_ms = int(min(max(integration_ms, self.min_integration_ms), self.max_integration_ms))
         self._record("set_integration_ms", requested_ms=int(integration_ms), actual_ms=self.integration_ms)
         return self.integration_ms
+
+    def set_dark(self, dark: bool) -> bool:
+        """The sim spectrometer's shutter: dark scans while closed."""
+        self.shutter_closed = bool(dark)
+        return True
 
     def wavelengths(self) -> np.ndarray:
         self._check_usable("wavelengths")

@@ -122,6 +122,7 @@ class SimScene:
     """The simulated world: plume, sky, sensors. Deterministic in `sim.seed` and the epoch time t."""
 
     def __init__(self, sim: SimConfig, camera: CameraConfig, spectrometer: SpectrometerConfig):
+        self.plugs: dict = {}  # device name -> its SimPlug (controller/sim/devices.py): the sim world's connections
         self.sim = sim
         self.camera = camera
         self.spectrometer = spectrometer

@@ -28,6 +28,7 @@ from pathlib import Path
 from controller.link.auth import create_key
 from controller.logging import get_logger
 from controller.sim.abuse import run_client
+from controller.sim.faulthook import FAULT_FILE
 from controller.sim.host import (
     DATA_FS,
     NETNS,
@@ -406,11 +407,11 @@ async def _drive_faults(run, master, slave, out, proxy, use_netns, window_real, 
                 proxy.refuse(False)
         elif fault.kind in ("unplug", "clock_step"):
             sim = {"kind": fault.kind, **fault.args}
-            (state_dir / "sim-fault.json").write_text(json.dumps(sim))
+            (state_dir / FAULT_FILE).write_text(json.dumps(sim))
             target.signal(signal.SIGUSR1)
             if fault.kind == "unplug":
                 await asyncio.sleep(float(fault.args.get("down_s", 3.0)))
-                (state_dir / "sim-fault.json").write_text(json.dumps({**sim, "kind": "replug"}))
+                (state_dir / FAULT_FILE).write_text(json.dumps({**sim, "kind": "replug"}))
                 target.signal(signal.SIGUSR1)
         elif fault.kind == "forged_peer":
             from controller.sim.forged import forged_peer_fault

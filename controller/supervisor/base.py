@@ -1,5 +1,5 @@
 """What both supervisors share: the station machine, the reconcile loop of the running phase, the status file,
-signals, sd_notify, the sim fault hook and the per-device shutdown.
+signals, sd_notify and systemd's watchdog, the service group and the bounded shutdown.
 
 Only the event loop changes state: every trigger is fired from the supervisor's main coroutine, never from a
 thread or a link callback (those only set `kick`, which wakes the main coroutine to re-evaluate).
@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.acquisition import (
     CaptureJournal,
@@ -31,11 +30,23 @@ from controller.acquisition.naming import capture_seconds
 from controller.config import Config
 from controller.errors import PycamError
 from controller.logging import get_logger
+from controller.supervisor.disk import DiskService
+from controller.supervisor.faultlog import FaultLog
+from controller.supervisor.services import ServiceContext, ServiceGroup, cancel, link_status
 from controller.supervisor.statusfile import StatusWriter, read_temperatures
+from controller.supervisor.suspender import Suspender, station_trigger
+from controller.supervisor.watchdog import Watchdog, sd_notify
 from controller.timekeeping.clock import Clock
+from states.runtime import MachineRuntime
+from states.station import TABLE as STATION
+
+if TYPE_CHECKING:
+    from controller.bootguard import BootGuard
+    from controller.link.endpoint import LinkEndpoint
+    from controller.settings import SettingsStore
+    from controller.sim.scene import SimScene
 
 RUNNING = ("acquire", "degraded", "paused")
-FAULT_FILE = "sim-fault.json"
 # The whole stop (SIGTERM to exit) takes at most this many real seconds - well inside the units' TimeoutStopSec
 # (master 180 s, slave 120 s) - and each closing step at most STOP_STEP_LIMIT_S: a hung device, link or worker
 # cannot hold it. STOP_RESERVE_S of the budget is kept for the closing steps after the slave/spool flush.
@@ -50,70 +61,7 @@ class RunOptions:
 
     state_dir: Path | None = None
     fault_retry_s: float = 30.0  # clock seconds in fault before booting again
-    boot_guard: Any = None  # S1's BootGuard: tripped after repeated start-ups that never got healthy
-
-
-def window_bounds(t: float, windows_utc: tuple[tuple[str, str], ...]) -> tuple[float, float] | None:
-    """The acquisition window (start, end epoch s) containing `t`, or None."""
-    day = datetime.fromtimestamp(t, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    for offset_days in (-1, 0):
-        base = day + timedelta(days=offset_days)
-        for start_s, end_s in windows_utc:
-            start = base + _hhmm(start_s)
-            end = base + _hhmm(end_s)
-            if end <= start:
-                end += timedelta(days=1)
-            if start.timestamp() <= t < end.timestamp():
-                return start.timestamp(), end.timestamp()
-    return None
-
-
-def next_window_start(t: float, windows_utc: tuple[tuple[str, str], ...]) -> float:
-    day = datetime.fromtimestamp(t, tz=UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    starts = [
-        (day + timedelta(days=d) + _hhmm(s)).timestamp() for d in (0, 1, 2) for s, _ in windows_utc
-    ]  # fmt: skip
-    return min(s for s in starts if s > t)
-
-
-def _hhmm(text: str) -> timedelta:
-    h, m = text.split(":")
-    return timedelta(hours=int(h), minutes=int(m))
-
-
-class StationDriver:
-    """The station machine from states/station.py; `fire` is the only way the supervisor changes state."""
-
-    def __init__(self, conditions: dict, log, clock: Clock, on_change):
-        from states.machine import StateModel, build_machine
-        from states.station import TABLE
-
-        self.table = TABLE
-        self.model = StateModel()
-        wrapped = {k: (lambda *a, _f=f, **kw: bool(_f())) for k, f in conditions.items()}
-        self.machine = build_machine(self.model, TABLE, name="station", logger=log, conditions=wrapped)
-        self._clock = clock
-        self._on_change = on_change
-        self.since = clock.time()
-        self.history: list[tuple[float, str, str, str]] = []
-
-    @property
-    def state(self) -> str:
-        return self.model.state
-
-    async def fire(self, trigger: str, reason: str | None = None) -> bool:
-        """Fire `trigger` if the current state accepts it; True when the state changed."""
-        old = self.state
-        if trigger not in self.table.allowed(old):
-            return False
-        kwargs = {"reason": reason} if reason else {}
-        await self.model.trigger(trigger, **kwargs)
-        new = self.state
-        if new != old:
-            self.since = self._clock.time()
-            self.history.append((self.since, old, new, trigger))
-            self._on_change(old, new, trigger, reason)
-        return new != old
+    boot_guard: BootGuard | None = None  # S1's BootGuard: tripped after repeated start-ups that never got healthy
 
 
 class Supervisor:
@@ -127,24 +75,26 @@ class Supervisor:
         self.options = options or RunOptions()
         self.state_dir = Path(self.options.state_dir or cfg.storage.state_dir)
         self.log = get_logger("supervisor", role=self.role)
-        self.settings: Any = None
+        self.settings: SettingsStore | None = None
         self.devices: dict[str, DeviceRunner] = {}
+        self.scene: SimScene | None = (
+            None  # the sim scene (its devices' plugs), when a backend is sim: factory.make_scene
+        )
         self.slot_loop: SlotLoop | None = None
         self._slot_task: asyncio.Task | None = None
         self.plan: SlotPlan | None = None
         self.kick = asyncio.Event()
         self.stop_requested: str | None = None
         self.restart_requested = False
-        self.faults: deque[dict] = deque(maxlen=50)
-        self.fault_counts: Counter[str] = Counter()  # every fault kind since the state folder was new
+        self.faultlog = FaultLog()
         self.storage_check: dict = {}
-        self.disk_paused = False
-        self.disk_policy: Any = None
-        self.free_mb: float | None = None
+        self.services = ServiceGroup(self.log)
+        self.ctx = ServiceContext(clock, self.log, self.note_fault, self.kick)
+        self.disk: DiskService | None = None  # the disk suspender (controller/supervisor/disk.py)
         self.offset_s = 0.0
         self.offset_ok = False
         self.clock_source: dict = {}
-        self.link: Any = None
+        self.link: LinkEndpoint | None = None
         self.exit_code = 0
         self.shutdown_budget_s = SHUTDOWN_BUDGET_S
         self.stop_step_limit_s = STOP_STEP_LIMIT_S
@@ -153,19 +103,19 @@ class Supervisor:
         self.capture_names = capture_seconds(self.state_dir)  # durable: no name is ever used twice
         self.slot_clock = TimelineClock(clock, lambda: self.slot_loop)  # master time as the slave must see it
         self.status = StatusWriter(self.state_dir, self.collect_status)
-        self.station = StationDriver(
-            {
-                "in_window": self.in_window,
-                "slave_ready": self.healthy,
-                "sync_retries_exhausted": self.sync_retries_exhausted,
-                "shutdown_after_process": self.shutdown_after_process,
-            },
-            self.log,
-            clock,
-            self._state_changed,
-        )
+        conditions = {
+            "in_window": self.in_window,
+            "slave_ready": self.healthy,
+            "sync_retries_exhausted": self.sync_retries_exhausted,
+            "shutdown_after_process": self.shutdown_after_process,
+        }
+        self.station = MachineRuntime(STATION, "station", clock, conditions, logger=self.log)
+        self.station.add_listener(self._state_changed)
         self._tasks: list[asyncio.Task] = []
+        # Called with the supervisor once its loop runs; `pycam run` adds the sim fault driver when a backend is sim.
+        self.start_hooks: list[Callable[[Supervisor], None]] = []
         self._ready_notified = False
+        self._watchdog = Watchdog(None, self.log)  # replaced in run() by one that watches the main task
         self._booted = False
 
     # ------------------------------------------------------------------------------------------------ config
@@ -204,32 +154,27 @@ class Supervisor:
             self.note_fault(trigger, {"old": old, "new": new, "reason": reason})
         self.status.write_now()
 
+    @property
+    def faults(self) -> deque[dict]:
+        return self.faultlog.faults
+
+    @property
+    def fault_counts(self) -> Counter[str]:
+        return self.faultlog.counts
+
     def note_fault(self, kind: str, info: dict | None = None) -> None:
-        """Remember a fault for `pycam status` (faults, last_fault, fault_counts) and log it."""
-        entry = {"time": self.clock.time(), "real_time": time.time(), "kind": kind, **(info or {})}
-        self.faults.append(entry)
-        self.fault_counts[kind] += 1
+        """Remember a fault for `pycam status` (the fault log) and log it."""
+        self.faultlog.note(kind, self.clock.time(), info)
         fields = {k: v for k, v in (info or {}).items() if isinstance(v, str | int | float) and k != "event"}
         self.log.warning("fault", fault=kind, **fields)
         self.kick.set()
 
     def _carry_faults(self) -> None:
-        """A restarted supervisor keeps the faults of its previous run (status.json), and says when that run
-        ended without a clean exit (kill -9, power cut, crash)."""
-        from controller.supervisor.statusfile import read_status
-
-        old, _ = read_status(self.state_dir)
-        if not old:
-            return
-        for entry in (old.get("faults") or [])[-self.faults.maxlen :]:
-            if isinstance(entry, dict):
-                self.faults.append(entry)
-        counts = old.get("fault_counts") or {}
-        self.fault_counts.update({str(k): int(v) for k, v in counts.items() if isinstance(v, int)})
-        if not old.get("exited"):
-            self.note_fault(
-                "restarted_after_crash", {"previous_pid": old.get("pid"), "previous_state": old.get("state")}
-            )
+        """A restarted supervisor keeps the faults of its previous run and says when it ended without a clean exit."""
+        crashed = self.faultlog.carry(self.state_dir)
+        if crashed is not None:
+            info = {"previous_pid": crashed.get("pid"), "previous_state": crashed.get("state")}
+            self.note_fault("restarted_after_crash", info)
 
     def device_event(self, event: str, info: dict) -> None:
         # A failed retry (recovering -> error/unplugged) is the same fault still going on, not a new one.
@@ -239,7 +184,7 @@ class Supervisor:
             self.kick.set()
         elif event == "store_failed":
             self.note_fault("store_failed", info)
-            self._check_disk()  # a write failed: perhaps the disk filled between two checks
+            self.check_disk()  # a write failed: perhaps the disk filled between two checks
 
     def request_stop(self, reason: str, restart: bool = False) -> None:
         if self.stop_requested is None:
@@ -290,17 +235,15 @@ class Supervisor:
 
     async def stop_slot_loop(self) -> None:
         task, self._slot_task = self._slot_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     def blocked(self) -> str | None:
         """Why captures must not run now (None: they may)."""
         if self.station.state not in RUNNING:
             return f"station in {self.station.state}"
-        if self.disk_paused:
-            return "disk full"
+        active = [x for x in self.suspenders if x.active]
+        if active:
+            return f"suspended ({active[0].reason()})"
         if not self.offset_ok:
             return "clock offset unknown or too large"
         return None
@@ -315,24 +258,22 @@ class Supervisor:
 
     def on_slot(self, k: int, t: float) -> None:
         """After each slot: cheap checks that may need the main coroutine (free space: one statvfs)."""
-        self._check_disk()
+        self.check_disk()
 
-    def _check_disk(self) -> None:
-        """The disk suspender (controller/disk_policy.py): pause acquisition below min_free_mb, resume above
-        resume_free_mb. The master may first delete old processed data; the slave never deletes its spool."""
-        if self.disk_policy is None:
-            return
-        try:
-            res = self.disk_policy.check()
-        except OSError as e:
-            self.log.warning("disk_check_failed", error=str(e))
-            return
-        self.free_mb = round(res.free_mb, 1)
-        if res.changed:
-            self.disk_paused = res.paused
-            if res.paused:
-                self.note_fault("disk_full", {"free_mb": self.free_mb})
-            self.kick.set()
+    @property
+    def suspenders(self) -> list[Suspender]:
+        """What may pause acquisition (disk space now; low battery next): one generic shape, one record each."""
+        return [self.disk.suspender] if self.disk is not None else []
+
+    def check_disk(self, only_while_paused: bool = False) -> None:
+        """The disk suspender's check (controller/supervisor/disk.py); `only_while_paused`: the running phase's
+        re-check (no slots run while paused, so no slot triggers it)."""
+        if self.disk is not None and (self.disk.paused or not only_while_paused):
+            self.disk.check()
+
+    def suspended_recheck_s(self) -> float | None:
+        """How long the running phase may wait before re-checking an active suspender (one slot period)."""
+        return self.cfg.schedule.period_s if any(x.active for x in self.suspenders) else None
 
     async def close_devices(self) -> None:
         for key, runner in self.devices.items():
@@ -344,7 +285,6 @@ class Supervisor:
     # ------------------------------------------------------------------------------------------------ status
 
     def collect_status(self) -> dict:
-        link = self.link
         return {
             "role": self.role,
             "station_name": self.cfg.station.name,
@@ -353,31 +293,26 @@ class Supervisor:
             "clock_time": self.clock.time(),
             "master_time": self.master_time(),
             "machines": self.machines(),
-            "link": {
-                "state": getattr(link, "state", None),
-                "connected": bool(getattr(link, "connected", False)),
-                "peer": getattr(link, "peer", None),
-                # transfers, and peers refused (no key, a second slave, unproven master): forged attempts show here
-                "stats": dict(getattr(link, "stats", None) or {}),
-                "refused": dict(getattr(link, "refused", None) or {}),
-            },
+            "link": link_status(self.link),
             "clock": {
                 "offset_ms": round(self.offset_s * 1000.0, 3),
                 "offset_ok": self.offset_ok,
                 "tolerance_ms": self.cfg.clock.tolerance_ms,
                 "source": self.clock_source,
             },
-            "storage": {**self.storage_check, "free_mb": self.free_mb, "paused": self.disk_paused},
+            "storage": {
+                **self.storage_check,
+                **(self.disk.status() if self.disk else {"free_mb": None, "paused": False}),
+            },
+            "services": self.services.status(),
             "temperatures": read_temperatures(),
             "devices": {k: d.info() for k, d in self.devices.items()},
             "captures": {k: d.captures for k, d in self.devices.items()},
             "slots": self.slot_loop.slots if self.slot_loop else 0,
             "slot_loop": self.slot_loop.info() if self.slot_loop else None,
             "plan": self.plan.to_dict() if self.plan else None,
-            "faults": list(self.faults),
-            "last_fault": self.faults[-1] if self.faults else None,
-            "fault_counts": dict(self.fault_counts),
-            "history": [{"time": t, "old": o, "new": n, "trigger": tr} for t, o, n, tr in self.station.history[-30:]],
+            **self.faultlog.status(),
+            "history": self.station.recent(30),
             **self.extra_status(),
         }
 
@@ -392,61 +327,8 @@ class Supervisor:
     def extra_status(self) -> dict:
         return {}
 
-    # -------------------------------------------------------------------------------------------- sd_notify
-
     def sd_notify(self, message: str) -> None:
-        from controller import bootguard
-
-        bootguard.sd_notify(message)
-
-    async def _watchdog(self) -> None:
-        """Ping systemd's watchdog only while the loop is responsive and the main coroutine alive."""
-        usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
-        if usec <= 0:
-            return
-        interval = usec / 2e6
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(interval)
-            lag = loop.time() - before - interval
-            if lag < interval and (self._main_task is None or not self._main_task.done()):
-                self.sd_notify("WATCHDOG=1")
-            else:
-                self.log.warning("watchdog_withheld", loop_lag_s=round(lag, 3))
-
-    # ------------------------------------------------------------------------------------------- sim faults
-
-    def _sim_fault_signal(self) -> None:
-        """SIGUSR1: read state_dir/sim-fault.json and inject that fault (the sim station's fault driver)."""
-        path = self.state_dir / FAULT_FILE
-        try:
-            fault = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            self.log.warning("sim_fault_unreadable", error=str(e))
-            return
-        self._tasks.append(asyncio.get_running_loop().create_task(self.inject_fault(fault)))
-
-    async def inject_fault(self, fault: dict) -> None:
-        kind = fault.get("kind")
-        self.log.warning("sim_fault_injected", **{k: v for k, v in fault.items() if isinstance(v, str | int | float)})
-        self.note_fault("injected_" + str(kind), dict(fault))
-        if kind in ("unplug", "replug", "stall", "garbage"):
-            runner = self.devices.get(str(fault.get("device", "")))
-            dev = getattr(runner, "device", None)
-            if dev is not None and hasattr(dev, "inject_fault"):
-                dev.inject_fault(kind)
-        elif kind == "clock_step" and hasattr(self.clock, "offset_s"):
-            self.clock.offset_s += float(fault.get("seconds", 0.0))
-            self.kick.set()
-        elif kind == "drop_link" and self.link is not None:
-            drop = getattr(self.link, "inject_fault", None)
-            if drop is not None:
-                drop("drop")
-            else:
-                await self.link.stop()
-                await asyncio.sleep(float(fault.get("seconds", 5.0)))
-                await self.link.start()
+        sd_notify(message)
 
     # --------------------------------------------------------------------------------------------------- run
 
@@ -457,11 +339,12 @@ class Supervisor:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
             loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
-            loop.add_signal_handler(signal.SIGUSR1, self._sim_fault_signal)
+        for hook in self.start_hooks:  # e.g. the sim fault driver (controller/sim/faulthook.py), sim only
+            hook(self)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._carry_faults()
         self.status.start()
-        self._tasks.append(loop.create_task(self._watchdog(), name="watchdog"))
+        self._watchdog = Watchdog(self._main_task, self.log)  # begins at READY (notify_ready)
         try:
             await self.boot()
             while self.station.state not in ("shutdown", "off"):
@@ -479,12 +362,13 @@ class Supervisor:
                 else:  # diagnose: status and control port only, until stopped
                     await self.wait_kick(None)
                     if self.stop_requested:
-                        await self.station.fire("stop", reason=self.stop_requested)
+                        self.station.fire_if("stop", reason=self.stop_requested)
             await self.bounded_shutdown()
         finally:
             await self.stop_slot_loop()
             for t in self._tasks:
                 t.cancel()
+            await self._watchdog.stop()
             self.sd_notify("STOPPING=1")
             await self.status.stop()
             self._write_exit()
@@ -503,31 +387,31 @@ class Supervisor:
     async def fault_phase(self) -> None:
         await self.wait_kick(self.options.fault_retry_s)
         if self.stop_requested:
-            await self.station.fire("stop", reason=self.stop_requested)
+            self.station.fire_if("stop", reason=self.stop_requested)
         else:
-            await self.station.fire("retry", reason="fault retry")
+            self.station.fire_if("retry", reason="fault retry")
             await self.boot()
 
     async def boot(self) -> None:
         """boot -> sync (services up) or fault (why is logged, in status and in the fault list)."""
         if self._booted:
-            await self.station.fire("booted", reason="fault cleared")
+            self.station.fire_if("booted", reason="fault cleared")
             return
         guard = self.options.boot_guard
         if guard is not None and getattr(guard, "tripped", False):
             # A boot loop: stay up in a safe, diagnosable state (status file) instead of a restart storm.
             self.note_fault("boot_loop", {"guard": str(getattr(guard, "path", ""))})
-            await self.station.fire("boot_loop", reason="repeated start-ups never got healthy")
+            self.station.fire_if("boot_loop", reason="repeated start-ups never got healthy")
             return
         try:
             await self.boot_services()
         except (PycamError, OSError, ImportError) as e:
             self.log.error("boot_failed", error=str(e))
             self.note_fault("boot_failed", {"error": str(e)})
-            await self.station.fire("boot_failed", reason=str(e))
+            self.station.fire_if("boot_failed", reason=str(e))
             return
         self._booted = True
-        await self.station.fire("booted", reason="hardware open, storage checked")
+        self.station.fire_if("booted", reason="hardware open, storage checked")
         self.notify_ready()
 
     async def close_all(self, steps: list[tuple[str, Any]]) -> None:
@@ -556,10 +440,6 @@ class Supervisor:
         except TimeoutError:
             self.log.error("shutdown_over_budget", budget_s=self.shutdown_budget_s)
 
-    async def stop_link(self) -> None:
-        if self.link is not None:
-            await self.link.stop()
-
     # Subclasses implement these.
     async def boot_services(self) -> None:
         raise NotImplementedError
@@ -583,6 +463,7 @@ class Supervisor:
         if not self._ready_notified:
             self._ready_notified = True
             self.sd_notify("READY=1")
+            self._watchdog.begin()
             guard = self.options.boot_guard
             if guard is not None:
                 guard.ok()
@@ -591,21 +472,21 @@ class Supervisor:
         """In acquire/degraded/paused: fire whatever the current facts call for. Returns a phase-ending trigger."""
         st = self.station
         if self.stop_requested:
-            await st.fire("stop", reason=self.stop_requested)
+            st.fire_if("stop", reason=self.stop_requested)
             return "stop"
         plan = self.plan
         if plan is not None and plan.end_s is not None and self.master_time() >= plan.end_s:
-            await st.fire("window_end", reason="acquisition window over")
+            st.fire_if("window_end", reason="acquisition window over")
             return "window_end"
-        if self.disk_paused and st.state in ("acquire", "degraded"):
-            await st.fire("disk_full", reason=f"free {self.free_mb} MB")
-        elif not self.disk_paused and st.state == "paused":
-            await st.fire("disk_ok", reason=f"free {self.free_mb} MB")
+        entered_by = st.history[-1][3] if st.history else None
+        suspend = station_trigger(self.suspenders, st.state, entered_by)
+        if suspend is not None:
+            st.fire_if(*suspend)
         healthy = self.healthy()
         if st.state == "acquire" and not healthy:
-            await st.fire("degrade", reason=self.degraded_reason())
+            st.fire_if("degrade", reason=self.degraded_reason())
         elif st.state == "degraded" and healthy:
-            await st.fire("recover", reason="link and devices back")
+            st.fire_if("recover", reason="link and devices back")
         if self.slot_loop is not None:
             self.slot_loop.wake()
         return None

@@ -13,9 +13,13 @@ from typing import Any
 
 from controller.acquisition import SlotPlan
 from controller.errors import LinkError
+from controller.link.slave import SlaveLink
+from controller.link.spool import Spool
 from controller.storage.atomic import atomic_write_text
 from controller.supervisor.actions import SupervisorActions
 from controller.supervisor.base import Supervisor
+from controller.supervisor.disk import DiskService
+from controller.supervisor.services import LinkService
 from controller.timekeeping import TimeSource, make_time_source, time_agreement
 
 PLAN_FILE = "plan.json"
@@ -28,7 +32,7 @@ class SlaveSupervisor(Supervisor):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.spool: Any = None
+        self.spool: Spool | None = None
         self.actions = SupervisorActions(self)
         self.last_sync = -1e18  # local monotonic of the last offset measurement
         self.rtt_s: float | None = None
@@ -43,8 +47,6 @@ class SlaveSupervisor(Supervisor):
         from controller.extport import protocol
         from controller.extport.control import DeviceControl, ext_request_handler
         from controller.hardware import factory
-        from controller.link.slave import SlaveLink
-        from controller.link.spool import Spool
         from controller.power.handoff import slave_stop_handler
         from controller.settings import SettingsStore
 
@@ -53,17 +55,16 @@ class SlaveSupervisor(Supervisor):
         cfg = self.cfg
         self.spool = Spool(cfg.storage.spool_dir)
         # Unsent files are never deleted: a full spool disk pauses captures until the master has drained it.
-        self.disk_policy = DiskPolicy(
+        policy = DiskPolicy(
             cfg.storage, cfg.storage.spool_dir, today=lambda: "", is_processed=lambda p: False,
             is_transferred=lambda p: False,
         )  # fmt: skip
-        self._check_disk()
-        scene = None
+        self.disk = await self.services.start(DiskService(self.ctx, policy))
         if "sim" in (cfg.camera.backend, cfg.spectrometer.backend):
-            scene = await loop.run_in_executor(None, factory.make_scene, cfg)
-        self.add_device("B", lambda: factory.open_camera(self.cfg, "B", self.clock, scene=scene), self._store)
+            self.scene = await loop.run_in_executor(None, factory.make_scene, cfg)
+        self.add_device("B", lambda: factory.open_camera(self.cfg, "B", self.clock, scene=self.scene), self._store)
         if cfg.spectrometer.backend != "none":
-            self.add_device("S", lambda: factory.open_spectrometer(self.cfg, self.clock, scene=scene), self._store)
+            self.add_device("S", lambda: factory.open_spectrometer(self.cfg, self.clock, scene=self.scene), self._store)
         await self.open_devices()
         self._load_plan()
         self.link = SlaveLink(cfg, self.clock, self.spool)
@@ -74,7 +75,7 @@ class SlaveSupervisor(Supervisor):
             "ext", ext_request_handler(DeviceControl(self.settings, self.actions, protocol.SLAVE_IDENTITIES))
         )
         self.link.on_request("stop", slave_stop_handler(self._flush_for_stop, self._stopped))
-        await self.link.start()
+        await self.services.start(LinkService(self.link))
 
     def link_sample(self) -> tuple[float, float] | None:
         """The last offset to the master measured over the link and when (clock monotonic), or None."""
@@ -177,14 +178,14 @@ class SlaveSupervisor(Supervisor):
     async def sync_phase(self) -> None:
         while self.station.state == "sync":
             if self.stop_requested:
-                await self.station.fire("stop", reason=self.stop_requested)
+                self.station.fire_if("stop", reason=self.stop_requested)
                 return
             if self.link.connected and await self.measure():
-                await self.station.fire("synced", reason=f"offset {self.offset_s * 1000:.1f} ms")
+                self.station.fire_if("synced", reason=f"offset {self.offset_s * 1000:.1f} ms")
                 return
             if self.link.connected:
                 self.sync_failures += 1
-                await self.station.fire("offset_bad", reason=f"offset {self.offset_s * 1000:.1f} ms")
+                self.station.fire_if("offset_bad", reason=f"offset {self.offset_s * 1000:.1f} ms")
             await self.wait_kick(SYNC_RETRY_S)
 
     def in_window(self) -> bool:
@@ -194,13 +195,12 @@ class SlaveSupervisor(Supervisor):
         self.start_slot_loop()
         resync_s = self.cfg.clock.resync_s
         while self.station.state in ("acquire", "degraded", "paused"):
-            if self.disk_paused:
-                self._check_disk()  # no slots run while paused: the suspender is re-checked here
+            self.check_disk(only_while_paused=True)
             if self._stopped_by_master.is_set():
                 self.request_stop("master stop request")
             if self.clock.monotonic() - self.last_sync >= resync_s and self.link.connected:
                 if not await self.measure():
-                    await self.station.fire("clock_lost", reason=f"offset {self.offset_s * 1000:.1f} ms")
+                    self.station.fire_if("clock_lost", reason=f"offset {self.offset_s * 1000:.1f} ms")
                     break
             ended = await self.reconcile_running()
             if ended:
@@ -208,7 +208,7 @@ class SlaveSupervisor(Supervisor):
             plan = self.plan
             until_end = None if plan is None or plan.end_s is None else plan.end_s - self.master_time()
             until_sync = resync_s - (self.clock.monotonic() - self.last_sync)
-            until_recheck = self.cfg.schedule.period_s if self.disk_paused else None
+            until_recheck = self.suspended_recheck_s()
             waits = [w for w in (until_end, until_sync, until_recheck) if w is not None]
             await self.wait_kick(max(0.0, min(waits)) if waits else None)
         if self.station.state != "acquire":
@@ -218,7 +218,7 @@ class SlaveSupervisor(Supervisor):
         # The slave's process phase: make sure the master has every file.
         if self.link.connected:
             await self.link.flush(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9))
-        await self.station.fire("processed", reason=f"spool {len(self.spool)} files")
+        self.station.fire_if("processed", reason=f"spool {len(self.spool)} files")
 
     async def sleep_phase(self) -> None:
         plan = self.plan
@@ -227,9 +227,9 @@ class SlaveSupervisor(Supervisor):
             until = plan.start_s - self.master_time()
         await self.wait_kick(until)
         if self.stop_requested or self._stopped_by_master.is_set():
-            await self.station.fire("stop", reason=self.stop_requested or "master stop request")
+            self.station.fire_if("stop", reason=self.stop_requested or "master stop request")
         elif self.in_window():
-            await self.station.fire("window_start", reason="acquisition window")
+            self.station.fire_if("window_start", reason="acquisition window")
 
     def shutdown_after_process(self) -> bool:
         return self.stop_requested is not None or self._stopped_by_master.is_set()
@@ -247,8 +247,9 @@ class SlaveSupervisor(Supervisor):
             except TimeoutError:
                 self.log.warning("stop_reply_not_confirmed")
             await asyncio.sleep(0.1)
-        await self.close_all([("link", self.stop_link), ("devices", self.close_devices)])
-        await self.station.fire("halted", reason=f"spool flushed={flushed}, {len(self.spool)} left")
+        await self.services.stop_all()
+        await self.close_devices()
+        self.station.fire_if("halted", reason=f"spool flushed={flushed}, {len(self.spool)} left")
         if self.restart_requested:
             self.exit_code = 75
 
@@ -260,7 +261,7 @@ class SlaveSupervisor(Supervisor):
         }
 
 
-def spool_days(spool: Any) -> list[str]:
+def spool_days(spool: Spool) -> list[str]:
     """The date folders (YYYY-MM-DD) of the files waiting in the spool."""
     from controller.storage.names import parse_name
 

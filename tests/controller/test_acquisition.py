@@ -14,6 +14,7 @@ from controller.config import config_from_dict
 from controller.errors import HardwareError
 from controller.hardware import factory
 from controller.timekeeping.clock import ManualClock
+from states.machine import MachineError
 from tests.states.table_checks import changes
 
 CFG = config_from_dict(
@@ -35,7 +36,8 @@ class Stored:
 
 def runner(clock, opener=None, key="A") -> tuple[DeviceRunner, Stored]:
     sink = Stored()
-    open_ = opener or (lambda: factory.open_camera(CFG, key, clock))
+    scene = factory.make_scene(CFG)  # one sim world: a fault in the device's plug survives its reopen
+    open_ = opener or (lambda: factory.open_camera(CFG, key, clock, scene=scene))
     return DeviceRunner(key, open_, lambda: CFG, clock, sink), sink
 
 
@@ -51,13 +53,14 @@ def test_unplug_and_replug_of_a_sim_camera_while_continuous():
         r.set_scheduled(True)
         assert r.state == "continuous"
         assert await r.capture(clock.time())
-        r.device.inject_fault("unplug")
+        plug = r.device.plug  # the camera's port: it stays unplugged across the runner's reopen attempts
+        plug.inject("unplug")
         assert await r.capture(clock.time()) is None
         assert r.state == "unplugged"
         assert await r.capture(clock.time()) is None  # inside the backoff: not even tried
         clock.advance(BACKOFF_START_S)
         assert await r.capture(clock.time()) is None  # the probe finds it still gone
-        r.device.inject_fault("replug")
+        plug.inject("replug")
         clock.advance(BACKOFF_START_S * 2)
         assert await r.capture(clock.time())  # the probe works: back to continuous
         r.set_scheduled(False)
@@ -178,7 +181,10 @@ def test_a_trigger_the_state_refuses_is_not_fired():
     async def scenario():
         r, _ = runner(ManualClock())
         await r.open()
-        return r.machine.fire("reopened"), r.state
+        fired = r.machine.fire_if("reopened")
+        with pytest.raises(MachineError):  # fire: an illegal trigger raises, on every machine alike
+            r.machine.fire("reopened")
+        return fired, r.state
 
     assert asyncio.run(scenario()) == (False, "idle")
 
@@ -195,3 +201,49 @@ def test_a_failed_single_capture_leaves_the_device_in_error(kind):
 
     r = asyncio.run(scenario())
     assert states(r) == ["idle", "single", "unplugged"]
+
+
+def test_darks_use_the_device_protocol_cover_where_the_device_has_one():
+    """Darks are a capability of the device protocol (set_dark), not attributes probed by name: the sim camera's
+    frames are covered during the series only; a device without a cover still takes its series (at night)."""
+    from controller.hardware.interfaces import Camera
+
+    class NoCover:
+        """A camera with no way to take darks but the time of day (like the Pi camera)."""
+
+        band = "A"
+
+        def __init__(self, inner):
+            self.inner = inner
+            self.asked: list[bool] = []
+
+        def set_exposure(self, exposure_us: int) -> int:
+            return self.inner.set_exposure(exposure_us)
+
+        def set_gain(self, gain: float) -> float:
+            return self.inner.set_gain(gain)
+
+        def capture(self):
+            return self.inner.capture()
+
+        def set_dark(self, dark: bool) -> bool:
+            self.asked.append(dark)
+            return False
+
+        def close(self) -> None:
+            self.inner.close()
+
+    async def scenario(opener=None):
+        clock = ManualClock()
+        r, sink = runner(clock, opener=opener and (lambda: opener(clock)))
+        await r.open()
+        assert await r.capture(None, "Plume")
+        darks = await r.dark_series()
+        assert await r.capture(None, "Plume")
+        return r, darks
+
+    r, darks = asyncio.run(scenario())
+    covered = [d["dark"] for _, event, d in r.device.history if event == "capture"]
+    assert darks and covered == [False] + [True] * len(darks) + [False]
+    plain, darks = asyncio.run(scenario(lambda clock: NoCover(factory.open_camera(CFG, "A", clock))))
+    assert isinstance(plain.device, Camera) and darks and plain.device.asked == [True]

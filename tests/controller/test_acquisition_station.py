@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from controller.sim import faulthook
 from tests.controller.supervisor.conftest import START_EPOCH, Pair, free_port, run_async, station_config, wait_for
 
 
@@ -29,11 +30,11 @@ async def test_camera_unplug_replug_in_a_running_station(tmp_path):
     tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
     camera = master.devices
     await wait_for(lambda: master.station.state == "acquire" and camera["A"].state == "continuous", 20, "acquire")
-    await master.inject_fault({"kind": "unplug", "device": "A"})
+    await faulthook.inject(master, {"kind": "unplug", "device": "A"})
     await wait_for(lambda: camera["A"].state == "unplugged" and master.station.state == "degraded", 10, "unplugged")
     status = master.collect_status()
     assert status["machines"]["acquisition.A"] == "unplugged" and not status["devices"]["A"]["usable"]
-    await master.inject_fault({"kind": "replug", "device": "A"})
+    await faulthook.inject(master, {"kind": "replug", "device": "A"})
     await wait_for(lambda: camera["A"].state == "continuous" and master.station.state == "acquire", 20, "back")
     n = camera["A"].captures
     await wait_for(lambda: camera["A"].captures > n, 10, "captures again")

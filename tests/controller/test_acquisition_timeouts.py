@@ -64,6 +64,8 @@ def test_a_hung_call_times_out_and_its_thread_is_never_reused():
         with pytest.raises(DeviceTimeout, match="no answer within"):
             await caller.call(LIMIT_S, hang, late=on_late)
         waited = time.monotonic() - t0
+        # It gave up at its limit while the device still hung (not when the device answered).
+        assert not release.is_set() and not late_done.is_set()
         assert caller.hung == 1 and caller.timeouts == 1
         second = await caller.call(1.0, ident)  # a fresh thread: the stuck one gets nothing more
         assert second != first
@@ -77,15 +79,15 @@ def test_a_hung_call_times_out_and_its_thread_is_never_reused():
         assert caller.hung == MAX_HUNG_CALLS
         loop = asyncio.get_running_loop()
         loop.call_later(LIMIT_S, release.set)  # the device answers again while the next call waits
-        t0 = time.monotonic()
-        assert await caller.call(10.0, ident)
-        served_in = time.monotonic() - t0
-        assert caller.hung == 0
+        assert await caller.call(30.0, ident)  # served once a hung call returned (30 s: a safety net only)
+        assert release.is_set()
+        # Both hung threads were released; each is forgotten once it has returned (the second may still be returning).
+        await loop.run_in_executor(None, _wait_until, lambda: caller.hung == 0)
         caller.shutdown()
-        return waited, served_in
+        return waited
 
-    waited, served_in = asyncio.run(scenario())
-    assert LIMIT_S <= waited < 2.0 and served_in < 5.0
+    waited = asyncio.run(scenario())
+    assert waited >= LIMIT_S  # no upper bound in wall time: on a busy machine it only measures the load
     assert late_done.wait(10)
     assert len(late) == 1  # the timed-out call's late result went to its `late` hook, not to the caller
 
@@ -102,38 +104,40 @@ def _wait_until(predicate, timeout_s: float = 10.0) -> None:
 def test_a_stalled_device_is_in_error_within_its_limit_and_back_after_replug(key):
     async def scenario():
         clock = ManualClock()
+        scene = factory.make_scene(CFG)  # one sim world: the stall in the device's plug survives its reopen
         if key == "S":
-            opener = lambda: factory.open_spectrometer(CFG, clock)  # noqa: E731
+            opener = lambda: factory.open_spectrometer(CFG, clock, scene=scene)  # noqa: E731
         else:
-            opener = lambda: factory.open_camera(CFG, key, clock)  # noqa: E731
+            opener = lambda: factory.open_camera(CFG, key, clock, scene=scene)  # noqa: E731
         sink = Stored()
         r = DeviceRunner(key, opener, lambda: CFG, clock, sink)
         assert await r.open()
         r.set_scheduled(True)
         assert await r.capture(clock.time())
         r.device.stall_timeout_s = 30.0  # the device itself would wait far longer than our limit
-        r.device.inject_fault("stall")
-        t0 = time.monotonic()
+        plug = r.device.plug
+        plug.inject("stall")
         assert await r.capture(clock.time()) is None
-        took = time.monotonic() - t0
+        # It gave up at its limit while the device still stalled (30 s), not when the device returned.
+        assert r._caller.hung >= 1
         assert r.state == "error" and "no answer within" in r.last_error
         clock.advance(BACKOFF_START_S)
         assert await r.capture(clock.time()) is None  # the probe: still stalled
-        r.device.inject_fault("replug")
+        plug.inject("replug")
         clock.advance(BACKOFF_START_S * 2)
         assert await r.capture(clock.time())
         info = r.info()
         await r.close()
-        return r, sink, took, info
+        return r, sink, info
 
-    r, sink, took, info = asyncio.run(scenario())
-    assert took < r.capture_limit_s() + 1.0
+    r, sink, info = asyncio.run(scenario())
     assert _states(r) == ["idle", "continuous", "error", "recovering", "error", "recovering", "continuous", "closed"]
     assert len(sink.names) == 2 and info["timeouts"] == 2
 
 
 def test_an_open_that_hangs_is_an_error_and_the_late_device_is_released():
     release = threading.Event()
+    answered = threading.Event()
     opened: list = []
 
     async def scenario():
@@ -144,12 +148,14 @@ def test_an_open_that_hangs_is_an_error_and_the_late_device_is_released():
             opened.append(dev)
             if len(opened) == 1:
                 release.wait(30)  # the vendor library never answers this first open
+                answered.set()
             return dev
 
         r = DeviceRunner("A", opener, lambda: CFG, clock, Stored())
         t0 = time.monotonic()
         assert not await r.open()
         took = time.monotonic() - t0
+        assert not answered.is_set()  # given up at the limit, while the library still hung
         assert r.state == "error" and r.device is None
         release.set()
         await asyncio.get_running_loop().run_in_executor(None, _wait_until, lambda: opened[0]._closed)
@@ -159,7 +165,7 @@ def test_an_open_that_hangs_is_an_error_and_the_late_device_is_released():
         return r, took
 
     r, took = asyncio.run(scenario())
-    assert OPEN_FACTOR * LIMIT_S <= took < OPEN_FACTOR * LIMIT_S + 2.0
+    assert took >= OPEN_FACTOR * LIMIT_S  # no upper bound in wall time (a busy machine): `answered` says it
     assert _states(r) == ["error", "recovering", "continuous"]
     assert r.device is opened[1] and not opened[1]._closed
 

@@ -1,5 +1,6 @@
-"""The master drives the processing worker's machine (states/worker.py): crash -> backoff -> restart, give up after
-too many crashes in a row, stop. The worker's crash callback comes from its watcher thread and hops to the loop."""
+"""The master's WorkerService drives the processing worker's machine (states/worker.py): crash -> backoff ->
+restart, give up after too many crashes in a row, stop. The worker's crash callback comes from its watcher thread
+and hops to the loop; its events are typed (processing/events.py)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ import threading
 import pytest
 import structlog
 
+import processing.worker
 from controller.config import config_from_dict
 from controller.supervisor import master as master_mod
+from controller.supervisor import workerservice
 from controller.supervisor.base import RunOptions
+from controller.supervisor.workerservice import WorkerService
 from controller.timekeeping.clock import ManualClock
+from processing.events import Backlog, Idle, PairDone
 from tests.states.table_checks import changes
 
 
 def make_master(tmp_path):
+    """A master with its worker service (started by the scenario: `await sup.worker_service.start()`)."""
     cfg = config_from_dict(
         {
             "storage": {"data_root": str(tmp_path / "data"), "state_dir": str(tmp_path / "state")},
@@ -26,7 +32,9 @@ def make_master(tmp_path):
             "logging": {"format": "console", "level": "info"},
         }
     )
-    return master_mod.MasterSupervisor(cfg, ManualClock(), RunOptions(state_dir=tmp_path / "state"))
+    sup = master_mod.MasterSupervisor(cfg, ManualClock(), RunOptions(state_dir=tmp_path / "state"))
+    sup.worker_service = WorkerService(sup.ctx, cfg)
+    return sup
 
 
 class FakeWorker:
@@ -34,9 +42,8 @@ class FakeWorker:
 
     instances: list[FakeWorker] = []
 
-    def __init__(self, cfg, data_root, out_dir, crashed=None, auto_restart=True):
+    def __init__(self, cfg, data_root, out_dir, crashed=None):
         self.crashed = crashed
-        self.auto_restart = auto_restart
         self.starts = 0
         self.stops = 0
         self.fail_next_start = False
@@ -57,14 +64,14 @@ class FakeWorker:
         t.start()
         t.join()
 
-    def emit(self, *events: tuple) -> None:
+    def emit(self, *events) -> None:
         """Child events as the pump thread delivers them (from another thread, in order)."""
         t = threading.Thread(target=lambda: [self.on_event(e) for e in events])
         t.start()
         t.join()
 
     def rescan(self, token=None) -> None:
-        self.emit(("backlog", 7), *[("pair", f"p{i}") for i in range(7)], ("idle", 7, token))
+        self.emit(Backlog(7), *[PairDone(f"p{i}") for i in range(7)], Idle(7, token))
 
 
 @pytest.fixture
@@ -73,16 +80,17 @@ def fake_worker(monkeypatch):
 
     FakeWorker.instances.clear()
     monkeypatch.setattr(processing.worker, "ProcessingWorker", FakeWorker)
-    monkeypatch.setattr(master_mod, "WORKER_BACKOFF_S", (0.01,))
-    monkeypatch.setattr(master_mod, "WORKER_MAX_CRASHES", 2)
+    monkeypatch.setattr(workerservice, "WORKER_BACKOFF_S", (0.01,))
+    monkeypatch.setattr(workerservice, "WORKER_MAX_CRASHES", 2)
 
 
 def test_worker_crash_restart_give_up_and_stop(tmp_path, fake_worker):
     async def scenario():
         sup = make_master(tmp_path)
-        sup._start_worker()
-        machine, worker = sup.worker_machine, FakeWorker.instances[0]
-        assert machine.state == "running" and not worker.auto_restart
+        await sup.worker_service.start()
+        machine, worker = sup.worker_service.machine, FakeWorker.instances[0]
+        # One restart policy: the supervisor's; the worker only reports crashes.
+        assert machine.state == "running" and not hasattr(processing.worker, "RESTART_BACKOFF_S")
         worker.crash()
         assert await machine.wait_for("crashed", 5)
         assert await machine.wait_for("running", 5)
@@ -90,7 +98,7 @@ def test_worker_crash_restart_give_up_and_stop(tmp_path, fake_worker):
         worker.crash()
         assert await machine.wait_for("disabled", 5)
         assert sup.machines()["worker"] == "disabled" and sup.extra_status()["worker"] == "disabled"
-        await sup._stop_worker()
+        await sup.worker_service.stop()
         return sup, worker
 
     with structlog.testing.capture_logs() as logs:
@@ -106,32 +114,32 @@ def test_worker_crash_restart_give_up_and_stop(tmp_path, fake_worker):
 def test_a_crash_reported_while_stopping_is_not_restarted(tmp_path, fake_worker):
     async def scenario():
         sup = make_master(tmp_path)
-        sup._start_worker()
+        await sup.worker_service.start()
         worker = FakeWorker.instances[0]
-        sup.worker_machine.fire("stop", reason="test")
+        sup.worker_service.machine.fire("stop", reason="test")
         worker.crash()
         await asyncio.sleep(0)  # the thread has joined: its hop (call_soon_threadsafe) runs in this turn
         return sup
 
     sup = asyncio.run(scenario())
-    assert sup.worker_machine.state == "stopping" and sup._worker_restart is None
+    assert sup.worker_service.machine.state == "stopping" and sup.worker_service.restart_handle is None
 
 
 @pytest.mark.slow
 def test_killing_the_real_worker_child_restarts_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(master_mod, "WORKER_BACKOFF_S", (0.2,))
+    monkeypatch.setattr(workerservice, "WORKER_BACKOFF_S", (0.2,))
 
     async def scenario():
         sup = make_master(tmp_path)
-        sup._start_worker()
-        machine = sup.worker_machine
+        await sup.worker_service.start()
+        machine = sup.worker_service.machine
         assert machine.state == "running"
-        first = sup.worker.pid
+        first = sup.worker_service.worker.pid
         os.kill(first, signal.SIGKILL)
         assert await machine.wait_for("crashed", 30)
         assert await machine.wait_for("running", 30)
-        second = sup.worker.pid
-        await sup._stop_worker()
+        second = sup.worker_service.worker.pid
+        await sup.worker_service.stop()
         return sup, first, second
 
     with structlog.testing.capture_logs() as logs:
@@ -146,7 +154,7 @@ def test_killing_the_real_worker_child_restarts_it(tmp_path, monkeypatch):
         "stopping",
         "stopped",
     ]
-    assert second != first and sup.worker_machine.state == "stopped"
+    assert second != first and sup.worker_service.machine.state == "stopped"
 
 
 def test_worker_events_drive_behind_caught_up_and_end_the_drain(tmp_path, fake_worker):
@@ -155,19 +163,19 @@ def test_worker_events_drive_behind_caught_up_and_end_the_drain(tmp_path, fake_w
 
     async def scenario():
         sup = make_master(tmp_path)
-        sup._start_worker()
-        machine, worker = sup.worker_machine, FakeWorker.instances[0]
-        worker.emit(("backlog", 40), *[("pair", f"k{i}") for i in range(40)])
+        await sup.worker_service.start()
+        machine, worker = sup.worker_service.machine, FakeWorker.instances[0]
+        worker.emit(Backlog(40), *[PairDone(f"k{i}") for i in range(40)])
         assert await machine.wait_for("backlog", 5)
-        worker.emit(("idle", 40))
+        worker.emit(Idle(40))
         assert await machine.wait_for("running", 5)
-        await sup._drain_worker()  # FakeWorker.rescan answers with backlog, 7 pairs, then idle with the token
-        assert sup._drain_waiters == {} and machine.state == "running"
+        await sup.worker_service.drain()  # FakeWorker.rescan answers with backlog, 7 pairs, then idle with the token
+        assert sup.worker_service.drain_waiters == {} and machine.state == "running"
         return sup
 
     with structlog.testing.capture_logs() as logs:
         sup = asyncio.run(scenario())
     triggers = [(new, trigger) for _, new, trigger in changes(logs, "worker")]
     assert triggers[2:] == [("backlog", "behind"), ("running", "caught_up")] * 2
-    assert sup.worker_pairs == 47
+    assert sup.worker_service.pairs == 47
     assert any(e["event"] == "worker_drained" for e in logs)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from controller.config import config_from_dict, load_config
+from processing.events import Backlog, Idle, PairDone, Stopped
 from processing.outputs import read_series
 from processing.worker import Journal, ProcessingWorker
 
@@ -43,14 +44,20 @@ def test_worker_restarts_after_crash_without_duplicate_rows(shared_data: Path, t
     cfg = load_config(repo_root / "conf" / "villarrica.toml")
     root = _data_root(shared_data, tmp_path)
     out = tmp_path / "out"
+    import threading
+
     crashes = []
-    worker = ProcessingWorker(cfg, root, out, crashed=crashes.append)
+    crashed = threading.Event()
+    # The worker only reports the crash; restarting is the supervisor's (WorkerService): here the test restarts it.
+    worker = ProcessingWorker(cfg, root, out, crashed=lambda code: (crashes.append(code), crashed.set()))
     worker.start()
     try:
         for _ in range(3):
             assert worker.wait_event("pair", 120) is not None
         first_pid = worker.pid
         os.kill(first_pid, signal.SIGKILL)  # the child we started, by its pid
+        assert crashed.wait(120)
+        worker.start()
         ev = worker.wait_event("idle", 120)  # the restarted child drained the rest of the backlog
         assert ev is not None
         assert worker.state == "running" and worker.pid != first_pid and worker.restarts == 1
@@ -81,11 +88,11 @@ def test_worker_processes_notified_pairs(shared_data: Path, tmp_path: Path, repo
         (root / "2018-03-26" / src.name).symlink_to(src)
         worker.notify(src.name)
         ev = worker.wait_event("pair", 60)
-        assert ev is not None and ev[1] == "2018-03-26T144416"
+        assert ev is not None and ev.key == "2018-03-26T144416"
         worker.notify("../../etc/passwd")  # not a station name: ignored, never a path
         worker.notify(src.name)  # a duplicate notification does not reprocess
         worker.rescan()
-        assert worker.wait_event("idle", 60) == ("idle", 0)
+        assert worker.wait_event("idle", 60) == Idle(0)
     finally:
         worker.stop()
     assert all(len(t) == len(set(t)) for t in _rows(out).values())
@@ -153,10 +160,10 @@ def test_child_events_are_read_continuously_and_the_buffer_stays_bounded(tmp_pat
     from processing.worker import EVENTS_KEPT
 
     class Reader:
-        def __init__(self, events: list[tuple]) -> None:
+        def __init__(self, events: list) -> None:
             self.events = iter(events)
 
-        def recv(self) -> tuple:
+        def recv(self):  # noqa: ANN202
             try:
                 return next(self.events)
             except StopIteration:
@@ -168,10 +175,10 @@ def test_child_events_are_read_continuously_and_the_buffer_stays_bounded(tmp_pat
     seen = []
     worker = ProcessingWorker(config_from_dict({}), tmp_path / "data", tmp_path / "out", on_event=seen.append)
     n = 5 * EVENTS_KEPT
-    worker._pump(Reader([("backlog", n)] + [("pair", f"k{i}", 1) for i in range(n)] + [("idle", n)]))
+    worker._pump(Reader([Backlog(n)] + [PairDone(f"k{i}", 1) for i in range(n)] + [Idle(n)]))
     assert len(seen) == n + 2 and worker.events_received == n + 2
     assert worker.events_buffered == EVENTS_KEPT
-    assert worker.wait_event("idle", 0.1) == ("idle", n)
+    assert worker.wait_event("idle", 0.1) == Idle(n)
     assert worker.events_buffered == 0 and worker.wait_event("pair", 0.05) is None
 
 
@@ -184,9 +191,9 @@ def test_child_says_backlog_once_and_idle_when_its_queue_empties(tmp_path: Path,
 
     class Events:
         def __init__(self) -> None:
-            self.sent: list[tuple] = []
+            self.sent: list = []
 
-        def send(self, event: tuple) -> None:
+        def send(self, event) -> None:  # noqa: ANN001
             self.sent.append(event)
 
     class FakeState(worker_mod._ChildState):
@@ -195,7 +202,7 @@ def test_child_says_backlog_once_and_idle_when_its_queue_empties(tmp_path: Path,
             self.stored: list[str] = []
 
         def full_scan(self, token=None) -> None:  # noqa: ANN001
-            self.emit("idle", 0, *(() if token is None else (token,)))
+            self.emit(Idle(0, token))
 
         def on_stored(self, name: str) -> None:
             self.stored.append(name)
@@ -210,6 +217,6 @@ def test_child_says_backlog_once_and_idle_when_its_queue_empties(tmp_path: Path,
     commands.put(("stop",))
     events = Events()
     worker_mod.run_child(config_from_dict({}), str(tmp_path), str(tmp_path / "out"), commands, events)
-    kinds = [e[0] for e in events.sent]
+    kinds = [e.kind for e in events.sent]
     assert kinds == ["idle", "backlog", "idle", "idle", "stopped"], events.sent
-    assert events.sent[1][1] == (n + 1) // 2 and events.sent[3] == ("idle", 0, 3)
+    assert events.sent[1] == Backlog((n + 1) // 2) and events.sent[3] == Idle(0, 3) and events.sent[4] == Stopped()

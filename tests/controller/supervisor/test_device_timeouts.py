@@ -80,7 +80,8 @@ async def test_a_camera_stalled_mid_acquisition_holds_no_other_device_and_recove
         b, s = slave.devices["B"], slave.devices["S"]
         await wait_for(lambda: b.captures >= 2 and s.captures >= 2, 20, "captures")
         b.device.stall_timeout_s = 60.0  # the device would hang far longer than the limit
-        b.device.inject_fault("stall")
+        b_plug = b.device.plug
+        b_plug.inject("stall")
         stalled_at = slave.master_time()
         await wait_for(lambda: b.state in ("error", "recovering"), 10, "B in error")
         await wait_for(lambda: b.failures >= 3, 30, "failed probes")  # several slots while B hangs
@@ -88,7 +89,7 @@ async def test_a_camera_stalled_mid_acquisition_holds_no_other_device_and_recove
         await wait_for(lambda: s.captures >= s_during + 3, 10, "S goes on")
         assert master.devices["A"].captures > a_during
         assert slave.station.state == "degraded"
-        b.device.inject_fault("replug")
+        b_plug.inject("replug")  # the camera's port (b.device may be between reopen attempts)
         replugged_at = slave.master_time()
         await wait_for(lambda: b.state == "continuous" and slave.station.state == "acquire", 30, "B back")
         n = b.captures

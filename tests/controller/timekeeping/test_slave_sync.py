@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from controller.sim import faulthook
 from controller.sim.chrony import FIRST_SYNC_S, SimChrony
 from controller.timekeeping import time_agreement
 from controller.timekeeping.clock import ManualClock
@@ -99,7 +100,7 @@ async def test_a_clock_step_corrected_by_chrony_is_still_reported_as_a_clock_fau
     tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
     await wait_for(lambda: slave.station.state == "acquire", 60, "slave acquire")
     before = slave.fault_counts["clock_offset"]
-    await slave.inject_fault({"kind": "clock_step", "seconds": 5.0})
+    await faulthook.inject(slave, {"kind": "clock_step", "seconds": 5.0})
     slave.last_sync = -1e18  # resync now rather than after clock.resync_s
     slave.kick.set()
     await wait_for(lambda: slave.fault_counts["clock_offset"] > before, 30, "clock fault noted")
