@@ -264,6 +264,16 @@ class ProcessingConfig:
     o3_xsec: str = ""
     ring_spectrum: str = ""
     ils: str = ""
+    # Wavelength media (processing/references.py converts every reference to the spectrometer's medium).
+    solar_reference_medium: Literal["vacuum", "air"] = field(default="vacuum", metadata={"doc": "sao2010: vacuum"})
+    so2_xsec_medium: Literal["vacuum", "air"] = field(default="vacuum", metadata={"doc": "Bogumil 2000: vacuum"})
+    o3_xsec_medium: Literal["vacuum", "air"] = field(default="vacuum", metadata={"doc": "Serdyuchenko: vacuum"})
+    ring_spectrum_medium: Literal["vacuum", "air"] = field(
+        default="vacuum", metadata={"doc": "the medium of the solar spectrum it was computed from"}
+    )
+    spectrometer_medium: Literal["vacuum", "air"] = field(
+        default="air", metadata={"doc": "wavelength calibration of the spectrometer (lamp lines: standard air)"}
+    )
     fit_window_nm: tuple[float, float] = (308.0, 318.0)
     stray_window_nm: tuple[float, float] = (293.0, 296.0)
     registration: str = field(default="", metadata={"doc": "path of a 2x3 .npy matrix B->A; empty: identity"})

@@ -92,3 +92,58 @@ class DarkLibrary:
         if match.dark is not None and match.dark.shape == img.shape:
             img = img - match.dark
         return img, match
+
+
+@dataclass(frozen=True)
+class SpectrumDark:
+    """One dark spectrum: when, at which integration time and co-adds, its mean counts, and its file."""
+
+    time: float  # epoch seconds
+    integration_ms: int
+    coadd: int
+    counts: np.ndarray
+    name: str
+
+
+class SpectrumDarks:
+    """Dark spectra for the DOAS retrieval, matched like the camera darks: by integration time and co-adds.
+
+    `match` gives the newest dark taken at or before the spectrum with the same integration time and co-adds; else
+    one with the same integration time (co-adds change only the noise of a mean spectrum); at each of those, when
+    none is older than the spectrum, the oldest after it (the day's dark series may come after the first spectra).
+    A spectrum with no dark at its integration time is fitted without one (warned once per setting): the stray-light
+    window then removes the offset but not the detector's fixed pattern.
+    """
+
+    KEEP = 8  # darks kept per (integration, co-adds): a day's series or two
+
+    def __init__(self) -> None:
+        self._darks: dict[tuple[int, int], list[SpectrumDark]] = {}
+        self._warned: set[tuple[int, int]] = set()
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._darks.values())
+
+    def add(self, dark: SpectrumDark) -> None:
+        lst = self._darks.setdefault((dark.integration_ms, dark.coadd), [])
+        if any(d.name == dark.name for d in lst):
+            return
+        lst.append(dark)
+        lst.sort(key=lambda d: d.time)
+        del lst[: max(0, len(lst) - self.KEEP)]
+
+    def match(self, time: float, integration_ms: int, coadd: int) -> SpectrumDark | None:
+        exact = self._darks.get((integration_ms, coadd), [])
+        same_int = [d for (i, _), lst in self._darks.items() if i == integration_ms for d in lst]
+        for candidates in (exact, same_int):
+            if candidates:
+                before = [d for d in candidates if d.time <= time]
+                return max(before, key=lambda d: d.time) if before else min(candidates, key=lambda d: d.time)
+        key = (integration_ms, coadd)
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(
+                "no_dark_spectrum", integration_ms=integration_ms, coadd=coadd,
+                detail="spectra at this integration time are fitted WITHOUT a dark; the daily dark series adds one",
+            )  # fmt: skip
+        return None
