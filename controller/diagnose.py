@@ -1,4 +1,4 @@
-"""`pycam diagnose`: look for the station's hardware and say what is missing and what to do.
+"""Station diagnosis (`pycam diagnose`, controller/cli/diagnose.py): look for the station's hardware and say what is missing and what to do.
 
 Each check returns a Finding; the command prints a readable report (or JSON) and exits 1 when something the
 config requires is missing. It never shows a traceback: every probe catches the vendor library's errors.
@@ -7,16 +7,13 @@ config requires is missing. It never shows a traceback: every probe catches the 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import click
-
-from controller.config import Config, load_config
-from controller.errors import ConfigError, StorageError
+from controller.config import Config
+from controller.errors import StorageError
 
 OK, WARN, MISSING = "ok", "warn", "missing"
 
@@ -100,7 +97,7 @@ def check_storage(cfg: Config) -> list[Finding]:
     root = Path(cfg.storage.data_root)
     findings = []
     try:
-        from controller.mounts import check_storage as check_mount
+        from controller.storage.mounts import check_storage as check_mount
 
         mount = check_mount(cfg.storage)
         where = f"on {mount['mount_point']} ({mount['source']}, {mount['fstype']})"
@@ -184,31 +181,3 @@ def format_report(findings: list[Finding], title: str) -> str:
     failed = [f.item for f in findings if f.fails]
     lines.append("result: " + (f"required hardware missing: {', '.join(dict.fromkeys(failed))}" if failed else "ok"))
     return "\n".join(lines)
-
-
-@click.command("diagnose")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="station config (default: built-in)")
-@click.option("--json", "as_json", is_flag=True, help="print the findings as JSON")
-def diagnose_cmd(config_file: str | None, as_json: bool) -> None:
-    """Look for cameras, spectrometer, GPIO, storage and clock; exit 1 when something required is missing."""
-    if config_file:
-        try:
-            cfg = load_config(config_file)
-        except ConfigError as e:
-            click.echo(f"config {config_file}: {e}", err=True)
-            raise SystemExit(1) from None
-        # a site config names its hardware: its real backends are required
-        title = f"pycam diagnose: {config_file} (role {cfg.role})"
-    else:
-        # no config: assume a real station Pi and look for all of its hardware
-        base = Config()
-        cfg = replace(base, camera=replace(base.camera, backend="picamera2"),
-                      spectrometer=replace(base.spectrometer, backend="seabreeze"),
-                      gpio=replace(base.gpio, backend="lgpio"))  # fmt: skip
-        title = "pycam diagnose: no --config, looking for real station hardware (spectrometer: slave only)"
-    findings = run_checks(cfg)
-    if as_json:
-        click.echo(json.dumps([asdict(f) | {"fails": f.fails} for f in findings], indent=2))
-    else:
-        click.echo(format_report(findings, title))
-    raise SystemExit(1 if any(f.fails for f in findings) else 0)

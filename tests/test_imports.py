@@ -30,8 +30,8 @@ def imported_heavy(body: str) -> list[str]:
     "body",
     [
         "import controller",
-        "import controller.config, controller.hardware.factory, controller.storage.datastore, controller.autoexposure",
-        "import controller.diagnose, controller.capture_cli, controller.sim.scene",
+        "import controller.config, controller.hardware.factory, controller.storage.datastore, controller.acquisition.autoexposure",
+        "import controller.diagnose, controller.cli.capture, controller.sim.scene",
         "from controller.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
     ],
 )

@@ -125,7 +125,7 @@ class MasterSupervisor(Supervisor):
         except ImportError as e:
             self.log.warning("worker_unavailable", error=str(e))
             return
-        from controller.acquisition import MachineDriver
+        from states.driver import MachineDriver
         from states.worker import TABLE
 
         loop = asyncio.get_running_loop()
@@ -530,7 +530,7 @@ class _NoLines:
 
 def check_storage(cfg: Any) -> dict:
     """Is data_root on the SSD (or an allowed fallback)? controller/mounts.py decides and says which."""
-    from controller import mounts
+    from controller.storage import mounts
 
     return mounts.check_storage(cfg.storage)
 

@@ -7,7 +7,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from controller.autoexposure import brightest, nearest_index, next_integration, next_shutter, saturation_rows
+from controller.acquisition.autoexposure import (
+    brightest,
+    nearest_index,
+    next_integration,
+    next_shutter,
+    saturation_rows,
+)
 from controller.clock import ManualClock
 from controller.config import CameraConfig, Config, SpectrometerConfig
 from controller.hardware.factory import make_scene, open_camera, open_spectrometer

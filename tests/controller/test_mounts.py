@@ -6,7 +6,7 @@ import pytest
 
 from controller.config import StorageConfig
 from controller.errors import StorageError
-from controller.mounts import check_storage, containing_mount, parse_mountinfo
+from controller.storage.mounts import check_storage, containing_mount, parse_mountinfo
 
 SD_ONLY = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw

@@ -5,7 +5,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from controller.cli import main
-from controller.states_cli import MACHINES, format_markdown, load_tables
+from controller.cli.states import MACHINES, format_markdown, load_tables
 
 
 def test_tables_list_every_transition():

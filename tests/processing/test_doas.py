@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from controller.bench.spectral import bench_doas, shared_references_config
 from controller.config import ProcessingConfig
 from controller.errors import ProcessingError
-from processing.bench_spectral import bench_doas, shared_references_config
 from processing.doas import (
     DOAS_CSV_COLUMNS,
     DoasRetrieval,

@@ -1,6 +1,6 @@
 """The ext bench runs and reports its figures (the figures themselves are not asserted: they are measurements)."""
 
-from controller.bench_ext import run_ext_bench
+from controller.bench.ext import run_ext_bench
 
 
 def test_run_ext_bench_reports_round_trips():

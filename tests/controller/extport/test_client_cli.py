@@ -11,7 +11,7 @@ import pytest
 import structlog
 from click.testing import CliRunner
 
-from controller.extport.client import ctl_cmd
+from controller.cli.ctl import ctl_cmd
 from controller.logging import configure_logging
 
 from .harness import build_station, make_config

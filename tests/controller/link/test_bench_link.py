@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.bench_link import run_link_bench
+from controller.bench.link import run_link_bench
 
 
 def test_run_link_bench_small(tmp_path):

@@ -8,7 +8,7 @@ import time
 
 from click.testing import CliRunner
 
-from controller.status import status_cmd
+from controller.cli.status import status_cmd
 from controller.supervisor.statusfile import read_status
 
 

@@ -7,7 +7,7 @@ times three commands from an `ExtClient`, each measured until its end marker arr
   setting    SSA <us>                   (master device: validation + atomic write of settings.json)
   forwarded  PXC <n>                    (both cameras: master + the slave's handler, both persisted)
 
-`python -m controller.bench_ext --json` prints the figures; `pycam bench ext` (S2's bench group) calls this.
+`python -m controller.bench.ext --json` prints the figures; `pycam bench ext` (S2's bench group) calls this.
 """
 
 from __future__ import annotations

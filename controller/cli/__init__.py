@@ -9,17 +9,17 @@ import click
 
 # name -> (module:attribute, one-line help). Keep the help here so --help needs no imports.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("controller.supervisor.cli:run", "Run the station supervisor (master or slave)."),
-    "status": ("controller.status:status_cmd", "Show a running supervisor's state, link, clock, disk."),
-    "diagnose": ("controller.diagnose:diagnose_cmd", "Look for cameras, spectrometer, GPIO, storage, clock."),
-    "config": ("controller.config_cli:config_group", "Check station config files."),
-    "capture": ("controller.capture_cli:capture_cmd", "Capture one A image, one B image and one spectrum."),
-    "ctl": ("controller.extport.client:ctl_cmd", "Send commands to the external control port."),
-    "states": ("controller.states_cli:states_cmd", "Print the state machines (tables, mermaid diagrams)."),
-    "schedule": ("controller.schedule_cli:schedule_group", "Schedules: write the WittyPi schedule.wpi."),
-    "process": ("processing.cli:process_cmd", "Process a folder of images and spectra to emission rates."),
-    "sim": ("controller.sim.cli:sim_group", "Simulated station runs."),
-    "bench": ("controller.bench:bench_group", "Benchmarks that print figures."),
+    "run": ("controller.cli.run:run", "Run the station supervisor (master or slave)."),
+    "status": ("controller.cli.status:status_cmd", "Show a running supervisor's state, link, clock, disk."),
+    "diagnose": ("controller.cli.diagnose:diagnose_cmd", "Look for cameras, spectrometer, GPIO, storage, clock."),
+    "config": ("controller.cli.config:config_group", "Check station config files."),
+    "capture": ("controller.cli.capture:capture_cmd", "Capture one A image, one B image and one spectrum."),
+    "ctl": ("controller.cli.ctl:ctl_cmd", "Send commands to the external control port."),
+    "states": ("controller.cli.states:states_cmd", "Print the state machines (tables, mermaid diagrams)."),
+    "schedule": ("controller.cli.schedule:schedule_group", "Schedules: write the WittyPi schedule.wpi."),
+    "process": ("controller.cli.process:process_cmd", "Process a folder of images and spectra to emission rates."),
+    "sim": ("controller.cli.sim:sim_group", "Simulated station runs."),
+    "bench": ("controller.cli.bench:bench_group", "Benchmarks that print figures."),
 }
 
 

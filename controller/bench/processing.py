@@ -166,7 +166,7 @@ def run_processing_bench(data_dir: str | Path | None = None, memory_pairs: int =
 
     out["fov_search"] = bench_fov(100)
     try:
-        from processing.bench_spectral import bench_doas
+        from controller.bench.spectral import bench_doas
 
         out["doas"] = bench_doas(data_dir)
     except ImportError as e:

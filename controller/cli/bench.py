@@ -19,8 +19,8 @@ def bench_group() -> None:
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Where the two Pis keep data.")
 def supervisor_cmd(as_json: bool, seconds: float, period_s: float, work_dir: str | None) -> None:
     """CPU of the master and slave supervisors while acquiring (real time), and the A/B capture-time spread."""
+    from controller.bench.supervisor import run_supervisor_bench
     from controller.logging import configure_logging
-    from controller.supervisor.bench import run_supervisor_bench
 
     configure_logging("console", "warning")
     result = run_supervisor_bench(seconds=seconds, period_s=period_s, work_dir=work_dir)
@@ -35,7 +35,7 @@ def supervisor_cmd(as_json: bool, seconds: float, period_s: float, work_dir: str
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Where to spool and store.")
 def link_cmd(as_json: bool, files: int, restarts: int, backoff_max_s: float, work_dir: str | None) -> None:
     """Link throughput draining a backlog of images, and reconnect time after a peer restart."""
-    from controller.bench_link import run_link_bench
+    from controller.bench.link import run_link_bench
     from controller.logging import configure_logging
 
     configure_logging("console", "warning")
@@ -48,7 +48,7 @@ def link_cmd(as_json: bool, files: int, restarts: int, backoff_max_s: float, wor
 @click.option("-n", "n", default=1000, show_default=True, help="Round trips per measurement.")
 def ext_cmd(as_json: bool, n: int) -> None:
     """External control port round trips (ping, setting, forwarded to the slave)."""
-    from controller.bench_ext import run_ext_bench
+    from controller.bench.ext import run_ext_bench
     from controller.logging import configure_logging
 
     configure_logging("console", "warning")
@@ -62,8 +62,8 @@ def ext_cmd(as_json: bool, n: int) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="The shared station data.")
 def processing_cmd(as_json: bool, memory_pairs: int, data_dir: str | None) -> None:
     """ms per pair (whole chain), FOV search, ms per DOAS spectrum, worker peak memory."""
+    from controller.bench.processing import run_processing_bench
     from controller.logging import configure_logging
-    from processing.bench import run_processing_bench
 
     configure_logging("console", "warning")
     result = run_processing_bench(data_dir, memory_pairs=memory_pairs)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from controller.autoexposure import nearest_index, next_integration, next_shutter
+from controller.acquisition.autoexposure import nearest_index, next_integration, next_shutter
 from controller.clock import Clock, SystemClock
 from controller.config import Config, load_config
 from controller.errors import ConfigError, PycamError

@@ -1,0 +1,214 @@
+"""The simulated station's summary: captures, files stored, lost, duplicates, emission rate against truth, faults."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+from controller.acquisition import CaptureJournal
+from controller.sim.procs import read_status
+from controller.storage.names import ImageName, parse_name
+
+
+def summarize(out: Path, mcfg: dict, scfg: dict) -> dict:
+    """Captured vs stored vs lost, duplicates, pairs processed, flux recovered vs truth, states and faults."""
+    data_root = Path(mcfg["storage"]["data_root"])
+    journals = {r: CaptureJournal.read(out / r / "state" / "captures.jsonl") for r in ("master", "slave")}
+    captured: dict[str, str] = {}
+    per_device: Counter = Counter()
+    recaptured = 0
+    for recs in journals.values():
+        for rec in recs:
+            if rec["name"] in captured:
+                recaptured += 1
+            captured[rec["name"]] = rec["sha256"]
+            per_device[rec["device"]] += 1
+    stored = {p.name: p for p in data_root.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    lost = [n for n in captured if n not in stored]
+    corrupt = [n for n, sha in captured.items() if n in stored and _sha(stored[n]) != sha]
+    keys = Counter()
+    for name in stored:
+        with contextlib.suppress(ValueError):
+            parsed = parse_name(name)
+            band = parsed.band if isinstance(parsed, ImageName) else "S"
+            keys[(parsed.time_key, band, parsed.kind)] += 1
+    # A slot captured twice (a restart re-taking it) shows as two Plume files of one device at one time.
+    duplicates = sum(n - 1 for (_, _, kind), n in keys.items() if n > 1 and kind == "Plume") + recaptured
+    flux = _flux(out / "master" / "processed", mcfg)
+    states = _state_changes(out)
+    faults = {r: read_status(out / r / "state").get("faults", []) for r in ("master", "slave")}
+    return {
+        "captured": len(captured),
+        "captured_per_device": dict(per_device),
+        "stored": len(stored),
+        "stored_captured": len(captured) - len(lost),
+        "lost": len(lost),
+        "lost_files": lost[:20],
+        "corrupt": len(corrupt),
+        "duplicates": duplicates,
+        "pairs_on_master": sum(1 for (t, b, k) in keys if b == "A" and k == "Plume" and (t, "B", "Plume") in keys),
+        **flux,
+        "state_changes": states,
+        "faults_seen": {r: [f.get("kind") for f in fs] for r, fs in faults.items()},
+        "fault_counts": {r: read_status(out / r / "state").get("fault_counts", {}) for r in ("master", "slave")},
+        "data_folder": str(data_root),
+    }
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _flux(processed: Path, mcfg: dict) -> dict:
+    """The worker's emission rates (mean over the day) and the scene's truth through the same line."""
+    result = {
+        "pairs_processed": 0, "flux_truth_kg_s": None, "flux_recovered_kg_s": None, "plot": None,
+        "calibration": None,
+    }  # fmt: skip
+    csvs = sorted(processed.glob("emission_rates_line*_xcorr.csv")) or sorted(processed.glob("emission_rates_*.csv"))
+    try:
+        from processing.worker import JOURNAL_NAME
+
+        done = json.loads((processed / JOURNAL_NAME).read_text())
+        result["pairs_processed"] = len(done.get("pairs", []))
+    except (OSError, ValueError, ImportError):
+        pass
+    if not csvs:
+        return result
+    import numpy as np
+
+    from controller.config import config_from_dict
+    from controller.hardware.factory import make_scene
+    from processing.outputs import read_series
+
+    rows = read_series(csvs[0])
+    times = [t.replace(tzinfo=UTC).timestamp() for t in rows.get("datetime", [])]
+    fluxes = np.array(rows.get("flux_(kg/s)", []), dtype=float)
+    # The calibration of each row (the CSV's calibration column): with any DOAS-calibrated rows, the figures are
+    # theirs alone (the default slope before the FOV is found is the scene's own cross-section: circular).
+    methods = [str(m) for m in rows.get("calibration", ["default"] * len(fluxes))]
+    ok = np.isfinite(fluxes)
+    result["calibration_rows"] = dict(Counter(m for m, good in zip(methods, ok, strict=True) if good))
+    method = "doas" if result["calibration_rows"].get("doas") else Counter(methods).most_common(1)[0][0]
+    ok &= np.array([m == method for m in methods], dtype=bool)
+    if not ok.any():
+        return result
+    cfg = config_from_dict({k: v for k, v in mcfg.items()})
+    scene = make_scene(cfg)
+    x = cfg.processing.pcs_lines[0][0]
+    truth = np.array([scene.flux_through_column(t, x) for t in times])
+    result.update(
+        flux_truth_kg_s=round(float(np.mean(truth[ok])), 4),
+        flux_recovered_kg_s=round(float(np.mean(fluxes[ok])), 4),
+        flux_rows=int(ok.sum()),
+        flux_csv=csvs[0].name,
+        calibration=method,
+        emission_rate_config_kg_s=cfg.sim.emission_rate_kg_s,
+        fov=_fov_found(processed, scene),
+    )
+    result["plot"] = _plot(processed / "sim_station_flux.png", times, fluxes, truth)
+    return result
+
+
+def _fov_found(processed: Path, scene) -> dict:
+    """The spectrometer FOV the worker found (its live calibration state) against the scene's."""
+    found = None
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, ImportError):
+        from processing.livecal import STATE_NAME
+
+        found = json.loads((processed / STATE_NAME).read_text())["dcal"]["fov"][:3]
+    return {"found_cx_cy_r": found, "scene_cx_cy_r": [*scene.fov_centre_px, scene.fov_radius_px]}
+
+
+def _plot(path: Path, times: list[float], fluxes, truth) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    when = [datetime.fromtimestamp(t, UTC) for t in times]
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(when, fluxes, ".-", label="recovered (worker, xcorr)")
+    ax.plot(when, truth, "-", label="scene truth through the line")
+    ax.set_ylabel("SO2 emission rate (kg/s)")
+    ax.set_title(f"Simulated station day {when[0]:%Y-%m-%d}" if when else "Simulated station day")
+    ax.legend()
+    fig.autofmt_xdate()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
+
+
+def _state_changes(out: Path) -> dict:
+    """Station state changes of each supervisor, from its JSON log."""
+    result = {}
+    for role in ("master", "slave"):
+        seq = []
+        try:
+            lines = (out / "logs" / f"{role}.log").read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            if '"state_change"' not in line or '"station"' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                ev = json.loads(line)
+                if ev.get("machine") == "station":
+                    seq.append(f"{ev.get('old')}->{ev.get('new')}")
+        result[role] = seq
+    return result
+
+
+# Which status fault kinds (of which supervisor) show each injected fault.
+EXPECTED_FAULTS = {
+    "kill_slave": {"master": ("link_lost",), "slave": ("restarted_after_crash",)},
+    "kill_master": {"master": ("restarted_after_crash",), "slave": ("link_lost",)},
+    "drop_link": {"master": ("link_lost",), "slave": ("link_lost",)},
+    "unplug": {"slave": ("device_unplugged", "device_error")},
+    "clock_step": {"slave": ("clock_offset", "offset_bad", "clock_lost")},
+    "garbage_ext": {"master": ("ext_bad_input",)},
+    "fill_disk": {"master": ("disk_full",)},
+}
+
+
+def check_fault_visibility(out: Path, fault_log: list[dict]) -> None:
+    """For each injected fault: the matching faults in each supervisor's status (`pycam status`) and log, recorded
+    at or after the injection (`seen_in_status`, `seen_in_log` per role)."""
+    status = {r: read_status(out / r / "state").get("faults", []) for r in ("master", "slave")}
+    logged = {r: _logged_faults(out / "logs" / f"{r}.log") for r in ("master", "slave")}
+    for entry in fault_log:
+        t0 = float(entry.get("real_time", 0.0)) - 0.5
+        expected = dict(EXPECTED_FAULTS.get(entry["kind"], {}))
+        if entry["kind"] == "unplug" and entry.get("device") == "A":
+            expected = {"master": expected["slave"]}
+        entry["seen_in_status"] = {
+            role: sorted({f["kind"] for f in status[role] if f.get("kind") in kinds and f.get("real_time", 0) >= t0})
+            for role, kinds in expected.items()
+        }  # fmt: skip
+        entry["seen_in_log"] = {
+            role: sorted({k for k, t in logged[role] if k in kinds and t >= t0}) for role, kinds in expected.items()
+        }
+
+
+def _logged_faults(path: Path) -> list[tuple[str, float]]:
+    """(fault kind, real time) of every `fault` event in a supervisor's JSON log."""
+    found = []
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        if '"fault"' not in line:
+            continue
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            ev = json.loads(line)
+            if ev.get("event") == "fault":
+                when = datetime.fromisoformat(ev["timestamp"].replace("Z", "+00:00")).timestamp()
+                found.append((str(ev.get("fault")), when))
+    return found
