@@ -64,6 +64,10 @@ SIM_EMISSION_KG_S = 0.34
 
 
 SIM_PERIOD_S = 60.0
+# What the station's processing is told: the plume distance as surveyed (1 % short of the scene's 5000 m, within
+# its stated error), never the scene's own distance or cross-section.
+SIM_PLUME_DISTANCE_M = 4950.0
+SIM_PLUME_DISTANCE_ERR_M = 150.0
 
 
 # The shared reference spectra (sao2010, SO2, O3, Ring), next to the repository as in the project's layout.
@@ -172,8 +176,9 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
     """The master's and the slave's config dicts for this run.
 
     With the shared references present (and a spectrometer) the worker calibrates by DOAS (the spectrometer's
-    FOV found in the images, AA fitted against its columns); the default slope (the scene's own cross-section)
-    only serves the pairs before that, and as the whole calibration when the references are missing."""
+    FOV found in the images, AA fitted against its columns), as a station does; the configured default slope (not
+    the scene's) only serves pairs the DOAS calibration does not reach, and the whole day when the references are
+    missing. The processing gets a surveyed plume distance with its error, never the scene's own."""
     minutes = round(run.hours * 60)
     end = WINDOW_START + timedelta(minutes=minutes)
     dark = WINDOW_START - DARK_BEFORE
@@ -200,7 +205,8 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         },
         "processing": {
             "enabled": run.processing, "velocity_method": "xcorr", "flow_pyrlevel": 2, "background_mode": 0,
-            "plume_distance_m": 5000.0, "default_calibration_slope": 1.0 / 1.75e-19,
+            # a surveyed distance with its error (the scene's is 5000 m); no calibration slope: DOAS finds it
+            "plume_distance_m": SIM_PLUME_DISTANCE_M, "plume_distance_err_m": SIM_PLUME_DISTANCE_ERR_M,
         },
         "logging": {"format": "json", "level": run.log_level},
     }  # fmt: skip
