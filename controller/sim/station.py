@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller.logging import get_logger
+from controller.sim.pace import MIN_FRACTION
 from controller.sim.host import (
     DATA_FS,
     NETNS,
@@ -267,6 +268,14 @@ async def _run_async(run: StationRun) -> dict:
     real_start = time.time() + 1.0
     sim_start = (WINDOW_START - LEAD).timestamp()
     clock_args = ["--sim-epoch", repr(sim_start), "--sim-real-start", repr(real_start)]
+    pace = None
+    if run.processing:  # the clock slows while the worker is behind (controller/sim/pace.py)
+        from controller.sim.pace import Pace
+
+        rate_file = out / "sim-clock-rate.json"
+        pace = Pace(rate_file, scale, sim_start, real_start, Path(mcfg["storage"]["data_root"]), out / "master" /
+                    "processed")  # fmt: skip
+        clock_args += ["--sim-rate-file", str(rate_file)]
     master = Proc("master", out / "master.toml", out, clock_args, NETNS[0] if use_netns else None)
     slave = Proc("slave", out / "slave.toml", out, clock_args, NETNS[1] if use_netns else None)
     window_real = real_start + LEAD.total_seconds() / scale
@@ -277,19 +286,23 @@ async def _run_async(run: StationRun) -> dict:
     fault_log: list[dict] = []
     monitor = ProcessMonitor({"master": master, "slave": slave})
     sampler = asyncio.ensure_future(monitor.run())
+    pacer = asyncio.ensure_future(pace.run()) if pace is not None else None
     try:
         driver = asyncio.ensure_future(
             _drive_faults(run, master, slave, out, proxy, use_netns, window_real, ext_port, fault_log)
         )
-        timeout = LEAD.total_seconds() / scale + minutes * 60 / scale + 240.0
+        slowest = scale * (MIN_FRACTION if pace is not None else 1.0)  # a safety net only: the pace may slow it
+        timeout = LEAD.total_seconds() / scale + minutes * 60 / slowest + 240.0
         done = await _wait_station(master, slave, timeout)
         driver.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await driver
     finally:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
+        for task in (sampler, pacer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for p in (slave, master):
             if p.running:
                 p.kill9()
@@ -310,7 +323,7 @@ async def _run_async(run: StationRun) -> dict:
         real_seconds=round(elapsed, 1), time_scale=round(scale, 2), network="netns" if use_netns else "loopback",
         sim_hours=run.hours, period_s=run.period_s, finished_cleanly=done,
         exit_codes={"master": master.exit_codes, "slave": slave.exit_codes}, faults_injected=fault_log,
-        processes=monitor.figures(elapsed),
+        processes=monitor.figures(elapsed), pace=pace.figures() if pace is not None else None,
     )  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary

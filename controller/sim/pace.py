@@ -1,0 +1,89 @@
+"""The sim station's pace: the compressed clock slows down when the processing worker falls behind.
+
+At a fixed compression a busy machine (another CPU-bound process, a slow CI runner) lets the worker fall behind
+the captures: spectra and pairs are then processed minutes of sim time late, the process phase's drain runs out
+of time, and the day's figures suffer. A real station never has that problem (its clock does not run faster than
+its worker). So the driver watches the worker's backlog (pairs stored on the master but not yet in the worker's
+journal) and sets the shared clock rate (controller.clock.ScaledClock's rate file, read by master and slave):
+slower by SLOW_BY while the backlog exceeds MAX_BACKLOG pairs, back towards the nominal rate while it is small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from controller.clock import write_rate_file
+from controller.logging import get_logger
+
+log = get_logger("sim.pace")
+
+MAX_BACKLOG = 2  # pairs stored but not processed before the clock slows
+SLOW_BY = 0.7
+FAST_BY = 1.15
+MIN_FRACTION = 0.05  # of the nominal rate
+
+
+class Pace:
+    def __init__(self, rate_file: Path, nominal: float, sim_start: float, real_start: float, data_root: Path,
+                 processed: Path) -> None:  # fmt: skip
+        self.rate_file = rate_file
+        self.nominal = nominal
+        self.factor = nominal
+        self.anchor = (real_start, sim_start)
+        self.data_root = data_root
+        self.processed = processed
+        self.changes = 0
+        self.min_factor = nominal
+        self.max_backlog = 0
+        self.slow_real_s = 0.0  # real seconds spent below the nominal rate
+        write_rate_file(str(rate_file), sim_start, nominal)
+        # the file's own "real" is now; keep the epoch the processes were given
+        rate_file.write_text(json.dumps({"real": real_start, "sim": sim_start, "factor": nominal}))
+
+    def sim_now(self) -> float:
+        real, sim = self.anchor
+        return sim + (time.time() - real) * self.factor
+
+    def backlog(self) -> int:
+        stored = {p.name[:17] for p in self.data_root.rglob("*_fltrA_*_Plume.png")}
+        stored &= {p.name[:17] for p in self.data_root.rglob("*_fltrB_*_Plume.png")}
+        try:
+            from processing.worker import JOURNAL_NAME
+
+            done = set(json.loads((self.processed / JOURNAL_NAME).read_text()).get("pairs", []))
+        except (OSError, ValueError):
+            done = set()
+        return len(stored - done)
+
+    def set_factor(self, factor: float) -> None:
+        factor = min(self.nominal, max(self.nominal * MIN_FRACTION, factor))
+        if abs(factor - self.factor) < 1e-9:
+            return
+        now = self.sim_now()
+        write_rate_file(str(self.rate_file), now, factor)
+        self.anchor = (time.time(), now)
+        log.info("sim_pace", old=round(self.factor, 2), new=round(factor, 2))
+        self.factor = factor
+        self.changes += 1
+        self.min_factor = min(self.min_factor, factor)
+
+    async def run(self, every_s: float = 1.0) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every_s)
+            n = await loop.run_in_executor(None, self.backlog)
+            self.max_backlog = max(self.max_backlog, n)
+            if self.factor < self.nominal:
+                self.slow_real_s += every_s
+            if n > MAX_BACKLOG:
+                self.set_factor(self.factor * SLOW_BY)
+            elif n <= 1:
+                self.set_factor(self.factor * FAST_BY)
+
+    def figures(self) -> dict:
+        return {"nominal_time_scale": round(self.nominal, 2), "min_time_scale": round(self.min_factor, 2),
+                "rate_changes": self.changes, "max_worker_backlog_pairs": self.max_backlog,
+                "real_s_slowed": round(self.slow_real_s, 1)}  # fmt: skip
