@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from controller.logging import get_logger
-from controller.sim.pace import MIN_FRACTION
 from controller.sim.host import (
     DATA_FS,
     NETNS,
@@ -38,6 +37,7 @@ from controller.sim.host import (
     set_link,
     unmount_keep_copy,
 )
+from controller.sim.pace import MIN_FRACTION
 from controller.sim.procs import Proc, ProcessMonitor, read_status, wait_until
 from controller.sim.summary import check_fault_visibility, summarize
 
