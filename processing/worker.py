@@ -53,7 +53,8 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.done: dict[str, set[str]] = {"pairs": set(), "spectra": set()}
+        # "held": pairs whose AA is done but whose rows wait for their calibration (processing.stream)
+        self.done: dict[str, set[str]] = {"pairs": set(), "spectra": set(), "held": set()}
         if path.exists():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
@@ -66,7 +67,16 @@ class Journal:
 
     def mark(self, kind: str, key: str) -> None:
         self.done[kind].add(key)
+        if kind == "pairs":
+            self.done["held"].discard(key)
         self._trim(key)
+        self.save()
+
+    def hold(self, key: str) -> None:
+        self.done["held"].add(key)
+        self.save()
+
+    def save(self) -> None:
         atomic_write_text(self.path, json.dumps({k: sorted(v) for k, v in self.done.items()}))
 
     def _trim(self, newest: str) -> None:
@@ -151,7 +161,7 @@ class _ChildState:
         # pairs and spectra in time order, so the DOAS calibration sees them as they were taken
         for _, _, item in item_order(todo, spectra):
             if hasattr(item, "a"):
-                self.stream.add_pair(item)
+                self._add_pair(item)
             else:
                 self.stream.add_spectrum(item.path, item.name)
         if token is not None:
@@ -226,7 +236,12 @@ class _ChildState:
         held = {h.pair.key for h in self.stream.held}
         for pair in pair_images(files, tol)[0]:
             if ("pairs", pair.key) not in self.journal and pair.key not in held:
-                self.stream.add_pair(pair)
+                self._add_pair(pair)
+
+    def _add_pair(self, pair: Any) -> None:
+        self.stream.add_pair(pair)
+        if any(h.pair.key == pair.key for h in self.stream.held):
+            self.journal.hold(pair.key)  # the sim station's pace counts it as taken, not as backlog
 
 
 def _is_date(text: str) -> bool:

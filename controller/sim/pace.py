@@ -20,10 +20,10 @@ from controller.logging import get_logger
 
 log = get_logger("sim.pace")
 
-MAX_BACKLOG = 2  # pairs stored but not processed before the clock slows
+MAX_BACKLOG = 3  # pairs stored but not processed before the clock slows
 SLOW_BY = 0.7
 FAST_BY = 1.15
-MIN_FRACTION = 0.05  # of the nominal rate
+MIN_FRACTION = 0.2  # of the nominal rate: at most 5x slower
 
 
 class Pace:
@@ -53,7 +53,9 @@ class Pace:
         try:
             from processing.worker import JOURNAL_NAME
 
-            done = set(json.loads((self.processed / JOURNAL_NAME).read_text()).get("pairs", []))
+            journal = json.loads((self.processed / JOURNAL_NAME).read_text())
+            # held pairs wait for their calibration (FOV search, the slot's spectrum), not for the worker
+            done = set(journal.get("pairs", [])) | set(journal.get("held", []))
         except (OSError, ValueError):
             done = set()
         return len(stored - done)

@@ -31,7 +31,12 @@ def test_dark_spectrum_matched_by_integration_and_coadds_newest_before():
     assert darks.match(20, 500, 10).name == "old"  # none before: the oldest after
     assert darks.match(250, 500, 5).name == "new"  # no exact co-adds: same integration time
     assert darks.match(250, 1000, 10).name == "long"
-    assert darks.match(250, 2000, 10) is None  # no dark at that integration time: fitted without (warned)
+    # no dark at that integration time: per pixel between the two nearest (offset + dark current x time)
+    darks.add(SpectrumDark(100, 1000, 10, np.full(3, 20.0), "long2"))
+    darks.add(SpectrumDark(220, 500, 10, np.full(3, 10.0), "short2"))
+    mid = darks.match(250, 750, 10)
+    np.testing.assert_allclose(mid.counts, 15.0)
+    assert SpectrumDarks().match(250, 2000, 10) is None  # no dark at all: fitted without one (warned)
 
 
 @pytest.fixture(scope="module")
