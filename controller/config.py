@@ -8,6 +8,7 @@ Cross-field rules (min < max) live in each section's `check()`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -65,12 +66,27 @@ class NetworkConfig:
         default=("127.0.0.0/8", "::1/128", "169.254.0.0/16"),
         metadata={"doc": "networks the slave may connect to the master's link port from"},
     )
-    auth_token: str = field(default="", metadata={"doc": "when set, external clients must send AUTH <token> first"})
+    auth_token: str = field(
+        default="",
+        metadata={"doc": "when set, external clients must send AUTH <token> first (one token, no spaces)"},
+    )
     max_clients: int = field(default=4, metadata=_range(1, 64))
+    handshake_timeout_s: float = field(
+        default=10.0, metadata=_range(0.5, 120, "one deadline for a new client's first message (AUTH with a token)")
+    )
+    idle_timeout_s: float = field(
+        default=600.0, metadata=_range(5, 86_400, "an external client with no complete message this long is dropped")
+    )
     max_message_bytes: int = field(default=4096, metadata=_range(64, 1_048_576))
     heartbeat_s: float = field(default=2.0, metadata=_range(0.05, 60))
     link_timeout_s: float = field(default=6.0, metadata=_range(0.2, 600))
     backoff_max_s: float = field(default=1.0, metadata=_range(0.05, 600))
+    link_key_file: str = field(
+        default="", metadata={"doc": "the link's shared key (0600, same on both Pis); empty: <state_dir>/link.key"}
+    )
+    link_max_file_mb: int = field(
+        default=64, metadata=_range(1, 4096, "largest file the master accepts over the link; larger is refused")
+    )
 
     def check(self, prefix: str) -> None:
         import ipaddress
@@ -83,6 +99,13 @@ class NetworkConfig:
                     raise ConfigError(f"{prefix}.{key}[{i}]", f"{net!r} is not a network ({e})") from e
         if self.link_timeout_s <= self.heartbeat_s:
             raise ConfigError(f"{prefix}.link_timeout_s", "must be greater than heartbeat_s")
+        token = self.auth_token
+        if token and not (
+            token.isascii() and token.isprintable() and len(token.split()) == 1 and token.strip() == token
+        ):
+            raise ConfigError(
+                f"{prefix}.auth_token", "must be one token of printable ASCII without spaces (a client sends it as one)"
+            )
 
 
 @dataclass(frozen=True)
@@ -173,8 +196,13 @@ class CameraConfig:
             raise ConfigError(f"{prefix}.saturation_rows", "must not be 0")
         if self.frame_rate_hz <= 0:
             raise ConfigError(f"{prefix}.frame_rate_hz", "must be in (0, 1.0] Hz")
-        if list(self.shutter_list_us) != sorted(set(self.shutter_list_us)) or self.shutter_list_us[0] < 1:
-            raise ConfigError(f"{prefix}.shutter_list_us", "must be strictly ascending positive µs values")
+        shutters = list(self.shutter_list_us)
+        if not shutters or shutters != sorted(set(shutters)) or shutters[0] < 1:
+            raise ConfigError(f"{prefix}.shutter_list_us", "must be a non-empty, strictly ascending list of µs values")
+
+
+# FRS drives the spectrometer's own slots (every 1/FRS s, a whole number per minute); a file name is to the second.
+MAX_SPECTRUM_RATE_HZ = 1.0
 
 
 @dataclass(frozen=True)
@@ -183,7 +211,9 @@ class SpectrometerConfig:
     integration_ms: int = field(default=100, metadata=_range(1, 10_001, "SSS"))
     auto_integration: bool = field(default=True, metadata={"doc": "ATS"})
     coadd: int = field(default=1, metadata=_range(1, 100, "CAD"))
-    frame_rate_hz: float = field(default=0.25, metadata=_range(0.0, 10.0, "FRS, in (0, 10] Hz"))
+    frame_rate_hz: float = field(
+        default=0.25, metadata=_range(0.0, 10.0, "FRS: spectra per second on their own slots, in (0, 1] Hz")
+    )
     min_saturation: float = field(default=0.7, metadata=_range(0, 0.9, "SNS"))
     max_saturation: float = field(default=0.9, metadata=_range(0.1, 1.0, "SXS"))
     saturation_pixels: int = field(default=100, metadata=_range(1, 2048, "PXS"))
@@ -198,10 +228,14 @@ class SpectrometerConfig:
         lo, hi = self.saturation_window_nm
         if not (300 <= lo < hi <= 400):
             raise ConfigError(f"{prefix}.saturation_window_nm", "WMN < WMX, both within 300 - 400 nm")
-        if self.frame_rate_hz <= 0:
-            raise ConfigError(f"{prefix}.frame_rate_hz", "must be in (0, 10.0] Hz")
-        if list(self.integration_list_ms) != sorted(set(self.integration_list_ms)):
-            raise ConfigError(f"{prefix}.integration_list_ms", "must be strictly ascending")
+        if not 0 < self.frame_rate_hz <= MAX_SPECTRUM_RATE_HZ:
+            raise ConfigError(
+                f"{prefix}.frame_rate_hz",
+                f"must be in (0, {MAX_SPECTRUM_RATE_HZ}] Hz here: spectrum file names are to the second",
+            )
+        times = list(self.integration_list_ms)
+        if not times or times != sorted(set(times)) or times[0] < 1:
+            raise ConfigError(f"{prefix}.integration_list_ms", "must be a non-empty, strictly ascending list of ms")
 
 
 @dataclass(frozen=True)
@@ -222,6 +256,16 @@ class PowerConfig:
 
 @dataclass(frozen=True)
 class ClockConfig:
+    backend: Literal["chrony", "sim"] = field(
+        default="chrony", metadata={"doc": "time source: this Pi's chronyd, or the simulated chrony (sim)"}
+    )
+    chronyc_host: str = field(default="", metadata={"doc": "chronyc -h: chronyd's command socket or address"})
+    ntp_servers: tuple[str, ...] = field(
+        default=(), metadata={"doc": "master: upstream NTP servers/pools for chrony (none: RTC + local stratum)"}
+    )
+    gps_refclock: Literal["shm", "sock"] = field(
+        default="shm", metadata={"doc": "master with gps_serial: gpsd hands NMEA time to chrony by SHM or SOCK"}
+    )
     tolerance_ms: float = field(default=50.0, metadata=_range(0.1, 60_000))
     gps_serial: str = field(default="", metadata={"doc": "pyserial URL of a GPS NMEA stream, e.g. /dev/ttyS0"})
     gps_baud: int = field(default=9600, metadata=_range(300, 921_600))
@@ -396,6 +440,8 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(key, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(key, f"expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -467,11 +513,39 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError("<file>", f"cannot read {path}: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            "<file>", f"{path} is not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r})"
+        ) from e
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError("<file>", f"{path} is not valid TOML: {e}") from e
-    return resolve_paths(config_from_dict(data, source=path.resolve()), path.resolve().parent)
+    except RecursionError as e:  # absurdly nested arrays or tables
+        raise ConfigError("<file>", f"{path} is nested too deeply to be a station config") from e
+    try:
+        cfg = config_from_dict(data, source=path.resolve())
+    except ConfigError as e:
+        raise ConfigError(e.key, f"{e.args[0].split(': ', 1)[-1]} (in {path})") from e
+    return resolve_paths(cfg, path.resolve().parent)
+
+
+def check_paths(cfg: Config, create: bool = False) -> None:
+    """Start-up: the folders the station writes must be folders (and, with `create`, exist or be creatable).
+    Raises ConfigError naming the key, the path and the config file."""
+    where = f" (in {cfg.source})" if cfg.source else ""
+    storage = cfg.storage
+    folders = {"storage.data_root": storage.data_root, "storage.state_dir": storage.state_dir}
+    if cfg.role == "slave":
+        folders["storage.spool_dir"] = storage.spool_dir
+    for key, folder in folders.items():
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(key, f"{folder} is a file, not a directory{where}")
+        if create and key != "storage.data_root":  # the data root is checked against the SSD mount at boot
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(key, f"{folder} cannot be created: {e.strerror or e}{where}") from e
 
 
 def resolve_paths(cfg: Config, folder: Path) -> Config:

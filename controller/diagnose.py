@@ -137,16 +137,15 @@ def check_storage(cfg: Config) -> list[Finding]:
 
 
 def check_clock(cfg: Config) -> list[Finding]:
-    from controller.clocksource import NtpSource, RtcSource
+    from controller.timekeeping.clocksource import NtpSource, RtcSource
 
     findings = []
     rtc = RtcSource().status()
+    # No kernel RTC is not a finding: the WittyPi keeps its RTC behind I2C and its own software sets the system
+    # time from it at boot (see the power board check); neither board's software uses a kernel overlay.
     if rtc.get("available"):
         findings.append(Finding("clock", OK if rtc.get("synchronised") else WARN,
-                                f"RTC {rtc.get('chip', '')}: offset {rtc.get('offset_s', 0):+.1f} s", required=False))  # fmt: skip
-    else:
-        findings.append(Finding("clock", WARN, "no RTC (/dev/rtc0)",
-                                "master: fit the WittyPi and enable its RTC overlay", required=False))  # fmt: skip
+                                f"kernel RTC {rtc.get('chip', '')}: offset {rtc.get('offset_s', 0):+.1f} s", required=False))  # fmt: skip
     ntp = NtpSource().status()
     if not ntp.get("available"):
         findings.append(Finding("clock", WARN, "neither chronyc nor timedatectl answers",
@@ -158,7 +157,50 @@ def check_clock(cfg: Config) -> list[Finding]:
     return findings
 
 
-CHECKS = (check_cameras, check_spectrometer, check_gpio, check_storage, check_clock)
+I2C_ADVICE = "enable I2C (sudo raspi-config nonint do_i2c 0), then `i2cdetect -y 1`"
+
+
+def check_power_board(cfg: Config, reader=None) -> list[Finding]:
+    """The WittyPi on the master: which board, its voltages and temperature, and why it last shut down."""
+    if cfg.role == "slave":
+        return [Finding("power", OK, "slave: no power board expected (the master switches it)", required=False)]
+    if cfg.gpio.backend == "mock":
+        return [Finding("power", OK, "mock pins (gpio.backend = mock): no power board expected", required=False)]
+    from controller.power.wittypi import NoI2C, read_installed_board
+
+    try:
+        board = (reader or read_installed_board)()
+    except NoI2C as e:
+        return [Finding("power", WARN, str(e), I2C_ADVICE + " should show 08 (WittyPi 4) or 68 and 69 (WittyPi 3)",
+                        required=False)]  # fmt: skip
+    except OSError as e:
+        return [Finding("power", WARN, f"the WittyPi stopped answering on I2C: {e}",
+                        "reseat the WittyPi on the GPIO header; check `i2cdetect -y 1`", required=False)]  # fmt: skip
+    if board is None:
+        return [Finding("power", WARN, "no WittyPi on I2C bus 1 (nothing at 0x08, nor a DS3231 at 0x68)",
+                        "fit the WittyPi HAT and install uugear's software; `i2cdetect -y 1` should show 08 "
+                        "(WittyPi 4) or 68 and 69 (WittyPi 3)", required=False)]  # fmt: skip
+    volts = (f", Vin {board.input_voltage_v:.2f} V" if board.input_voltage_v is not None else
+             f", {board.power_mode or 'no'} supply")  # fmt: skip
+    temp = f", {board.temperature_c:.1f} °C" if board.temperature_c is not None else ""
+    rtc = f", RTC {board.rtc_time}" if board.rtc_time else ""
+    text = f"{board.board} (firmware 0x{board.firmware_id & 0xFF:02x}){volts}{temp}{rtc}"
+    findings = [Finding("power", OK, text, required=False)]
+    if board.rtc_time is None:
+        findings.append(Finding("power", WARN, f"{board.board}: its RTC holds no valid time",
+                                "set it with uugear's wittyPi.sh (option 'Write system time to RTC')", required=False))  # fmt: skip
+    if board.low_voltage_shutdown:
+        findings.append(Finding("power", WARN, f"{board.board} last cut power for low voltage"
+                                + (f" (now {board.input_voltage_v:.2f} V)" if board.input_voltage_v else ""),
+                                "check the battery and solar panel, and the low-voltage / recovery thresholds in "
+                                "uugear's wittyPi.sh", required=False))  # fmt: skip
+    if board.board == "WittyPi 3" and board.firmware_id < 0:
+        findings.append(Finding("power", WARN, "WittyPi 3: the DS3231 answers but its micro-controller (0x69) does not",
+                                "reseat the board; voltages and the low-voltage flag cannot be read", required=False))  # fmt: skip
+    return findings
+
+
+CHECKS = (check_cameras, check_spectrometer, check_gpio, check_storage, check_clock, check_power_board)
 
 
 def run_checks(cfg: Config) -> list[Finding]:

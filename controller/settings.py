@@ -6,8 +6,9 @@ the file), written to `state_dir/settings.json` atomically *before* it takes eff
 setting that was accepted survives a kill or a power cut (bug 7 and "settings saved only on a clean exit").
 
 A settings file that cannot be read back (not JSON, wrong shape, or values the current config refuses) is never
-dropped silently: it is renamed to `settings.json.corrupt-<UTC time>`, the problem is logged and kept in
-`load_problem`, and the store starts from the config file.
+dropped silently: it is renamed to `settings.json.corrupt-<UTC time>`, the problem is logged (a warning, one line
+naming the file and the key) and kept in `load_problem`, and the store starts from the config file. Temporary
+files of writes that a kill interrupted are removed at start.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 from controller.config import Config, build_section
 from controller.errors import ConfigError
 from controller.logging import get_logger
-from controller.storage.atomic import atomic_write_text
+from controller.storage.atomic import TEMP_PREFIX, atomic_write_text
 
 SETTINGS_NAME = "settings.json"
 FORMAT_VERSION = 1
@@ -42,6 +43,21 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def remove_stale_temps(path: Path) -> list[str]:
+    """Remove the temporary files an interrupted atomic write of `path` left next to it; their names."""
+    removed = []
+    for tmp in Path(path).parent.glob(f"{TEMP_PREFIX}{Path(path).name}.*"):
+        try:
+            tmp.unlink()
+        except OSError as e:
+            get_logger("settings").warning("stale_temp_not_removed", path=str(tmp), error=e.strerror or str(e))
+            continue
+        removed.append(tmp.name)
+    if removed:
+        get_logger("settings").info("stale_temps_removed", folder=str(Path(path).parent), files=removed)
+    return removed
+
+
 class SettingsStore:
     """Runtime overrides of config fields; `.config` is the effective config. Safe from threads and tasks."""
 
@@ -54,6 +70,7 @@ class SettingsStore:
         self._listeners: list[Listener] = []
         self._log = get_logger("settings")
         self.load_problem: str | None = None
+        remove_stale_temps(self.path)
         self._load()
 
     # ------------------------------------------------------------------------------------------------ reading
@@ -77,6 +94,21 @@ class SettingsStore:
 
     # ------------------------------------------------------------------------------------------------ writing
 
+    def _merged(self, changes: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        merged = {s: dict(f) for s, f in self._overrides.items()}
+        for section, fields in changes.items():
+            if section not in RUNTIME_SECTIONS:
+                raise ConfigError(section, f"cannot be changed at run time; allowed: {', '.join(RUNTIME_SECTIONS)}")
+            if not isinstance(fields, dict):
+                raise ConfigError(section, f"expected a table, got {type(fields).__name__}")
+            merged.setdefault(section, {}).update({k: _jsonable(v) for k, v in fields.items()})
+        return merged
+
+    def check(self, changes: dict[str, dict[str, Any]]) -> Config:
+        """The config `changes` would give, validated like `update`, without persisting or applying anything."""
+        with self._lock:
+            return self._apply(self._merged(changes))
+
     def update(self, changes: dict[str, dict[str, Any]]) -> Config:
         """Validate, persist, then apply `changes` (section -> {field: value}) as one unit; returns the new config.
 
@@ -84,13 +116,7 @@ class SettingsStore:
         when the file cannot be written (nothing is changed either: a setting is only in force once it is safe).
         """
         with self._lock:
-            merged = {s: dict(f) for s, f in self._overrides.items()}
-            for section, fields in changes.items():
-                if section not in RUNTIME_SECTIONS:
-                    raise ConfigError(section, f"cannot be changed at run time; allowed: {', '.join(RUNTIME_SECTIONS)}")
-                if not isinstance(fields, dict):
-                    raise ConfigError(section, f"expected a table, got {type(fields).__name__}")
-                merged.setdefault(section, {}).update({k: _jsonable(v) for k, v in fields.items()})
+            merged = self._merged(changes)
             config = self._apply(merged)
             self._write(merged)
             self._overrides = merged
@@ -135,6 +161,9 @@ class SettingsStore:
             self.load_problem = f"cannot read {self.path}: {e.strerror or e}"
             self._log.error("settings_unreadable", path=str(self.path), error=self.load_problem)
             return
+        except UnicodeDecodeError as e:
+            self._set_aside(f"not UTF-8 text (byte {e.start})")
+            return
         try:
             doc = json.loads(text)
             if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
@@ -143,7 +172,10 @@ class SettingsStore:
             if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
                 raise ValueError("'overrides' is not a table of tables")
             config = self._apply(overrides)
-        except (ValueError, ConfigError) as e:
+        except RecursionError:
+            self._set_aside("nested too deeply")
+            return
+        except Exception as e:  # noqa: BLE001 - whatever cannot be applied is set aside; the station must start
             self._set_aside(f"{type(e).__name__}: {e}")
             return
         self._overrides = overrides
@@ -163,4 +195,4 @@ class SettingsStore:
             problem += f"; could not move it aside: {e.strerror or e}"
             aside = self.path
         self.load_problem = f"{self.path} refused ({problem}); kept as {aside.name}; starting from the config file"
-        self._log.error("settings_corrupt", path=str(self.path), kept_as=str(aside), problem=problem)
+        self._log.warning("settings_corrupt", path=str(self.path), kept_as=str(aside), problem=problem)

@@ -11,10 +11,22 @@ python3 -c "import ensurepip, venv" 2>/dev/null || need_apt+=(python3-venv)
 [ -e /usr/lib/x86_64-linux-gnu/libusb-1.0.so.0 ] || [ -e /usr/lib/aarch64-linux-gnu/libusb-1.0.so.0 ] \
   || need_apt+=(libusb-1.0-0)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# chrony: the station's time system (the two-chronyd test runs it in network namespaces, never on this clock);
+# systemd-analyze and setpriv: the install rehearsal (tests/e2e/test_install_rehearsal.py).
+command -v chronyd >/dev/null || need_apt+=(chrony)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v setpriv >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "bootstrap: installing system packages: ${need_apt[*]}" >&2
+    # No daemon a package brings may start here (chronyd would discipline this machine's clock): policy-rc.d 101.
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+    fi
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    [ -z "$policy" ] || rm -f "$policy"
   else
     echo "bootstrap: please install these system packages first: ${need_apt[*]}" >&2
   fi

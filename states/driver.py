@@ -7,8 +7,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from controller.clock import Clock
 from controller.logging import get_logger
+from controller.timekeeping.clock import Clock
 from states.machine import MachineTable, StateModel, build_machine
 
 

@@ -21,4 +21,4 @@ if [ ! -x "$python" ]; then
     exit 1
 fi
 # shellcheck disable=SC2086  # PYCAM_HOOK_ARGS holds extra options, split on purpose
-exec "$python" -m controller.wittypi_hook "$action" --config "$config" ${PYCAM_HOOK_ARGS:-}
+exec "$python" -m controller.power.hook "$action" --config "$config" ${PYCAM_HOOK_ARGS:-}

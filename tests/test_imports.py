@@ -47,7 +47,7 @@ def test_probe_detects_an_import():
 
 def test_opening_sim_devices_imports_no_vendor_library():
     body = (
-        "from controller.config import Config\nfrom controller.clock import ManualClock\n"
+        "from controller.config import Config\nfrom controller.timekeeping.clock import ManualClock\n"
         "from controller.hardware.factory import open_camera, open_spectrometer, open_power_lines\n"
         "c = Config(); open_camera(c, 'A', ManualClock()).capture(); open_spectrometer(c, ManualClock()).capture()\n"
         "open_power_lines(c).close()"

@@ -5,7 +5,7 @@ thread with a time limit (`caller`), the capture journal (`journal`) and the ori
 from controller.acquisition.caller import CAPTURE_FRAMES, MAX_HUNG_CALLS, OPEN_FACTOR, DeviceCaller
 from controller.acquisition.journal import CaptureJournal, CaptureRecord
 from controller.acquisition.runner import BACKOFF_MAX_S, BACKOFF_START_S, DARK_STEPS, DeviceRunner, dark_steps
-from controller.acquisition.slots import SingleRequest, SlotLoop, SlotPlan, wait_event_or_sleep
+from controller.acquisition.slots import SingleRequest, SlotLoop, SlotPlan, TimelineClock, wait_event_or_sleep
 
 __all__ = [
     "BACKOFF_MAX_S",
@@ -21,6 +21,7 @@ __all__ = [
     "SingleRequest",
     "SlotLoop",
     "SlotPlan",
+    "TimelineClock",
     "dark_steps",
     "wait_event_or_sleep",
 ]

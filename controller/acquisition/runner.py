@@ -17,12 +17,13 @@ import numpy as np
 
 from controller.acquisition.caller import CAPTURE_FRAMES, OPEN_FACTOR, DeviceCaller
 from controller.acquisition.journal import CaptureJournal, CaptureRecord
-from controller.clock import Clock
+from controller.acquisition.naming import CaptureSeconds
 from controller.config import Config
 from controller.errors import DeviceTimeout, DeviceUnavailable, HardwareError, PycamError, StorageError
 from controller.logging import get_logger
 from controller.storage.names import ImageName, SpectrumName, check_type
 from controller.storage.png import encode_png16
+from controller.timekeeping.clock import Clock
 from states.driver import MachineDriver
 
 # The dark series takes at most this many exposures per device, spread over its shutter/integration list.
@@ -76,6 +77,7 @@ class DeviceRunner:
         journal: CaptureJournal | None = None,
         offset: Callable[[], float] = lambda: 0.0,
         on_event: Callable[[str, dict], None] | None = None,
+        names: CaptureSeconds | None = None,
     ):
         from states.acquisition import TABLE
 
@@ -88,6 +90,8 @@ class DeviceRunner:
         self._journal = journal
         self._offset = offset
         self._on_event = on_event or (lambda e, i: None)
+        # Which seconds this device's names use (shared per Pi, durable in its state folder): nothing is renamed.
+        self.names = names if names is not None else CaptureSeconds()
         self.device: Any = None
         self.captures = 0
         self.failures = 0
@@ -322,9 +326,13 @@ class DeviceRunner:
                 self._reopened()  # the probe capture worked: the device is back
             offset = self._offset()
             capture_time = float(getattr(result, "timestamp", self._clock.time())) + offset
-            stamp = slot_time if slot_time is not None else capture_time
-            name, data = await loop.run_in_executor(None, self._encode, result, stamp, kind)
+            if slot_time is not None and not self.names.claim_slot(self.key, slot_time):
+                self._log.warning("slot_second_taken", slot_time=slot_time, why="a file of this second exists")
+                return None
+            stamp = slot_time if slot_time is not None else self._single_stamp(capture_time)
+            name = f"{self.key}@{stamp:.0f}"  # for the log until the real name is known
             try:
+                name, data = await loop.run_in_executor(None, self._encode_named, result, stamp, kind)
                 await self._sink(name, data)
             except (StorageError, OSError) as e:
                 self._log.error("capture_store_failed", file=name, error=str(e))
@@ -349,6 +357,16 @@ class DeviceRunner:
             return dev.capture(*args)
         finally:
             self.device_cpu_s += time.thread_time() - t0
+
+    def _single_stamp(self, capture_time: float) -> float:
+        """A single capture's name time: the first second from its capture time no other capture of this device
+        names (NoFreeSecond when there is none)."""
+        return float(self.names.claim_single(self.key, capture_time))
+
+    def _encode_named(self, result: Any, stamp: float, kind: str) -> tuple[str, bytes]:
+        """Encode, after the newest named second is durable (a restart never names that second again)."""
+        self.names.persist()
+        return self._encode(result, stamp, kind)
 
     def _encode(self, result: Any, stamp: float, kind: str) -> tuple[str, bytes]:
         when = _iso_utc(stamp)

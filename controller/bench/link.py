@@ -25,13 +25,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.clock import SystemClock
 from controller.config import Config, config_from_dict
+from controller.link.auth import create_key
 from controller.link.master import MasterLink
 from controller.link.receiver import FileReceiver
 from controller.link.slave import DEFAULT_WINDOW, SlaveLink
 from controller.link.spool import Spool
 from controller.storage.names import ImageName
+from controller.timekeeping.clock import SystemClock
 
 IMAGE_BYTES = 630_000
 
@@ -42,10 +43,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _bench_config(backoff_max_s: float) -> Config:
+def _bench_config(backoff_max_s: float, root: Path) -> Config:
     return config_from_dict(
         {
             "network": {
+                "link_key_file": str(create_key(root / "link.key")),
                 "master_host": "127.0.0.1",
                 "link_bind": "127.0.0.1",
                 "link_port": _free_port(),
@@ -63,7 +65,7 @@ def _image_names(n: int) -> list[str]:
 
 
 async def _throughput(root: Path, files: int, file_bytes: int, window: int, backoff_max_s: float) -> dict[str, Any]:
-    cfg = _bench_config(backoff_max_s)
+    cfg = _bench_config(backoff_max_s, root)
     spool = Spool(root / "spool")
     # Incompressible bytes of PNG size: the link neither knows nor cares what is inside.
     payload = os.urandom(file_bytes)
@@ -92,7 +94,7 @@ async def _throughput(root: Path, files: int, file_bytes: int, window: int, back
 
 
 async def _request_rtt(root: Path, n: int) -> dict[str, Any]:
-    cfg = _bench_config(0.5)
+    cfg = _bench_config(0.5, root)
     master = MasterLink(cfg, SystemClock(), FileReceiver(root / "qdata"))
     slave = SlaveLink(cfg, SystemClock(), Spool(root / "qspool"))
 
@@ -120,7 +122,7 @@ async def _request_rtt(root: Path, n: int) -> dict[str, Any]:
 
 
 async def _reconnect(root: Path, restarts: int, backoff_max_s: float) -> dict[str, Any]:
-    cfg = _bench_config(backoff_max_s)
+    cfg = _bench_config(backoff_max_s, root)
     # down long enough for the slave's backoff to reach its cap: the worst case for the reconnect
     down_s = backoff_max_s * 1.5 + 0.2
     receiver = FileReceiver(root / "rdata")

@@ -33,13 +33,21 @@ def supervisor_cmd(as_json: bool, seconds: float, period_s: float, work_dir: str
 @click.option("--restarts", default=5, show_default=True, help="Peer restarts for the reconnect timing.")
 @click.option("--backoff-max-s", default=0.5, show_default=True, help="network.backoff_max_s for the run.")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Where to spool and store.")
-def link_cmd(as_json: bool, files: int, restarts: int, backoff_max_s: float, work_dir: str | None) -> None:
+@click.option("--attack-files", default=0, show_default=True, help="Also: master peak RSS under a pre-hello flood "
+              "and this many 60 MiB files streamed (40 in issue 11; 0 skips it).")  # fmt: skip
+def link_cmd(
+    as_json: bool, files: int, restarts: int, backoff_max_s: float, work_dir: str | None, attack_files: int
+) -> None:
     """Link throughput draining a backlog of images, and reconnect time after a peer restart."""
     from controller.bench.link import run_link_bench
     from controller.logging import configure_logging
 
     configure_logging("console", "warning")
     result = run_link_bench(files=files, restarts=restarts, backoff_max_s=backoff_max_s, work_dir=work_dir)
+    if attack_files:
+        from controller.bench.link_memory import run_link_memory_bench
+
+        result["link_memory_under_attack"] = run_link_memory_bench(files=attack_files, work_dir=work_dir)
     click.echo(json.dumps(result, indent=None if as_json else 2))
 
 

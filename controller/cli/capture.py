@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 
 from controller.acquisition.autoexposure import nearest_index, next_integration, next_shutter
-from controller.clock import Clock, SystemClock
 from controller.config import Config, load_config
 from controller.errors import ConfigError, PycamError
 from controller.hardware.checks import check_frame, check_spectrum
@@ -21,6 +20,7 @@ from controller.storage.atomic import atomic_write_bytes
 from controller.storage.datastore import spectrum_bytes
 from controller.storage.names import ImageName, SpectrumName, check_type
 from controller.storage.png import encode_png16
+from controller.timekeeping.clock import Clock, SystemClock
 
 MAX_SETTLE_FRAMES = 12
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from controller.config import load_config
+from controller.config import check_paths, load_config
 from controller.errors import ConfigError
 
 
@@ -23,6 +23,7 @@ def check_cmd(files: tuple[str, ...]) -> None:
     for path in files:
         try:
             cfg = load_config(path)
+            check_paths(cfg)
         except ConfigError as e:
             click.echo(f"{path}: error: {e}")
             failed = True

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
-from controller.clock import Clock, ScaledClock, SystemClock
-from controller.config import Config, load_config
+from controller.config import Config, check_paths, load_config
 from controller.errors import ConfigError, PycamError
 from controller.logging import configure_logging, get_logger
 from controller.supervisor.base import RunOptions, Supervisor
+from controller.timekeeping.clock import Clock, ScaledClock, SystemClock
 
 
 def make_clock(
@@ -71,7 +71,6 @@ def _boot_guard(cfg: Config, state_dir: Path):
 @click.option("--sim-rate-file", type=click.Path(dir_okay=False), help="sim: file that changes the clock's rate")
 @click.option("--clock-offset", type=float, default=0.0, help="sim/tests: start with this clock error (s)")
 @click.option("--log-format", type=click.Choice(["json", "console"]), help="override logging.format")
-@click.option("--no-discipline", is_flag=True, help="sim: do not step the slave clock onto the master's")
 def run(
     role: str,
     config: str,
@@ -81,11 +80,11 @@ def run(
     sim_rate_file: str | None,
     clock_offset: float,
     log_format: str | None,
-    no_discipline: bool,
 ) -> None:
     """Run the station supervisor for ROLE until the station is off (or SIGTERM)."""
     try:
         cfg = prepare_config(config, role, state_dir)
+        check_paths(cfg, create=True)  # a data_root that is a file, a state folder that cannot be made: one line
     except ConfigError as e:
         raise click.ClickException(str(e)) from e
     configure_logging(log_format or cfg.logging.format, cfg.logging.level)
@@ -94,7 +93,7 @@ def run(
     guard = _boot_guard(cfg, cfg.storage.state_dir)
     if guard is not None and guard.tripped:
         log.error("boot_guard_tripped", state_dir=str(cfg.storage.state_dir))
-    options = RunOptions(state_dir=cfg.storage.state_dir, discipline_sim_clock=not no_discipline, boot_guard=guard)
+    options = RunOptions(state_dir=cfg.storage.state_dir, boot_guard=guard)
     sup = make_supervisor(cfg, clock, options)
     log.info("supervisor_start", config=str(config), scale=clock.scale())
     code = asyncio.run(sup.run())

@@ -108,7 +108,8 @@ class ExtClient:
         return self._pending.pop(0)
 
     async def command(self, pairs: list[tuple[str, Any]], timeout_s: float | None = None) -> list[dict[str, str]]:
-        """Send one message and return every reply up to the end marker (see the module doc)."""
+        """Send one message and return every reply up to the end marker (see the module doc), one dict per key
+        (`protocol.expand_reply`: the server sends one line per device for a message of many keys)."""
         attempts = self.reconnect_attempts if self.reconnect else 0
         for attempt in range(attempts + 1):
             got_reply = False
@@ -122,7 +123,7 @@ class ExtClient:
                     got_reply = True
                     if reply == {"LOG": "0"}:
                         return replies
-                    replies.append(reply)
+                    replies.extend(protocol.expand_reply(reply))
             except (ConnectionError, OSError) as e:
                 await self.close()
                 if any("ERR" in r for r in replies):

@@ -57,7 +57,7 @@ MANUAL_KEYS = {"SSA": "ATA", "SSB": "ATB", "SSS": "ATS"}  # refused while this a
 class StationActions(Protocol):
     """Hooks the supervisor provides; each returns promptly and raises to refuse."""
 
-    async def capture_single(self, device: str, kind: str) -> None: ...
+    async def capture_single(self, device: str, kind: str) -> str | None: ...
     async def start_continuous(self, kind: str) -> None: ...
     async def stop_continuous(self, kind: str) -> None: ...
     async def dark_series(self, kind: str) -> None: ...
@@ -125,36 +125,64 @@ class DeviceControl(_SingleKey):
 
     async def handle_message(self, commands: list[Command], sender: str) -> list[Reply]:
         replies: list[Reply] = []
-        for unit in protocol.order_units(commands):
-            acting = sorted({d for c in unit.commands for d in self._acting(c.spec)}, key=protocol.DEVICES.index)
-            if not acting and unit.commands[0].spec.kind != "log":
-                continue
+        units = [u for u in protocol.order_units(commands) if self._acting_unit(u) or u.commands[0].spec.kind == "log"]
+        settings = [u for u in units if u.commands[0].spec.kind == "setting"]
+        if settings:
+            replies += await self._apply_settings(settings, sender)
+        for unit in units:
             kind = unit.commands[0].spec.kind
-            if kind == "setting":
-                replies += await self._apply_settings(unit.commands, acting, sender)
-            elif kind in ("action", "lifecycle"):
-                replies += await self._run_action(unit.commands[0], acting, sender)
+            if kind in ("action", "lifecycle"):
+                replies += await self._run_action(unit.commands[0], self._acting_unit(unit), sender)
             elif kind == "log":
                 replies += self._log_reply(unit.commands[0])
         return replies
 
-    async def _apply_settings(self, commands: list[Command], acting: list[str], sender: str) -> list[Reply]:
-        keys = [c.key for c in commands]
+    def _acting_unit(self, unit: protocol.Unit) -> list[str]:
+        return sorted({d for c in unit.commands for d in self._acting(c.spec)}, key=protocol.DEVICES.index)
+
+    async def _apply_settings(self, units: list[protocol.Unit], sender: str) -> list[Reply]:
+        """Every setting unit of one message, checked in order against the config the earlier ones make, then
+        persisted ONCE (one settings.json write per message, however many keys it has). A refused unit is
+        answered ERR and the others go on."""
+        replies: list[Reply] = []
+        accepted: list[tuple[list[Command], list[str]]] = []
         async with self._settings_lock:  # read-modify-write of the config in force (WMN alone keeps WMX)
+            pending: dict[str, dict[str, Any]] = {}
             config = self.store.config
-            for cmd in commands:
-                auto_key = MANUAL_KEYS.get(cmd.key)
-                if auto_key and protocol.read_setting(auto_key, config):
-                    return self._refuse(keys, acting, f"{cmd.key} refused while {auto_key} is 1 (send {auto_key} 0)")
-            changes = protocol.changes_for(commands, config)
-            loop = asyncio.get_running_loop()
-            try:
-                # fsync of the settings file: off the loop.
-                await loop.run_in_executor(None, self.store.update, changes)
-            except (ConfigError, StorageError) as e:
-                return self._refuse(keys, acting, str(e))
-        self._log.info("ext_setting", keys=keys, values=[c.value for c in commands], sender=sender)
-        return [{c.key: c.value, "IDN": d} for c in commands for d in acting]
+            for unit in units:
+                acting, keys = self._acting_unit(unit), unit.keys
+                manual = next((c.key for c in unit.commands if self._manual_refused(c.key, config)), None)
+                if manual:
+                    auto_key = MANUAL_KEYS[manual]
+                    replies += self._refuse(keys, acting, f"{manual} refused while {auto_key} is 1 (send {auto_key} 0)")
+                    continue
+                trial = {s: dict(f) for s, f in pending.items()}
+                for section, fields in protocol.changes_for(unit.commands, config).items():
+                    trial.setdefault(section, {}).update(fields)
+                try:
+                    config = self.store.check(trial)
+                except ConfigError as e:
+                    replies += self._refuse(keys, acting, str(e))
+                    continue
+                pending = trial
+                accepted.append((unit.commands, acting))
+            if accepted:
+                try:
+                    # fsync of the settings file: off the loop.
+                    await asyncio.get_running_loop().run_in_executor(None, self.store.update, pending)
+                except (ConfigError, StorageError) as e:
+                    keys = [c.key for cmds, _ in accepted for c in cmds]
+                    acting = sorted({d for _, a in accepted for d in a}, key=protocol.DEVICES.index)
+                    return replies + self._refuse(keys, acting, str(e))
+        for cmds, acting in accepted:
+            self._log.info("ext_setting", keys=[c.key for c in cmds], values=[c.value for c in cmds], sender=sender)
+            replies += [{c.key: c.value, "IDN": d} for c in cmds for d in acting]
+        return replies
+
+    @staticmethod
+    def _manual_refused(key: str, config: Any) -> bool:
+        auto_key = MANUAL_KEYS.get(key)
+        return bool(auto_key and protocol.read_setting(auto_key, config))
 
     def _refuse(self, keys: list[str], acting: list[str], reason: str) -> list[Reply]:
         self._log.warning("ext_refused", keys=keys, devices=acting, reason=reason)
@@ -162,10 +190,13 @@ class DeviceControl(_SingleKey):
 
     async def _run_action(self, cmd: Command, acting: list[str], sender: str) -> list[Reply]:
         spec = cmd.spec
+        files: dict[str, str] = {}
         try:
             if spec.hook == "capture_single":
                 for device in acting:
-                    await self.actions.capture_single(device, cmd.value)
+                    name = await self.actions.capture_single(device, cmd.value)
+                    if name:
+                        files[device] = name
             elif spec.hook == "start_continuous":
                 await self.actions.start_continuous(spec.hook_arg)
             elif spec.hook == "stop_continuous":
@@ -188,7 +219,8 @@ class DeviceControl(_SingleKey):
         self._log.info("ext_action", key=cmd.key, value=cmd.value, devices=acting, sender=sender)
         # A lifecycle key acts once per Pi: echo it with this Pi's first identity.
         echo_from = acting[:1] if spec.kind == "lifecycle" else acting
-        return [{cmd.key: cmd.value, "IDN": d} for d in echo_from]
+        # A single capture's echo names the file actually written (FIL), a name no other capture has.
+        return [{cmd.key: cmd.value, **({"FIL": files[d]} if d in files else {}), "IDN": d} for d in echo_from]
 
     def _log_reply(self, cmd: Command) -> list[Reply]:
         if cmd.value == 0:

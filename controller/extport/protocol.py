@@ -107,6 +107,8 @@ _SPECS = (
     _spc("SSS", "int", 1, 10_001, "spectrometer integration time (ms)", "integration_ms"),
     # FRC also sets schedule.period_s (see changes_for): the cameras capture on the slot schedule.
     _cam("FRC", "float", 0.0, 1.0, "camera acquisition rate (Hz)", "frame_rate_hz", lo_open=True),
+    # FRS drives the spectrometer's own slots (SlotLoop `period`); above 1 Hz the config check refuses it (ERR):
+    # every spectrum's name needs its own second.
     _spc("FRS", "float", 0.0, 10.0, "spectrometer acquisition rate (Hz)", "frame_rate_hz", lo_open=True),
     _cam("ATA", "bool", 0, 1, "auto shutter, camera A", "auto_exposure", (CAMERA_A,)),
     _cam("ATB", "bool", 0, 1, "auto shutter, camera B", "auto_exposure", (CAMERA_B,)),
@@ -139,8 +141,12 @@ _SPECS = (
     KeySpec("RST", "bool", 1, 1, "restart the supervisors", CAMERAS, "lifecycle", hook="restart"),
     KeySpec("LOG", "int", 0, 5, "0: ping; 1: every device replies with its settings", DEVICES, "log"),
     KeySpec("ERR", "str", None, None, "error reply", (), "reply"),
+    # Added here: the echo of TPA/TPB/TPS names the file actually written (a second no other capture uses).
+    KeySpec("FIL", "str", None, None, "reply: the file a single capture wrote", DEVICES, "reply"),
 )
 KEYS: dict[str, KeySpec] = {s.key: s for s in _SPECS}
+# Keys this station adds to spec/ext-protocol.md (replies only; an original client may ignore them).
+EXTENSION_KEYS = frozenset({"FIL"})
 SETTING_KEYS: tuple[str, ...] = tuple(s.key for s in _SPECS if s.kind == "setting")
 # The StationActions hooks action keys may call (checked by control.py against this closed set).
 HOOKS = ("capture_single", "start_continuous", "stop_continuous", "dark_series", "restart_backend", "exit", "restart")
@@ -154,6 +160,9 @@ MAX_STR_VALUE = 32
 def setting_keys_for(identity: str) -> tuple[str, ...]:
     """The setting keys one device answers in LOG 1."""
     return tuple(k for k in SETTING_KEYS if identity in KEYS[k].devices)
+
+
+SETTING_KEYS_BY_DEVICE = {d: setting_keys_for(d) for d in DEVICES}
 
 
 # ------------------------------------------------------------------------------------------------------ framing
@@ -342,6 +351,56 @@ def encode_reply(reply: dict) -> bytes:
     if "IDN" in reply:
         pairs.append(("IDN", reply["IDN"]))
     return encode_pairs(pairs)
+
+
+def coalesce(replies: list[dict]) -> list[dict]:
+    """The replies to one message as few lines as the protocol allows: one per answering device (IDN) and kind -
+    echo, private answer (LOG 0 / LOG 1), ERR. ERR lines name every refused key, comma-separated
+    (`ERR FOO,BAR IDN CM1`); a key repeated in one message is echoed once, with its last value."""
+    groups: dict[tuple[str, Any], dict] = {}
+    for reply in replies:
+        if "ERR" in reply:
+            kind = "err"
+        elif reply.get("private"):
+            kind = "private"
+        else:
+            kind = "echo"
+        group = groups.get((kind, reply.get("IDN")))
+        if group is None:
+            groups[(kind, reply.get("IDN"))] = dict(reply)
+        elif kind == "err":
+            keys = group["ERR"].split(",")
+            if reply["ERR"] not in keys:
+                group["ERR"] = ",".join([*keys, reply["ERR"]])
+            reasons = group.get("reason", "")
+            if reply.get("reason") and reply["reason"] not in reasons and len(reasons) < 1000:
+                group["reason"] = f"{reasons}; {reply['ERR']}: {reply['reason']}" if reasons else reply["reason"]
+        else:
+            idn = group.pop("IDN", None)
+            group.update({k: v for k, v in reply.items() if k != "IDN"})
+            if idn is not None:
+                group["IDN"] = idn
+    return list(groups.values())
+
+
+def expand_reply(reply: dict[str, str]) -> list[dict[str, str]]:
+    """A received (possibly coalesced) reply line as one dict per key, as the original sent them: echoes
+    `{KEY: value, "IDN": who}` (FIL stays with the TPx key it names), ERR lines one `{"ERR": key, "IDN": who}`
+    per refused key. A LOG 1 answer (all settings of one device) stays whole."""
+    idn = {"IDN": reply["IDN"]} if "IDN" in reply else {}
+    if "ERR" in reply:
+        return [{"ERR": key, **idn} for key in reply["ERR"].split(",") if key]
+    keys = [k for k in reply if k not in ("IDN", "FIL")]
+    every_setting = set(SETTING_KEYS_BY_DEVICE.get(reply.get("IDN", ""), ()))
+    if len(keys) <= 1 or (every_setting and every_setting <= set(keys)):
+        return [dict(reply)]
+    out = []
+    for k in keys:
+        item = {k: reply[k]}
+        if "FIL" in reply and KEYS.get(k) is not None and KEYS[k].hook == "capture_single":
+            item["FIL"] = reply["FIL"]
+        out.append({**item, **idn})
+    return out
 
 
 def encode_command(pairs: list[tuple[str, Any]]) -> bytes:

@@ -6,10 +6,20 @@ removed once, by its own task (bug 1). The listening socket uses SO_REUSEADDR so
 same port at once (bug 3); when another program holds the port, the configured fallbacks are tried in order.
 
 Access control, in the order applied: the client's address must lie in `network.allowed_networks` (else
-`ERR NET` and close), at most `network.max_clients` at once (else `ERR MAX` and close), and when
-`network.auth_token` is set the first message must be `AUTH <token> END` (else `ERR AUTH` and close). Messages
-longer than `network.max_message_bytes` are answered `ERR MSG` and skipped; the connection stays usable.
+`ERR NET` and close); with `network.auth_token` set, an address that used up its AUTH attempts is refused
+(`ERR AUTH`, a token bucket per address: AUTH_BURST attempts, then one per AUTH_REFILL_S); at most
+`network.max_clients` at once - when the slots are full, the longest-waiting client that has not proven itself yet
+(no first message; no AUTH with a token) makes room, else a client idle for IDLE_EVICT_WHEN_FULL_S, else
+`ERR MAX` and close. With a token the first message must be `AUTH <token> END` (else `ERR AUTH` and close): every
+key, LOG 0 and LOG 1 included, needs AUTH then - `pycam status` on the Pi shows the state without it.
 
+Nobody can hold a slot for free: a new client has ONE deadline for its first complete message
+(`network.handshake_timeout_s`, counted from the connection; bytes without a complete message do not extend it),
+and a client with no complete message for `network.idle_timeout_s` is dropped.
+
+Messages longer than `network.max_message_bytes` are answered `ERR MSG` and skipped; the connection stays usable.
+The replies to one message are coalesced (`protocol.coalesce`): one line per answering device and kind (echo,
+private answer, ERR with every refused key), so a message of many keys cannot flood any client's reply queue.
 Accepted settings and actions are echoed to every connected client (as the original did); ERR replies and
 replies marked `"private"` (the answers to LOG 0 / LOG 1) go to the client that asked only.
 """
@@ -21,6 +31,7 @@ import contextlib
 import errno
 import hmac
 import itertools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +45,45 @@ from controller.netaccess import AddressFilter
 
 READ_CHUNK = 65536
 QUEUE_LIMIT = 256  # replies waiting for one client before it counts as stuck and is dropped
-AUTH_TIMEOUT_S = 10.0
 LINGER_S = 1.0  # how long a refused client may take to read its ERR
+AUTH_BURST = 5  # AUTH attempts an address may make at once ...
+AUTH_REFILL_S = 5.0  # ... then one more per this many seconds
+IDLE_EVICT_WHEN_FULL_S = 60.0  # when the slots are full, a client idle this long makes room for a new one
+MAX_TRACKED_ADDRESSES = 4096
+
+
+class AuthLimiter:
+    """A token bucket per address: `allow(host)` takes one AUTH attempt, False when the address has none left."""
+
+    def __init__(self, burst: int = AUTH_BURST, refill_s: float = AUTH_REFILL_S):
+        self.burst, self.refill_s = burst, refill_s
+        self._buckets: dict[str, tuple[float, float]] = {}  # host -> (attempts left, at monotonic time)
+
+    def _left(self, host: str, now: float) -> float:
+        left, at = self._buckets.get(host, (float(self.burst), now))
+        return min(float(self.burst), left + (now - at) / self.refill_s)
+
+    def available(self, host: str) -> bool:
+        return self._left(host, time.monotonic()) >= 1.0
+
+    def refund(self, host: str) -> None:
+        """A successful AUTH does not count against its address."""
+        if host in self._buckets:
+            left, at = self._buckets[host]
+            self._buckets[host] = (min(float(self.burst), left + 1.0), at)
+
+    def allow(self, host: str) -> bool:
+        now = time.monotonic()
+        left = self._left(host, now)
+        if left < 1.0:
+            return False
+        if len(self._buckets) >= MAX_TRACKED_ADDRESSES:  # forget full buckets first: they are the default
+            for h in [h for h in self._buckets if self._left(h, now) >= self.burst]:
+                del self._buckets[h]
+            if len(self._buckets) >= MAX_TRACKED_ADDRESSES:
+                self._buckets.pop(next(iter(self._buckets)))
+        self._buckets[host] = (left - 1.0, now)
+        return True
 
 
 class PortUnavailable(PycamError, OSError):
@@ -50,8 +98,12 @@ class _Client:
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     identity: str = protocol.EXTERNAL
     authenticated: bool = False
+    host: str = ""
+    proven: bool = False  # sent a complete first message (and AUTH, with a token)
     closed: bool = False
     writer_task: asyncio.Task | None = None
+    connected_at: float = field(default_factory=time.monotonic)
+    last_message_at: float = field(default_factory=time.monotonic)
 
 
 class ExtServer:
@@ -65,7 +117,8 @@ class ExtServer:
         ports: Sequence[int] | None = None,
         bind: str | None = None,
         queue_limit: int = QUEUE_LIMIT,
-        auth_timeout_s: float = AUTH_TIMEOUT_S,
+        auth_timeout_s: float | None = None,
+        idle_timeout_s: float | None = None,
         on_bad_input: Callable[[str, dict], None] | None = None,
     ):
         net = cfg.network
@@ -79,7 +132,9 @@ class ExtServer:
         self.allowed = AddressFilter(net.allowed_networks)
         self._token = net.auth_token.encode("utf-8")
         self._queue_limit = queue_limit
-        self._auth_timeout_s = auth_timeout_s
+        self._auth_timeout_s = net.handshake_timeout_s if auth_timeout_s is None else auth_timeout_s
+        self._idle_timeout_s = net.idle_timeout_s if idle_timeout_s is None else idle_timeout_s
+        self.auth_limiter = AuthLimiter()
         self._server: asyncio.base_events.Server | None = None
         self._clients: dict[int, _Client] = {}
         self._clients_changed = asyncio.Condition()
@@ -223,6 +278,12 @@ class ExtServer:
                 )
                 await self._reply_and_close(reader, writer, self._err(protocol.ERR_NETWORK))
                 return
+            if self._token and not self.auth_limiter.available(host):
+                self._report_bad_input("ext_client_refused", warn=True, peer=peer, why="too many AUTH attempts")
+                await self._reply_and_close(reader, writer, self._err(protocol.ERR_AUTH))
+                return
+            if len(self._clients) >= self.max_clients:
+                self._make_room()
             if len(self._clients) >= self.max_clients:
                 self._report_bad_input(
                     "ext_client_refused", warn=True, peer=peer, why=f"max_clients {self.max_clients} reached"
@@ -231,6 +292,7 @@ class ExtServer:
                 return
             client = _Client(next(self._numbers), peer, writer, asyncio.Queue(self._queue_limit))
             client.authenticated = not self._token
+            client.host = host
             self._clients[client.number] = client
             client.writer_task = asyncio.create_task(self._write_loop(client), name=f"ext-writer-{client.number}")
             self._log.info("ext_client_connected", client=client.number, peer=peer, clients=len(self._clients))
@@ -255,17 +317,44 @@ class ExtServer:
             if task is not None:
                 self._tasks.discard(task)
 
+    def _make_room(self) -> None:
+        """Slots full: drop the longest-waiting unproven client, else one idle for IDLE_EVICT_WHEN_FULL_S."""
+        clients = [c for c in self._clients.values() if not c.closed]
+        unproven = [c for c in clients if not c.proven]
+        if unproven:
+            victim = min(unproven, key=lambda c: c.connected_at)
+            why = "made room for a new client (no first message / AUTH yet)"
+        else:
+            idle = [c for c in clients if time.monotonic() - c.last_message_at >= IDLE_EVICT_WHEN_FULL_S]
+            if not idle:
+                return
+            victim = min(idle, key=lambda c: c.last_message_at)
+            why = f"made room for a new client (idle for over {IDLE_EVICT_WHEN_FULL_S:.0f} s)"
+        self._report_bad_input("ext_client_evicted", warn=True, client=victim.number, peer=victim.peer, why=why)
+        # Its connection task removes it; count it gone now so the new client gets the slot.
+        self._clients.pop(victim.number, None)
+        self._drop(victim, why)
+
+    def _deadline(self, client: _Client) -> tuple[float, str]:
+        """When this client must have sent its next complete message (monotonic), and what it failed then."""
+        if not client.proven:
+            return (
+                client.connected_at + self._auth_timeout_s,
+                "no AUTH in time" if self._token else "no message in time",
+            )
+        return client.last_message_at + self._idle_timeout_s, f"idle for {self._idle_timeout_s:g} s"
+
     async def _read_loop(self, client: _Client, reader: asyncio.StreamReader) -> None:
         decoder = protocol.MessageDecoder(self.max_message_bytes)
         while not client.closed:
+            deadline, why = self._deadline(client)
             try:
-                if client.authenticated:
-                    data = await reader.read(READ_CHUNK)
-                else:
-                    data = await asyncio.wait_for(reader.read(READ_CHUNK), self._auth_timeout_s)
+                # One deadline per state: bytes that complete no message do not move it.
+                data = await asyncio.wait_for(reader.read(READ_CHUNK), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                self._send(client, protocol.encode_reply(self._err(protocol.ERR_AUTH)))
-                await self._close_after_flush(client, reader, "no AUTH in time")
+                err = protocol.ERR_AUTH if not client.authenticated else protocol.ERR_MESSAGE
+                self._send(client, protocol.encode_reply(self._err(err)))
+                await self._close_after_flush(client, reader, why)
                 return
             except (ConnectionError, OSError):
                 return
@@ -277,19 +366,27 @@ class ExtServer:
                 if isinstance(item, protocol.FrameError):
                     self._report_bad_input("ext_bad_message", client=client.number, reason=item.reason)
                     self._send(client, protocol.encode_reply(self._err(protocol.ERR_MESSAGE)))
-                elif not client.authenticated:
-                    if not self._check_auth(item):
+                    continue
+                client.last_message_at = time.monotonic()
+                if not client.authenticated:
+                    if not self._check_auth(item, client):
                         self._send(client, protocol.encode_reply(self._err(protocol.ERR_AUTH)))
                         await self._close_after_flush(client, reader, "wrong or missing AUTH token")
                         return
-                    client.authenticated = True
+                    client.authenticated = client.proven = True
                 else:
+                    client.proven = True
                     await self._handle(client, item)
 
-    def _check_auth(self, message: protocol.Message) -> bool:
+    def _check_auth(self, message: protocol.Message, client: _Client) -> bool:
+        if not self.auth_limiter.allow(client.host):
+            return False  # out of attempts: not even compared
         if len(message.pairs) != 1 or message.pairs[0][0] != "AUTH":
             return False
-        return hmac.compare_digest(message.pairs[0][1].encode("utf-8"), self._token)
+        ok = hmac.compare_digest(message.pairs[0][1].encode("utf-8"), self._token)
+        if ok:
+            self.auth_limiter.refund(client.host)
+        return ok
 
     def _report_bad_input(self, event: str, warn: bool = False, **info: Any) -> None:
         if warn:
@@ -327,7 +424,7 @@ class ExtServer:
         except Exception:  # the controller's bug must not end this connection or the port
             self._log.exception("ext_controller_failed", client=client.number, keys=[c.key for c in commands])
             replies += [self._err(c.key) for c in commands if c.key != "IDN"]
-        for reply in replies:
+        for reply in protocol.coalesce(replies):
             data = protocol.encode_reply(reply)
             if "ERR" in reply or reply.get("private"):
                 self._send(client, data)

@@ -1,22 +1,29 @@
-"""Open the backend the config selects. Vendor libraries are imported only inside the chosen backend."""
+"""Open the backend the config selects. Vendor libraries and the simulator are imported only inside the chosen
+backend: nothing under controller/sim/ is loaded unless a backend is "sim"."""
 
 from __future__ import annotations
 
-from controller.clock import Clock
+from typing import TYPE_CHECKING
+
 from controller.config import Config
 from controller.hardware.interfaces import Camera, PowerLines, Spectrometer
-from controller.sim.scene import SimScene
+from controller.timekeeping.clock import Clock
+
+if TYPE_CHECKING:
+    from controller.sim.scene import SimScene
 
 
 def make_scene(cfg: Config) -> SimScene:
     """The sim scene for this config. Master and slave build identical scenes from the same [sim] section."""
+    from controller.sim.scene import SimScene
+
     return SimScene(cfg.sim, cfg.camera, cfg.spectrometer)
 
 
 def open_camera(cfg: Config, band: str, clock: Clock, scene: SimScene | None = None) -> Camera:
     """Camera `band` ("A" on the master, "B" on the slave) from cfg.camera.backend."""
     if cfg.camera.backend == "sim":
-        from controller.hardware.sim import SimCamera
+        from controller.sim.devices import SimCamera
 
         return SimCamera(scene or make_scene(cfg), band, clock, cfg.camera)
     from controller.hardware.picamera2_backend import Picamera2Camera
@@ -30,7 +37,7 @@ def open_spectrometer(cfg: Config, clock: Clock, scene: SimScene | None = None) 
     if backend == "none":
         return None
     if backend == "sim":
-        from controller.hardware.sim import SimSpectrometer
+        from controller.sim.devices import SimSpectrometer
 
         return SimSpectrometer(scene or make_scene(cfg), clock, cfg.spectrometer)
     from controller.hardware.seabreeze_backend import SeabreezeSpectrometer

@@ -1,19 +1,25 @@
 """Camera backend on picamera2 (Raspberry Pi camera stack). picamera2 is imported only when a camera is opened.
 
-Raw capture as the original PyCam: the sensor's unpacked raw Bayer data (no _CSI2P packing), auto exposure off,
-fixed ExposureTime (µs) and AnalogueGain, area-binned (block mean) from the full sensor size to the configured
-width x height, so values stay in the sensor's bit range.
+Raw capture as the original PyCam: the sensor's full-resolution raw mode at its highest bit depth, auto exposure off,
+fixed ExposureTime (µs, clamped to the sensor's limits from `camera_controls`) and AnalogueGain, area-binned (block
+mean) to the configured width x height. The raw format and bit depth are read back from the configuration the camera
+accepted (`camera_configuration()`), so 10-, 12- and 16-bit and the Pi 3/4 and Pi 5 layouts all come out in the
+sensor's own range (controller/hardware/raw.py). Each capture asks for a frame exposed after the call
+(`captured_request(flush=...)`): A and B of a slot are never a stale frame apart.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
-from controller.clock import Clock
 from controller.config import CameraConfig
 from controller.errors import DeviceTimeout, DeviceUnavailable, HardwareError
 from controller.hardware.interfaces import Frame
+from controller.hardware.raw import RawLayout
 from controller.logging import get_logger
+from controller.timekeeping.clock import Clock
 
 # Frames to wait for the sensor to apply a new exposure before taking what it reports.
 SETTLE_FRAMES = 6
@@ -24,12 +30,12 @@ def unpacked_format(sensor_format: str) -> str:
     return sensor_format.split("_")[0]
 
 
-def raw_to_uint16(raw: np.ndarray, width: int) -> np.ndarray:
-    """The raw buffer (uint8 rows of stride bytes, two little-endian bytes per pixel) as uint16 (h, width)."""
-    if raw.dtype == np.uint16:
-        return np.ascontiguousarray(raw[:, :width])
-    rows = np.ascontiguousarray(raw).view("<u2")
-    return rows[:, :width]
+def full_size_mode(modes: list[dict]) -> dict | None:
+    """The sensor mode with the largest size, and of those the highest bit depth (None when modes say nothing)."""
+    usable = [m for m in modes if m.get("size") and m.get("bit_depth")]
+    if not usable:
+        return None
+    return max(usable, key=lambda m: (m["size"][0] * m["size"][1], int(m["bit_depth"])))
 
 
 def area_bin(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -57,27 +63,62 @@ class Picamera2Camera:
             raise DeviceUnavailable(self.device, "picamera2 is not installed (apt install python3-picamera2)") from e
         try:
             self._cam = Picamera2(camera_num)
-            sensor_format = unpacked_format(str(self._cam.sensor_format))
-            self._full_size = tuple(self._cam.sensor_resolution)
-            config = self._cam.create_still_configuration(
-                raw={"format": sensor_format, "size": self._full_size}, buffer_count=2
-            )
-            self._cam.configure(config)
-            self.exposure_us = int(cfg.shutter_us)
+            self.layout = self._configure(self._cam)
+            self._exposure_limits = self._limits("ExposureTime")
+            self._frame_limits = self._limits("FrameDurationLimits")
             self.gain = float(cfg.gain)
+            self.exposure_us = self._clamp_exposure(int(cfg.shutter_us))
             self._cam.set_controls(self._controls())
             self._cam.start()
-        except (RuntimeError, OSError, IndexError, ValueError) as e:
+        except (RuntimeError, OSError, IndexError, ValueError, KeyError, TypeError) as e:
             self.close()
             raise DeviceUnavailable(self.device, f"cannot open camera {camera_num}: {e}") from e
-        self._log.info("camera_opened", format=sensor_format, size=self._full_size)
+        self._log.info("camera_opened", format=self.layout.format, size=(self.layout.width, self.layout.height),
+                       bit_depth=self.layout.sensor_bits, exposure_limits_us=self._exposure_limits)  # fmt: skip
+
+    def _configure(self, cam) -> RawLayout:
+        """Ask for the full-size raw mode at its highest bit depth, then read what the camera accepted."""
+        mode = full_size_mode(list(cam.sensor_modes or []))
+        if mode is not None:
+            size, bits = tuple(mode["size"]), int(mode["bit_depth"])
+            raw_format = str(mode.get("unpacked") or unpacked_format(str(mode["format"])))
+        else:
+            size, raw_format = tuple(cam.sensor_resolution), unpacked_format(str(cam.sensor_format))
+            bits = RawLayout(raw_format, *size, sensor_bits=8).container_bits
+        config = cam.create_still_configuration(raw={"format": raw_format, "size": size},
+                                                sensor={"output_size": size, "bit_depth": bits}, buffer_count=2)  # fmt: skip
+        cam.configure(config)
+        accepted = cam.camera_configuration()
+        raw = accepted["raw"]
+        sensor_bits = int((accepted.get("sensor") or {}).get("bit_depth") or bits)
+        layout = RawLayout(str(raw["format"]), int(raw["size"][0]), int(raw["size"][1]), sensor_bits)
+        layout.check()
+        return layout
+
+    def _limits(self, control: str) -> tuple[int, int] | None:
+        lo, hi, _default = self._cam.camera_controls.get(control) or (None, None, None)
+        if lo is None or hi is None or hi <= 0:
+            return None
+        return int(lo), int(hi)
+
+    def _clamp_exposure(self, exposure_us: int) -> int:
+        """The exposure within the sensor's limits; one event when it had to be clamped."""
+        if self._exposure_limits is None:
+            return exposure_us
+        lo, hi = self._exposure_limits
+        used = min(max(exposure_us, lo), hi)
+        if used != exposure_us:
+            self._log.warning("exposure_clamped", requested_us=exposure_us, used_us=used, min_us=lo, max_us=hi)
+        return used
 
     def _controls(self) -> dict:
         # the frame duration must allow the exposure, else the sensor silently clips it
-        return {
-            "AeEnable": False, "ExposureTime": self.exposure_us, "AnalogueGain": self.gain,
-            "FrameDurationLimits": (self.exposure_us + 1000, self.exposure_us + 100_000),
-        }  # fmt: skip
+        lo, hi = self.exposure_us + 1000, self.exposure_us + 100_000
+        if self._frame_limits is not None:
+            fmin, fmax = self._frame_limits
+            lo, hi = min(max(lo, fmin), fmax), min(max(hi, fmin), fmax)
+        return {"AeEnable": False, "ExposureTime": self.exposure_us, "AnalogueGain": self.gain,
+                "FrameDurationLimits": (lo, hi)}  # fmt: skip
 
     def _require_open(self):
         if self._cam is None:
@@ -85,7 +126,9 @@ class Picamera2Camera:
         return self._cam
 
     def set_exposure(self, exposure_us: int) -> int:
-        self.exposure_us = int(exposure_us)
+        """Set the shutter speed, clamped to the sensor's limits; returns the exposure that will be used."""
+        self._require_open()
+        self.exposure_us = self._clamp_exposure(int(exposure_us))
         self._set_controls()
         return self.exposure_us
 
@@ -101,11 +144,14 @@ class Picamera2Camera:
             raise HardwareError(self.device, f"cannot set controls: {e}") from e
 
     def capture(self) -> Frame:
-        """Capture one frame taken with the requested exposure (waits a few frames for it to apply)."""
+        """One frame exposed after this call, with the requested exposure (waits a few frames for it to apply)."""
         cam = self._require_open()
+        called_ns = time.monotonic_ns()
         try:
             for _ in range(SETTLE_FRAMES):
-                with cam.captured_request() as request:
+                # flush: picamera2 drops frames whose exposure started before `called_ns` (SensorTimestamp -
+                # ExposureTime), so a frame queued before the slot started is never taken for this slot
+                with cam.captured_request(flush=called_ns) as request:
                     metadata = dict(request.get_metadata())
                     reported = int(metadata.get("ExposureTime", self.exposure_us))
                     # the sensor reports a line-quantised exposure: accept within 1 % or 100 µs
@@ -114,17 +160,31 @@ class Picamera2Camera:
                         break
             else:
                 raise HardwareError(self.device, f"exposure {self.exposure_us} µs not applied by the sensor")
+            if self.layout.compressed:
+                raw = cam.helpers.decompress(raw)  # Pi 5 PiSP compression: picamera2's own decoder, 16-bit out
         except TimeoutError as e:
             raise DeviceTimeout(self.device, f"no frame: {e}") from e
         except (RuntimeError, OSError) as e:
             raise HardwareError(self.device, f"capture failed: {e}") from e
-        full = raw_to_uint16(raw, self._full_size[0])
-        pixels = area_bin(full, self.cfg.width, self.cfg.height)
+        pixels = area_bin(self.layout.to_values(raw), self.cfg.width, self.cfg.height)
         return Frame(
             pixels=pixels, exposure_us=reported, gain=float(metadata.get("AnalogueGain", self.gain)),
-            timestamp=self.clock.time(), band=self.band, sensor_temperature_c=metadata.get("SensorTemperature"),
-            bit_depth=self.cfg.bit_depth, metadata={"backend": "picamera2", "sensor_size": self._full_size},
+            timestamp=self._exposure_start(metadata), band=self.band,
+            sensor_temperature_c=metadata.get("SensorTemperature"), bit_depth=self.layout.sensor_bits,
+            metadata={"backend": "picamera2", "raw_format": self.layout.format,
+                      "sensor_size": (self.layout.width, self.layout.height),
+                      "sensor_timestamp_ns": metadata.get("SensorTimestamp")},
         )  # fmt: skip
+
+    def _exposure_start(self, metadata: dict) -> float:
+        """Epoch seconds (station clock) at the start of the exposure, from the sensor's monotonic timestamp."""
+        now = self.clock.time()
+        ts = metadata.get("SensorTimestamp")
+        if ts is None:
+            return now
+        # SensorTimestamp is the end of the frame's readout on the monotonic clock picamera2's flush compares with
+        age_s = (time.monotonic_ns() - (int(ts) - 1000 * int(metadata.get("ExposureTime", 0)))) / 1e9
+        return now - age_s if 0.0 <= age_s < 60.0 else now
 
     def close(self) -> None:
         cam, self._cam = self._cam, None

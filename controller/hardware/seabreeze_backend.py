@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from controller.clock import Clock
 from controller.config import SpectrometerConfig
 from controller.errors import DeviceUnavailable, HardwareError
 from controller.hardware.interfaces import Spectrum
 from controller.logging import get_logger
+from controller.timekeeping.clock import Clock
 
 DEVICE = "spectrometer"
 

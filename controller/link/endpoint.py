@@ -3,7 +3,9 @@ replies, the time exchange, listeners and the link state machine (states/link.py
 
 Messages (JSON headers; only `file` carries a payload):
 
-    hello     {role, version, boot_id, station}          first message each way
+    hello     {role, version, boot_id, station, nonce[, proof]}   first message each way (the master's has a proof)
+    auth      {proof}                                    slave -> master, after checking the master's proof
+    welcome   {} | refused {reason}                      master -> slave: the session is up, or not (auth.py)
     hb        {}                                         every heartbeat_s; silence for link_timeout_s = dead peer
     req       {id, kind, body}  -> rep {id, ok, body | error}
     time_req  {id}              -> time_rep {id, t1, t2}  (receive and send times on the answering clock)
@@ -22,11 +24,19 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar
 
-from controller.clock import Clock
 from controller.config import Config
 from controller.errors import LinkError, ProtocolError
-from controller.link.framing import DEFAULT_LIMITS, FrameLimits, Message, encode_prefix_and_header, read_message
+from controller.link.auth import FrameMac, key_path, load_key
+from controller.link.framing import (
+    HANDSHAKE_LIMITS,
+    FrameLimits,
+    Message,
+    encode_prefix_and_header,
+    read_head,
+    read_message,
+)
 from controller.logging import get_logger
+from controller.timekeeping.clock import Clock
 from states.link import TABLE
 from states.machine import StateModel, build_machine
 
@@ -69,12 +79,15 @@ class Session:
         self.in_flight: dict[str, int] = {}  # slave: file name -> spool seq, sent and not yet answered
         self.tasks: set[asyncio.Task] = set()
         self.closed = False
+        self.mac: FrameMac | None = None  # set once both ends proved the key: every frame signed from then on
         peername = writer.get_extra_info("peername")
         self.address = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
 
     async def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
         if self.closed or self.writer.is_closing():
             raise LinkError("session closed")
+        if self.mac is not None:
+            header = self.mac.sign(header)  # before any await: sequence order is wire order
         frame_head = encode_prefix_and_header(header, len(payload), self.limits)
         try:
             # Both writes happen before any await, so frames from concurrent senders never interleave.
@@ -87,6 +100,31 @@ class Session:
         except (ConnectionError, OSError) as e:
             raise LinkError(f"send failed: {e}") from e
 
+    async def recv_head(self) -> tuple[dict[str, Any], int]:
+        """The next frame's header and payload length; the payload is still to be read (read_chunk)."""
+        try:
+            head = await asyncio.wait_for(read_head(self.reader, self.limits), self.timeout_s)
+        except TimeoutError as e:
+            raise LinkError(f"peer silent for {self.timeout_s} s") from e
+        except (ConnectionError, OSError) as e:
+            raise LinkError(f"receive failed: {e}") from e
+        if head is None:
+            raise LinkError("connection closed by the peer")
+        if self.mac is not None:
+            self.mac.check(head[0])
+        return head
+
+    async def read_chunk(self, size: int) -> bytes:
+        """Exactly `size` bytes of the current frame's payload."""
+        try:
+            return await asyncio.wait_for(self.reader.readexactly(size), self.timeout_s)
+        except TimeoutError as e:
+            raise LinkError(f"peer silent for {self.timeout_s} s inside a payload") from e
+        except asyncio.IncompleteReadError as e:
+            raise LinkError("connection closed inside a payload") from e
+        except (ConnectionError, OSError) as e:
+            raise LinkError(f"receive failed: {e}") from e
+
     async def recv(self) -> Message:
         try:
             msg = await asyncio.wait_for(read_message(self.reader, self.limits), self.timeout_s)
@@ -96,6 +134,8 @@ class Session:
             raise LinkError(f"receive failed: {e}") from e
         if msg is None:
             raise LinkError("connection closed by the peer")
+        if self.mac is not None:
+            self.mac.check(msg.header)
         return msg
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
@@ -135,11 +175,13 @@ class LinkEndpoint:
     role: ClassVar[str]
     peer_role: ClassVar[str]
 
-    def __init__(self, cfg: Config, clock: Clock, *, limits: FrameLimits = DEFAULT_LIMITS):
+    def __init__(self, cfg: Config, clock: Clock, *, limits: FrameLimits | None = None, key: bytes | None = None):
         self.cfg = cfg
         self.net = cfg.network
         self.clock = clock
-        self.limits = limits
+        # After the handshake: no frame larger than the largest legitimate file (refused before it is read).
+        self.limits = limits or FrameLimits(max_payload_bytes=cfg.network.link_max_file_mb << 20)
+        self.key = key if key is not None else load_key(key_path(cfg))
         self.boot_id = uuid.uuid4().hex
         self._log = get_logger("link", role=self.role)
         self._model = StateModel()
@@ -237,9 +279,11 @@ class LinkEndpoint:
         return peer
 
     def _new_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Session:
-        return Session(reader, writer, self.limits, self.net.link_timeout_s, self._log)
+        """A session in handshake: small frames, no payload, until both ends proved the key."""
+        return Session(reader, writer, HANDSHAKE_LIMITS, self.net.link_timeout_s, self._log)
 
     def _session_up(self, session: Session) -> None:
+        session.limits = self.limits
         self._session = session
         self._connected.set()
         self._log.info("link_up", peer=session.peer, address=session.address)
@@ -281,8 +325,15 @@ class LinkEndpoint:
 
     async def _reader_loop(self, session: Session) -> None:
         while True:
-            msg = await session.recv()
-            await self._dispatch(session, msg)
+            header, plen = await session.recv_head()
+            if plen:
+                await self._on_payload(session, header, plen)
+            else:
+                await self._dispatch(session, Message(header))
+
+    async def _on_payload(self, session: Session, header: dict[str, Any], size: int) -> None:
+        """A frame with a payload, still in the stream (the master's files); nothing else carries one."""
+        raise ProtocolError(f"unexpected payload of {size} bytes on a {header.get('type')!r} message")
 
     async def _heartbeat_loop(self, session: Session) -> None:
         while True:

@@ -42,6 +42,8 @@ class FrameLimits:
 
 
 DEFAULT_LIMITS = FrameLimits()
+# Before both ends proved the key: a hello or an auth message, small, never a payload.
+HANDSHAKE_LIMITS = FrameLimits(max_header_bytes=4096, max_payload_bytes=0)
 
 
 @dataclass
@@ -148,8 +150,11 @@ class FrameDecoder:
         return len(self._buf)
 
 
-async def read_message(reader: asyncio.StreamReader, limits: FrameLimits = DEFAULT_LIMITS) -> Message | None:
-    """Read one frame. None on a clean EOF between frames; LinkError on EOF inside a frame."""
+async def read_head(
+    reader: asyncio.StreamReader, limits: FrameLimits = DEFAULT_LIMITS
+) -> tuple[dict[str, Any], int] | None:
+    """Read one frame's prefix and header, leaving its payload in the stream: (header, payload length). The
+    limits are checked on the prefix, before anything more is read. None on a clean EOF between frames."""
     try:
         prefix = await reader.readexactly(PREFIX_SIZE)
     except asyncio.IncompleteReadError as e:
@@ -159,7 +164,18 @@ async def read_message(reader: asyncio.StreamReader, limits: FrameLimits = DEFAU
     hlen, plen, crc = _parse_prefix(prefix, limits)
     try:
         hbytes = await reader.readexactly(hlen)
-        header = _parse_header(prefix, hbytes, crc)
+    except asyncio.IncompleteReadError as e:
+        raise LinkError("connection closed inside a frame") from e
+    return _parse_header(prefix, hbytes, crc), plen
+
+
+async def read_message(reader: asyncio.StreamReader, limits: FrameLimits = DEFAULT_LIMITS) -> Message | None:
+    """Read one whole frame. None on a clean EOF between frames; LinkError on EOF inside a frame."""
+    head = await read_head(reader, limits)
+    if head is None:
+        return None
+    header, plen = head
+    try:
         payload = await reader.readexactly(plen) if plen else b""
     except asyncio.IncompleteReadError as e:
         raise LinkError("connection closed inside a frame") from e

@@ -1,18 +1,24 @@
 """The master's end of file transfer: verify, store atomically (fsynced), and say whether it was new.
 
-`accept` is blocking (hashing, writing, fsync): the link calls it in an executor thread. Two copies of the same
-name may arrive at once (a resend racing a replaced session), so each name is handled under its own lock.
+A file arrives in chunks (`begin` -> `Incoming.write` ... -> `finish`): it is streamed into a temp file beside its
+final name and hashed on the way, so no file is ever held whole in memory. `finish` gives it its name without
+replacing anything: a taken name with the same content is a duplicate, with other content a NameConflict. The
+calls block (writing, fsync): the link makes them in executor threads. Two copies of the same name may arrive at
+once (a resend racing a replaced session), so each name is finished under its own lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import threading
 from pathlib import Path
 from typing import Literal, Protocol
 
-from controller.errors import ProtocolError
+from controller.errors import ProtocolError, StorageError
 from controller.logging import get_logger
+from controller.storage.atomic import NameTaken, same_content
 from controller.storage.names import parse_name
 
 
@@ -27,9 +33,53 @@ class NameConflict(ProtocolError):
 class ByteStore(Protocol):
     def save_bytes(self, name: str, data: bytes) -> Path: ...
 
+    def temp_for(self, name: str) -> Path: ...
+
+    def save_file(self, name: str, tmp: str | Path) -> Path: ...
+
     def exists(self, name: str) -> bool: ...
 
     def path_for(self, name: str) -> Path: ...
+
+
+class Incoming:
+    """One file being received: its temp file, its running sha256 and size. Not thread-safe: one writer."""
+
+    def __init__(self, name: str, tmp: Path):
+        self.name = name
+        self.tmp = tmp
+        self.size = 0
+        self._digest = hashlib.sha256()
+        try:
+            self._fh = open(tmp, "wb")  # noqa: SIM115 (closed in finish or discard)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(e.errno, f"cannot write {tmp}: {e.strerror or e}") from e
+
+    def write(self, chunk: bytes) -> None:
+        self._digest.update(chunk)
+        self.size += len(chunk)
+        try:
+            self._fh.write(chunk)
+        except OSError as e:
+            raise StorageError(e.errno, f"cannot write {self.tmp}: {e.strerror or e}") from e
+
+    def complete(self) -> str:
+        """fsync and close; the sha256 of what was written."""
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as e:
+            raise StorageError(e.errno, f"cannot write {self.tmp}: {e.strerror or e}") from e
+        finally:
+            self._fh.close()
+        return self._digest.hexdigest()
+
+    def discard(self) -> None:
+        self._fh.close()
+        self.tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.tmp.parent.rmdir()  # the store's incoming folder, when this was the last file in it
 
 
 def open_store(root: str | Path, flat_copy_dir: str | Path | None = None) -> ByteStore:
@@ -37,7 +87,9 @@ def open_store(root: str | Path, flat_copy_dir: str | Path | None = None) -> Byt
     original's FTP client; storage.flat_copy_dir)."""
     from controller.storage.datastore import DataStore
 
-    return DataStore(root, flat_copy_dir=flat_copy_dir or None)
+    store = DataStore(root, flat_copy_dir=flat_copy_dir or None)
+    store.clean_incoming()  # the master opens its store once at boot: a crash mid-transfer left these
+    return store
 
 
 class FileReceiver:
@@ -47,27 +99,50 @@ class FileReceiver:
         self._locks_guard = threading.Lock()
         self._locks: dict[str, tuple[threading.Lock, int]] = {}
 
-    def accept(self, name: str, sha256_hex: str, data: bytes) -> Literal["stored", "duplicate"]:
-        """Verify and store one file. Raises ChecksumMismatch, NameConflict, FileNameError (bad name),
-        StorageError."""
-        parse_name(name)  # never a path from the network: only a valid station file name goes further
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != sha256_hex:
-            raise ChecksumMismatch(f"{name}: sha256 {digest} != sender's {sha256_hex}")
-        lock = self._acquire(name)
+    def begin(self, name: str) -> Incoming:
+        """Start receiving `name`. FileNameError for a name that is not a canonical station file name (never a
+        path from the network), StorageError when no temp file can be made."""
+        parse_name(name)
+        return Incoming(name, self.store.temp_for(name))
+
+    def finish(self, incoming: Incoming, sha256_hex: str) -> Literal["stored", "duplicate"]:
+        """Verify and store a received file; its temp file is gone afterwards whatever happens. Raises
+        ChecksumMismatch, NameConflict, StorageError."""
         try:
-            if self.store.exists(name):
-                existing = hashlib.sha256(self.store.path_for(name).read_bytes()).hexdigest()
-                if existing != digest:
-                    # The stored file is complete (atomic writes) and was acked once: never overwrite it. The
-                    # sender keeps its copy aside for a person instead of deleting it.
-                    self._log.error("file_conflict", file=name, stored_sha256=existing, received_sha256=digest)
-                    raise NameConflict(f"{name}: a different file of this name is already stored")
-                return "duplicate"
-            self.store.save_bytes(name, data)
-            return "stored"
+            digest = incoming.complete()
+            if digest != sha256_hex:
+                raise ChecksumMismatch(f"{incoming.name}: sha256 {digest} != sender's {sha256_hex}")
+            lock = self._acquire(incoming.name)
+            try:
+                return self._commit(incoming, digest)
+            finally:
+                self._release(incoming.name, lock)
         finally:
-            self._release(name, lock)
+            incoming.discard()
+
+    def _commit(self, incoming: Incoming, digest: str) -> Literal["stored", "duplicate"]:
+        name = incoming.name
+        try:
+            self.store.save_file(name, incoming.tmp)
+            return "stored"
+        except NameTaken:
+            pass
+        if same_content(self.store.path_for(name), digest):
+            return "duplicate"
+        # The stored file is complete (atomic writes) and was acked once: never overwrite it. The sender keeps
+        # its copy aside for a person instead of deleting it.
+        self._log.error("file_conflict", file=name, received_sha256=digest)
+        raise NameConflict(f"{name}: a different file of this name is already stored")
+
+    def accept(self, name: str, sha256_hex: str, data: bytes) -> Literal["stored", "duplicate"]:
+        """`begin` + one write + `finish`, for a file already in memory."""
+        incoming = self.begin(name)
+        try:
+            incoming.write(data)
+        except BaseException:
+            incoming.discard()
+            raise
+        return self.finish(incoming, sha256_hex)
 
     def _acquire(self, name: str) -> threading.Lock:
         with self._locks_guard:

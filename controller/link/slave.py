@@ -1,6 +1,7 @@
 """The slave's link end: dials the master, reconnects by itself, and drains the spool.
 
-Reconnection uses capped exponential backoff (network.backoff_max_s) with jitter, so a master that comes back is
+The slave trusts a master only after it proved the link key (auth.py): nothing is sent to, and no ack is taken
+from, a peer that did not. Reconnection uses capped exponential backoff (network.backoff_max_s) with jitter, so a master that comes back is
 reached within about backoff_max_s. Files go oldest first with at most `window` unanswered at a time; a file
 leaves the spool only on the master's ack (stored or duplicate). A nack "checksum" resends it, "storage" pauses
 sending for a while (master disk trouble), "invalid" or "conflict" (a different file of that name is already on
@@ -14,12 +15,13 @@ import hashlib
 import random
 from typing import Any
 
-from controller.clock import Clock
 from controller.config import Config
 from controller.errors import LinkError, ProtocolError, StorageError
+from controller.link import auth
 from controller.link.endpoint import LinkEndpoint, Session, header_field
-from controller.link.framing import DEFAULT_LIMITS, FrameLimits, Message
+from controller.link.framing import FrameLimits, Message
 from controller.link.spool import Spool
+from controller.timekeeping.clock import Clock
 
 BACKOFF_BASE_S = 0.05
 DEFAULT_WINDOW = 8
@@ -41,9 +43,10 @@ class SlaveLink(LinkEndpoint):
         spool: Spool,
         *,
         window: int = DEFAULT_WINDOW,
-        limits: FrameLimits = DEFAULT_LIMITS,
+        limits: FrameLimits | None = None,
+        key: bytes | None = None,
     ):
-        super().__init__(cfg, clock, limits=limits)
+        super().__init__(cfg, clock, limits=limits, key=key)
         if window < 1:
             raise ValueError("window must be >= 1")
         self.spool = spool
@@ -53,7 +56,10 @@ class SlaveLink(LinkEndpoint):
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._hold_until = 0.0
-        self.stats = {"sent": 0, "stored": 0, "duplicate": 0, "resent": 0, "rejected": 0, "connects": 0}
+        self.stats = {
+            "sent": 0, "stored": 0, "duplicate": 0, "resent": 0, "rejected": 0, "connects": 0, "refused": 0,
+            "unproven_master": 0,
+        }  # fmt: skip
 
     # ------------------------------------------------------------------------------------------- public API
 
@@ -173,14 +179,35 @@ class SlaveLink(LinkEndpoint):
         session = self._new_session(reader, writer)
         self._fire("tcp_up")
         try:
-            await session.send(self._hello())
-            session.peer = self._check_hello(await session.recv())
-        except (LinkError, ProtocolError) as e:
+            async with asyncio.timeout(self.net.link_timeout_s):
+                await self._handshake(session)
+        except (LinkError, ProtocolError, TimeoutError) as e:
             session.close("handshake failed")
-            self._fire("fail", reason=f"handshake: {e}")
+            error = str(e) or f"no complete handshake within {self.net.link_timeout_s} s"
+            self._log.warning("handshake_failed", address=session.address, error=error)
+            self._fire("fail", reason=f"handshake: {error}")
             return None
         self._fire("hello_ok")
         return session
+
+    async def _handshake(self, session: Session) -> None:
+        """Our nonce; the master's proof over both nonces (else nothing more is said); our proof; welcome."""
+        nonce = auth.new_nonce()
+        await session.send({**self._hello(), "nonce": nonce})
+        hello = await session.recv()
+        session.peer = self._check_hello(hello)
+        master_nonce = auth.check_nonce(hello.header.get("nonce"))
+        if not auth.verify(self.key, "master", nonce, master_nonce, hello.header.get("proof")):
+            self.stats["unproven_master"] += 1
+            raise ProtocolError("the peer did not prove the link key: not our master, nothing is sent to it")
+        await session.send({"type": "auth", "proof": auth.proof(self.key, "slave", nonce, master_nonce)})
+        answer = await session.recv()
+        if answer.type == "refused":
+            self.stats["refused"] += 1
+            raise LinkError(f"the master refused this slave: {str(answer.header.get('reason'))[:200]}")
+        if answer.type != "welcome":
+            raise ProtocolError(f"expected welcome, got {answer.type!r}")
+        session.mac = auth.FrameMac(self.key, "slave", "master", nonce, master_nonce)
 
     def _session_tasks(self, session: Session) -> list:
         return [self._send_loop(session)]
@@ -210,6 +237,12 @@ class SlaveLink(LinkEndpoint):
                     self._log.error("spool_read_failed", file=name, error=str(e))
                     self._hold_until = loop.time() + self.net.backoff_max_s
                     break
+                if len(data) > self.limits.max_payload_bytes:
+                    # The master refuses it unread: keep it aside for a person instead of retrying forever.
+                    self.stats["rejected"] += 1
+                    why = f"{len(data)} bytes, over network.link_max_file_mb ({self.net.link_max_file_mb} MiB)"
+                    await loop.run_in_executor(None, self.spool.reject, name, why)
+                    continue
                 session.in_flight[name] = seq
                 await session.send({"type": "file", "name": name, "sha256": sha, "size": len(data)}, data)
                 self.stats["sent"] += 1

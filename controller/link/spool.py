@@ -2,18 +2,21 @@
 
 On disk each file is `<seq>.<name>`: the sequence number keeps "oldest first" exact across restarts (mtimes
 can tie), and the name part is the station file name, validated with parse_name before anything is written.
-Writes are atomic, so a crash leaves at most a temp file, which the next start removes.
+Writes are atomic, so a crash leaves at most a temp file, which the next start removes. Nothing here is ever
+replaced: a second capture under a pending name with other content goes to rejected/ (under a unique name there),
+as does a file the master refuses for good.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from pathlib import Path
 
 from controller.errors import StorageError
 from controller.logging import get_logger
-from controller.storage.atomic import TEMP_PREFIX, atomic_write_bytes
+from controller.storage.atomic import TEMP_PREFIX, atomic_create_bytes, link_unique, same_content, temp_path_for
 from controller.storage.names import parse_name
 
 _SEQ_DIGITS = 12
@@ -52,8 +55,8 @@ class Spool:
             seq = int(seq_text)
             old = found.get(name)
             if old is not None:
-                # Two copies of one name (a crash between writing the new and removing the old): keep the newest.
-                os.unlink(self._path(name, min(old, seq)))
+                # Two copies of one name (left by an older version): the newest stays queued, the other goes aside.
+                self._aside(self._path(name, min(old, seq)), name, "two spool copies of one name")
                 seq = max(old, seq)
             found[name] = seq
         self._index = dict(sorted(found.items(), key=lambda item: item[1]))
@@ -63,18 +66,38 @@ class Spool:
         return self.dir / f"{seq:0{_SEQ_DIGITS}d}.{name}"
 
     def add(self, name: str, data: bytes) -> Path:
-        """Store a capture under its station file name (replacing a pending file of the same name)."""
+        """Queue a capture under its station file name. A pending file of that name is never replaced: the same
+        content again is a no-op (its path), other content is kept in rejected/ under a unique name (that path)."""
         parse_name(name)
         with self._write_lock:
+            with self._lock:
+                old = self._index.get(name)
+            if old is not None:
+                pending = self._path(name, old)
+                try:
+                    if same_content(pending, hashlib.sha256(data).hexdigest()):
+                        return pending
+                except FileNotFoundError:
+                    pass  # acked and removed meanwhile: queue the new content under a new seq
+                else:
+                    return self._aside_bytes(name, data, "a different capture of this name is already queued")
             seq = self._next_seq
             self._next_seq += 1
-            path = atomic_write_bytes(self._path(name, seq), data)
+            path = atomic_create_bytes(self._path(name, seq), data)
             with self._lock:
-                old = self._index.pop(name, None)
                 self._index[name] = seq
-            if old is not None:
-                self._unlink(self._path(name, old))
         return path
+
+    def _aside_bytes(self, name: str, data: bytes, reason: str) -> Path:
+        tmp = temp_path_for(self.dir / name)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return self._aside(tmp, name, reason)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def pending(self) -> list[str]:
         """Names waiting for an ack, oldest first."""
@@ -137,10 +160,15 @@ class Spool:
             seq = self._index.pop(name, None)
         if seq is None:
             return
-        target = self.dir / REJECTED_DIR
-        target.mkdir(exist_ok=True)
-        os.replace(self._path(name, seq), target / name)
-        self._log.error("spool_file_rejected", file=name, reason=reason)
+        self._aside(self._path(name, seq), name, reason)
+
+    def _aside(self, src: Path, name: str, reason: str) -> Path:
+        """Hard-link `src` into rejected/ as `name` (or `name.N` when taken: never replaced); the new path."""
+        path = link_unique(src, self.dir / REJECTED_DIR, name)
+        if src.parent == self.dir and not src.name.startswith(TEMP_PREFIX):
+            self._unlink(src)
+        self._log.error("spool_file_rejected", file=name, kept_as=str(path), reason=reason)
+        return path
 
     def _unlink(self, path: Path) -> None:
         try:

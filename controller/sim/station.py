@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from controller.link.auth import create_key
 from controller.logging import get_logger
+from controller.sim.abuse import run_client
 from controller.sim.host import (
     DATA_FS,
     NETNS,
@@ -54,6 +56,9 @@ LEAD = timedelta(minutes=10)  # sim time from boot to the window: sync and the d
 
 
 DARK_BEFORE = timedelta(minutes=5)
+
+
+NETNS_PORTS = (12345, 12347)  # link and control port of a run in network namespaces
 
 
 # The sim scene is slowed so the 60 s slots see the plume move as far as 2 s slots at 8 m/s would (about 7 px):
@@ -93,7 +98,10 @@ SIM_RING_BUFFER = 20
 class Fault:
     """A fault injected `at_s` real seconds after the window opens."""
 
-    kind: str  # kill_slave, kill_master, drop_link, unplug, clock_step, garbage_ext
+    # kill_slave, kill_master, drop_link, unplug, clock_step, garbage_ext, fill_disk, forged_peer,
+    # restart_master_behind (kill -9, restarted with its clock behind_s sim seconds behind its data),
+    # singles (TPA/TPB/TPS during continuous capture), abuse_ext (controller/sim/abuse.py)
+    kind: str
     at_s: float
     args: dict = field(default_factory=dict)
     done_at: float | None = None
@@ -114,6 +122,7 @@ class StationRun:
     log_level: str = "info"
     data_fs_mb: int | None = None  # root only: the master's data root on a tmpfs of this size (disk-full faults)
     spectrometer: bool = True
+    ext_token: str = ""  # the master's network.auth_token (the soak sets one: AUTH guessing is part of its abuse)
 
 
 def _toml_value(v) -> str:
@@ -191,15 +200,17 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         "network": {
             "master_host": hosts[0], "link_bind": hosts[0], "ext_bind": hosts[0], "ext_port_fallbacks": [],
             "heartbeat_s": 1.0, "link_timeout_s": 4.0, "backoff_max_s": 0.5,
+            "link_key_file": str(create_key(out / "link.key")),  # made once, as the installer does; both Pis
         },
         "schedule": {
             "period_s": run.period_s, "windows_utc": [[WINDOW_START.strftime("%H:%M"), end.strftime("%H:%M")]],
             "dark_time_utc": dark.strftime("%H:%M"), "shutdown_after_process": True,
         },
-        "spectrometer": {"backend": "sim"},
+        # FRS drives the spectrometer's own slots: the sim's spectra come on the camera slots (one per pair).
+        "spectrometer": {"backend": "sim", "frame_rate_hz": round(1.0 / run.period_s, 6)},
         "gpio": {"backend": "mock"},
         "power": {"hello_timeout_s": 120.0, "wake_retries": 2, "stop_timeout_s": 600.0},
-        "clock": {"tolerance_ms": 50.0 * max(1.0, scale / 10), "sync_samples": 5, "resync_s": 600.0},
+        "clock": {"backend": "sim", "tolerance_ms": 50.0 * max(1.0, scale / 10), "sync_samples": 5, "resync_s": 600.0},
         "sim": {
             "seed": run.seed, "time_scale": scale, "wind_speed_m_s": SIM_WIND_M_S,
             "emission_rate_kg_s": SIM_EMISSION_KG_S,
@@ -220,6 +231,8 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         d = json.loads(json.dumps(common))
         d["station"] = {"role": role, "name": "sim"}
         d["network"].update(link_port=link_port, ext_port=ext_port)
+        if role == "master" and run.ext_token:
+            d["network"]["auth_token"] = run.ext_token
         d["storage"] = {
             "data_root": str(out / role / "data"), "state_dir": str(out / role / "state"),
             "spool_dir": str(out / role / "spool"), "allow_fallback": True, "min_free_mb": 0, "resume_free_mb": 0,
@@ -252,13 +265,13 @@ async def _run_async(run: StationRun) -> dict:
     if use_netns:
         netns_up()
         hosts = (NETNS_ADDR[0], NETNS_ADDR[0])
-        link_port, ext_port = 12345, 12347
+        link_port, ext_port = NETNS_PORTS
     else:
         hosts = ("127.0.0.1", "127.0.0.1")
         link_port, ext_port = _free_port(), _free_port()
     mcfg, scfg = station_configs(run, link_port, ext_port, hosts)
     if not use_netns:
-        from controller.link.faults import FaultyProxy
+        from controller.sim.faults import FaultyProxy
 
         proxy = FaultyProxy("127.0.0.1", link_port)
         scfg["network"]["link_port"] = await proxy.start()
@@ -356,11 +369,12 @@ async def _drive_faults(run, master, slave, out, proxy, use_netns, window_real, 
         if fault.args.get("device") in ("B", "S"):
             target = slave
         state_dir = out / target.role / "state"
-        if fault.kind in ("kill_slave", "kill_master"):
+        if fault.kind in ("kill_slave", "kill_master", "restart_master_behind"):
             target.kill9()
             await target.wait()
             await asyncio.sleep(float(fault.args.get("down_s", 2.0)))
-            await target.start()
+            behind = float(fault.args.get("behind_s", 0.0))
+            await target.start(["--clock-offset", repr(-behind)] if behind else None)
         elif fault.kind == "drop_link":
             if use_netns:
                 set_link(False)
@@ -380,8 +394,20 @@ async def _drive_faults(run, master, slave, out, proxy, use_netns, window_real, 
                 await asyncio.sleep(float(fault.args.get("down_s", 3.0)))
                 (state_dir / "sim-fault.json").write_text(json.dumps({**sim, "kind": "replug"}))
                 target.signal(signal.SIGUSR1)
+        elif fault.kind == "forged_peer":
+            from controller.sim.forged import forged_peer_fault
+
+            master_port = proxy.target[1] if proxy is not None else NETNS_PORTS[0]
+            entry.update(
+                await forged_peer_fault(
+                    out, master_port, proxy, NETNS if use_netns else None, NETNS_ADDR[0], fault.args.get("down_s", 4.0)
+                )
+            )
         elif fault.kind == "garbage_ext":
             await _garbage_to_ext(ext_port, NETNS[0] if use_netns else None)
+        elif fault.kind in ("singles", "abuse_ext"):
+            host = NETNS_ADDR[0] if use_netns else "127.0.0.1"
+            entry.update(await run_client(fault.kind, host, ext_port, run.ext_token, NETNS[0] if use_netns else None))
         elif fault.kind == "fill_disk":
             entry.update(await _fill_disk(out, fault.args))
             t0 = time.monotonic()  # recovery counts from the moment the space is back

@@ -19,17 +19,29 @@ def summarize(out: Path, mcfg: dict, scfg: dict) -> dict:
     data_root = Path(mcfg["storage"]["data_root"])
     journals = {r: CaptureJournal.read(out / r / "state" / "captures.jsonl") for r in ("master", "slave")}
     captured: dict[str, str] = {}
+    first: dict[str, str] = {}  # each name's first capture: the content a stored file must keep
+    shas: dict[str, set[str]] = {}  # every content captured under each name
     per_device: Counter = Counter()
-    recaptured = 0
+    recaptured: list[str] = []  # a name captured twice: the second would overwrite (or be refused as) the first
     for recs in journals.values():
         for rec in recs:
             if rec["name"] in captured:
-                recaptured += 1
+                recaptured.append(rec["name"])
             captured[rec["name"]] = rec["sha256"]
+            first.setdefault(rec["name"], rec["sha256"])
+            shas.setdefault(rec["name"], set()).add(rec["sha256"])
             per_device[rec["device"]] += 1
-    stored = {p.name: p for p in data_root.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    stored = {
+        p.name: p
+        for p in data_root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(data_root).parts)
+    }  # temp files and the kept-aside copies in .conflicts/ are not stored data
     lost = [n for n in captured if n not in stored]
-    corrupt = [n for n, sha in captured.items() if n in stored and _sha(stored[n]) != sha]
+    stored_sha = {n: _sha(stored[n]) for n in captured if n in stored}
+    corrupt = [n for n in captured if n in stored_sha and stored_sha[n] not in shas[n]]  # bytes no capture made
+    # Files whose content changed under the same name: what is stored is not what was first captured under it.
+    changed = [n for n, sha in first.items() if n in stored_sha and stored_sha[n] != sha]
+    overwritten = list(dict.fromkeys([*changed, *recaptured]))
     keys = Counter()
     for name in stored:
         with contextlib.suppress(ValueError):
@@ -37,7 +49,7 @@ def summarize(out: Path, mcfg: dict, scfg: dict) -> dict:
             band = parsed.band if isinstance(parsed, ImageName) else "S"
             keys[(parsed.time_key, band, parsed.kind)] += 1
     # A slot captured twice (a restart re-taking it) shows as two Plume files of one device at one time.
-    duplicates = sum(n - 1 for (_, _, kind), n in keys.items() if n > 1 and kind == "Plume") + recaptured
+    duplicates = sum(n - 1 for (_, _, kind), n in keys.items() if n > 1 and kind == "Plume") + len(recaptured)
     flux = _flux(out / "master" / "processed", mcfg)
     states = _state_changes(out)
     faults = {r: read_status(out / r / "state").get("faults", []) for r in ("master", "slave")}
@@ -49,7 +61,10 @@ def summarize(out: Path, mcfg: dict, scfg: dict) -> dict:
         "lost": len(lost),
         "lost_files": lost[:20],
         "corrupt": len(corrupt),
+        "overwritten": len(overwritten),
+        "overwritten_files": overwritten[:20],
         "duplicates": duplicates,
+        "recaptured": len(recaptured),
         "pairs_on_master": sum(1 for (t, b, k) in keys if b == "A" and k == "Plume" and (t, "B", "Plume") in keys),
         **flux,
         "state_changes": states,
@@ -199,6 +214,8 @@ EXPECTED_FAULTS = {
     "unplug": {"slave": ("device_unplugged", "device_error")},
     "clock_step": {"slave": ("clock_offset", "offset_bad", "clock_lost")},
     "garbage_ext": {"master": ("ext_bad_input",)},
+    "abuse_ext": {"master": ("ext_bad_input",)},
+    "restart_master_behind": {"master": ("restarted_after_crash",), "slave": ("link_lost",)},
     "fill_disk": {"master": ("disk_full",)},
 }
 

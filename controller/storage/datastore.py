@@ -1,26 +1,41 @@
 """The station's data store: date folders under the data root, atomic writes, original file names and formats.
 
 Every file goes to root/YYYY-MM-DD/<name> with <name> validated by parse_name (names from the network are never
-used as paths). Readers skip temp files and files with a `<name>.lock` sidecar. When `flat_copy_dir` is set, each
+used as paths). A stored file is never replaced: saving under a taken name is a no-op when the content is the same
+and NameTaken otherwise (the caller keeps the other content aside, `keep_aside`, under a new name). Readers skip temp files and files with a `<name>.lock` sidecar. When `flat_copy_dir` is set, each
 new file is also hard-linked there (the original kept a flat folder for its FTP client).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from controller.errors import FileNameError
+from controller.errors import FileNameError, StorageError
 from controller.logging import get_logger
-from controller.storage.atomic import atomic_write_bytes, is_temp_or_locked
+from controller.storage.atomic import (
+    NameTaken,
+    atomic_create_bytes,
+    commit_new,
+    is_temp_or_locked,
+    link_unique,
+    same_content,
+    temp_path_for,
+)
 from controller.storage.names import ImageName, SpectrumName, parse_name
 from controller.storage.png import encode_png16
 
 KINDS = ("image", "spectrum")
+ASIDE_DIR = ".conflicts"  # under the data root; hidden, so readers and the disk policy never take it for data
+INCOMING_DIR = ".incoming"  # files being received (same filesystem, so they are linked to their names)
+STALE_INCOMING_S = 600.0  # a temp file not written to for this long belongs to a receiver that died
 
 
 def spectrum_bytes(array: np.ndarray) -> bytes:
@@ -58,13 +73,73 @@ class DataStore:
         return self.save_bytes(str(name), spectrum_bytes(array))
 
     def save_bytes(self, name: str, data: bytes) -> Path:
-        """Store `data` under a validated station file name, atomically; returns the final path."""
+        """Store `data` under a validated station file name, atomically; returns the final path. The same
+        content already stored under that name is a no-op; other content raises NameTaken (nothing changed)."""
         path = self.path_for(name)
-        atomic_write_bytes(path, data)
+        try:
+            atomic_create_bytes(path, data)
+        except NameTaken:
+            if same_content(path, hashlib.sha256(data).hexdigest()):
+                return path
+            raise
+        self._saved(path, len(data))
+        return path
+
+    def temp_for(self, name: str) -> Path:
+        """A new temp file in root/.incoming/, to be filled, fsynced and passed to save_file."""
+        return temp_path_for(self.root / INCOMING_DIR / self.path_for(name).name)
+
+    def clean_incoming(self, max_age_s: float = STALE_INCOMING_S) -> int:
+        """Remove temp files of receivers that died (not written to for max_age_s); how many."""
+        removed = 0
+        now = time.time()
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.root / INCOMING_DIR):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.is_file() and now - entry.stat().st_mtime > max_age_s:
+                        os.unlink(entry.path)
+                        removed += 1
+        if removed:
+            self._log.warning("stale_incoming_removed", files=removed, dir=str(self.root / INCOMING_DIR))
+        return removed
+
+    def save_file(self, name: str, tmp: str | Path) -> Path:
+        """Give a complete, fsynced temp file (from temp_for) its station name; the temp file is gone afterwards.
+        NameTaken when the name is taken (whatever the content: the caller compares)."""
+        path = self.path_for(name)
+        size = os.stat(tmp).st_size
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            raise StorageError(e.errno, f"cannot create {path.parent}: {e.strerror or e}") from e
+        try:
+            commit_new(tmp, path)
+        finally:
+            self.tidy_incoming()
+        self._saved(path, size)
+        return path
+
+    def tidy_incoming(self) -> None:
+        """Remove root/.incoming/ when nothing is being received (a listing of the data root shows data only)."""
+        with contextlib.suppress(OSError):
+            (self.root / INCOMING_DIR).rmdir()
+
+    def keep_aside(self, name: str, data: bytes) -> Path:
+        """Keep content that lost its name to another file under a new, unique name in root/.conflicts/."""
+        tmp = temp_path_for(self.root / ASIDE_DIR / "new")
+        try:
+            tmp.write_bytes(data)
+            path = link_unique(tmp, self.root / ASIDE_DIR, str(self._validated(name)))
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._log.error("file_kept_aside", name=name, path=str(path), why="a different file already has this name")
+        return path
+
+    def _saved(self, path: Path, size: int) -> None:
         if self.flat_copy_dir is not None:
             self._link_flat(path)
-        self._log.debug("file_saved", name=path.name, bytes=len(data))
-        return path
+        self._log.debug("file_saved", name=path.name, bytes=size)
 
     def _link_flat(self, path: Path) -> None:
         # The file is already safe under its final name: a flat-copy failure (another filesystem, permissions) is
@@ -72,9 +147,9 @@ class DataStore:
         target = self.flat_copy_dir / path.name
         try:
             self.flat_copy_dir.mkdir(parents=True, exist_ok=True)
-            if target.exists():
-                target.unlink()
-            os.link(path, target)
+            if target.exists() and os.path.samefile(target, path):
+                return
+            os.link(path, target)  # never replaces a file someone else put there
         except OSError as e:
             self._log.warning("flat_copy_failed", name=path.name, flat_copy_dir=str(self.flat_copy_dir), error=str(e))
 

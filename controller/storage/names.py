@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from controller.errors import FileNameError
 
@@ -16,7 +17,22 @@ TIME_FORMAT = "%Y-%m-%dT%H%M%S"
 BANDS = {"A": "fltrA", "B": "fltrB"}
 FILTER_TO_BAND = {v: k for k, v in BANDS.items()}
 PLAIN_TYPES = ("Plume", "Dark", "Clear", "Test")
-_CELL = re.compile(r"^(\d+)ppmm$")
+# One name per file: numbers are ASCII digits without leading zeros (`[0-9]`, not `\d`, which also matches
+# Arabic-Indic and other Unicode digits), of bounded length (int() of thousands of digits raises ValueError).
+MAX_DIGITS = 9
+MAX_NAME_CHARS = 128
+_NUMBER = f"(?:0|[1-9][0-9]{{0,{MAX_DIGITS - 1}}})"
+_CELL = re.compile(rf"^({_NUMBER})ppmm$")
+_TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{6}$")
+
+
+def _number(field: str, suffix: str, name: str, what: str) -> int:
+    """The integer of a `<N><suffix>` field in canonical form, else FileNameError naming the field."""
+    if field.endswith(suffix) and re.fullmatch(_NUMBER, field[: -len(suffix)]):
+        return int(field[: -len(suffix)])
+    raise FileNameError(
+        name, f"{what} field {field[:40]!r} is not <integer>{suffix} (ASCII digits, no leading zeros, <= {MAX_DIGITS})"
+    )
 
 
 def check_type(kind: str) -> str:
@@ -39,6 +55,8 @@ def format_time(ts: float | datetime) -> str:
 
 
 def _parse_time(text: str, name: str) -> datetime:
+    if not _TIME.match(text):
+        raise FileNameError(name, f"time field {text[:40]!r} is not YYYY-MM-DDTHHMMSS")
     try:
         return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError as e:
@@ -86,15 +104,10 @@ class ImageName(_TimedName):
         t = _parse_time(time_s, name)
         if fltr not in FILTER_TO_BAND:
             raise FileNameError(name, f"filter field {fltr!r} is not fltrA or fltrB")
-        if not (gain_s.endswith("ag") and gain_s[:-2].isdigit()):
-            raise FileNameError(name, f"gain field {gain_s!r} is not <integer>ag")
-        if not (ss_s.endswith("ss") and ss_s[:-2].isdigit()):
-            raise FileNameError(name, f"shutter field {ss_s!r} is not <integer µs>ss")
-        try:
-            check_type(kind)
-        except ValueError as e:
-            raise FileNameError(name, str(e)) from e
-        return cls(t, FILTER_TO_BAND[fltr], int(gain_s[:-2]), int(ss_s[:-2]), kind, darkcorr)
+        gain = _number(gain_s, "ag", name, "gain")
+        shutter_us = _number(ss_s, "ss", name, "shutter")
+        _check_kind(kind, name)
+        return _canonical(cls(t, FILTER_TO_BAND[fltr], gain, shutter_us, kind, darkcorr), name)
 
 
 @dataclass(frozen=True)
@@ -116,19 +129,33 @@ class SpectrumName(_TimedName):
             raise FileNameError(name, f"expected 4 fields time_<ms>ss_<n>coadd_<type>, found {len(parts)}")
         time_s, ss_s, co_s, kind = parts
         t = _parse_time(time_s, name)
-        if not (ss_s.endswith("ss") and ss_s[:-2].isdigit()):
-            raise FileNameError(name, f"integration field {ss_s!r} is not <integer ms>ss")
-        if not (co_s.endswith("coadd") and co_s[:-5].isdigit()):
-            raise FileNameError(name, f"co-add field {co_s!r} is not <integer>coadd")
-        try:
-            check_type(kind)
-        except ValueError as e:
-            raise FileNameError(name, str(e)) from e
-        return cls(t, int(ss_s[:-2]), int(co_s[:-5]), kind)
+        integration_ms = _number(ss_s, "ss", name, "integration")
+        coadd = _number(co_s, "coadd", name, "co-add")
+        _check_kind(kind, name)
+        return _canonical(cls(t, integration_ms, coadd, kind), name)
+
+
+_Parsed = TypeVar("_Parsed", ImageName, SpectrumName)
+
+
+def _check_kind(kind: str, name: str) -> None:
+    try:
+        check_type(kind)
+    except ValueError as e:
+        raise FileNameError(name, str(e)) from e
+
+
+def _canonical(parsed: _Parsed, name: str) -> _Parsed:
+    """Refuse a name that parses but is not how this file is written (one file, one name)."""
+    if str(parsed) != name:
+        raise FileNameError(name, f"not in canonical form (that file is written {str(parsed)!r})")
+    return parsed
 
 
 def parse_name(name: str) -> ImageName | SpectrumName:
-    """Parse an image or spectrum file name (by its extension)."""
+    """Parse an image or spectrum file name (by its extension). Only the canonical form of a name is accepted."""
+    if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
+        raise FileNameError(str(name)[:60], f"not a station file name (longer than {MAX_NAME_CHARS} characters)")
     if name.endswith(".png"):
         return ImageName.parse(name)
     if name.endswith(".npy"):

@@ -22,6 +22,8 @@ DONE_KEYS = {
     ("master", "spectrometer"): ("DFS", "SPC"), ("slave", "spectrometer"): ("DFS", "SPC"),
 }  # fmt: skip
 ANNOUNCE_KEYS = frozenset({"DFC", "DFS"})
+# Real seconds a TPA/TPB/TPS echo waits for the name of the file written (under the master's 5 s for the slave).
+SINGLE_ECHO_WAIT_S = 4.0
 
 
 class SupervisorActions:
@@ -56,16 +58,31 @@ class SupervisorActions:
             raise PycamError(f"unknown device group {group!r}")
         return [self.sup.devices[k] for k in keys if k in self.sup.devices]
 
-    async def capture_single(self, device: str, kind: str) -> None:
+    async def capture_single(self, device: str, kind: str) -> str | None:
+        """Take one capture; the name of the file written (None: still running after SINGLE_ECHO_WAIT_S).
+
+        Raises PycamError when it failed or was refused (no free second), so the client gets ERR, not an echo."""
         key = IDENTITY_TO_KEY.get(device)
         runner = self.sup.devices.get(key) if key else None
         if runner is None:
             raise PycamError(f"{device} is not a device of this Pi")
         loop = self.sup.slot_loop
         if loop is not None and self.sup._slot_task is not None and not self.sup._slot_task.done():
-            loop.request_single(key, kind)  # taken right after the next slot's continuous captures
+            done: asyncio.Future = loop.request_single(key, kind)  # taken at once, named with a free second
         else:
-            self._spawn(runner.capture(None, kind), f"single-{key}")
+            done = asyncio.ensure_future(runner.capture(None, kind))
+            self._tasks.add(done)
+            done.add_done_callback(self._done)
+        finished, _ = await asyncio.wait({done}, timeout=SINGLE_ECHO_WAIT_S)
+        if not finished:
+            self.sup.log.info("single_capture_still_running", device=device, kind=kind)
+            return None
+        if done.cancelled():
+            raise PycamError(f"{device} single capture cancelled (shutdown)")
+        name = done.result()  # a PycamError (no free second) goes to the client as ERR
+        if name is None:
+            raise PycamError(f"{device} single capture failed: {runner.last_error or runner.state}")
+        return name
 
     async def start_continuous(self, kind: str) -> None:
         for runner in self._runners(kind):

@@ -19,15 +19,29 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.acquisition import CaptureJournal, DeviceRunner, SlotLoop, SlotPlan, wait_event_or_sleep
-from controller.clock import Clock
+from controller.acquisition import (
+    CaptureJournal,
+    DeviceRunner,
+    SlotLoop,
+    SlotPlan,
+    TimelineClock,
+    wait_event_or_sleep,
+)
+from controller.acquisition.naming import capture_seconds
 from controller.config import Config
 from controller.errors import PycamError
 from controller.logging import get_logger
-from controller.supervisor.statusfile import StatusWriter, read_temperatures, read_wittypi_temperature
+from controller.supervisor.statusfile import StatusWriter, read_temperatures
+from controller.timekeeping.clock import Clock
 
 RUNNING = ("acquire", "degraded", "paused")
 FAULT_FILE = "sim-fault.json"
+# The whole stop (SIGTERM to exit) takes at most this many real seconds - well inside the units' TimeoutStopSec
+# (master 180 s, slave 120 s) - and each closing step at most STOP_STEP_LIMIT_S: a hung device, link or worker
+# cannot hold it. STOP_RESERVE_S of the budget is kept for the closing steps after the slave/spool flush.
+SHUTDOWN_BUDGET_S = 90.0
+STOP_STEP_LIMIT_S = 15.0
+STOP_RESERVE_S = 30.0
 
 
 @dataclass
@@ -35,7 +49,6 @@ class RunOptions:
     """Options of `pycam run` that are not station config (sim and test hooks)."""
 
     state_dir: Path | None = None
-    discipline_sim_clock: bool = True  # sim only: the slave steps its clock like chrony would
     fault_retry_s: float = 30.0  # clock seconds in fault before booting again
     boot_guard: Any = None  # S1's BootGuard: tripped after repeated start-ups that never got healthy
 
@@ -133,7 +146,12 @@ class Supervisor:
         self.clock_source: dict = {}
         self.link: Any = None
         self.exit_code = 0
+        self.shutdown_budget_s = SHUTDOWN_BUDGET_S
+        self.stop_step_limit_s = STOP_STEP_LIMIT_S
+        self._stop_deadline: float | None = None  # time.monotonic() by which the stop must be over
         self.journal = CaptureJournal(self.state_dir / "captures.jsonl")
+        self.capture_names = capture_seconds(self.state_dir)  # durable: no name is ever used twice
+        self.slot_clock = TimelineClock(clock, lambda: self.slot_loop)  # master time as the slave must see it
         self.status = StatusWriter(self.state_dir, self.collect_status)
         self.station = StationDriver(
             {
@@ -239,7 +257,7 @@ class Supervisor:
     def add_device(self, key: str, opener, sink) -> DeviceRunner:
         runner = DeviceRunner(
             key, opener, lambda: self.cfg, self.clock, sink, self.journal, offset=lambda: self.offset_s,
-            on_event=self.device_event,
+            on_event=self.device_event, names=self.capture_names,
         )  # fmt: skip
         self.devices[key] = runner
         return runner
@@ -252,10 +270,18 @@ class Supervisor:
             return
         self.slot_loop = SlotLoop(
             self.clock, self.devices, plan=lambda: self.plan, offset=lambda: self.offset_s, blocked=self.blocked,
-            on_slot=self.on_slot,
+            on_slot=self.on_slot, period=self.device_period, continue_timeline=self.role == "master",
         )  # fmt: skip
         self._slot_task = asyncio.get_running_loop().create_task(self.slot_loop.run(), name="slot-loop")
         self._slot_task.add_done_callback(self._slot_loop_done)
+
+    def device_period(self, key: str) -> float | None:
+        """The spectrometer's own slot period from FRS (spectrometer.frame_rate_hz); the cameras follow the plan."""
+        if key != "S":
+            return None
+        from controller.extport.protocol import slot_period_s
+
+        return slot_period_s(self.cfg.spectrometer.frame_rate_hz)
 
     def _slot_loop_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -339,10 +365,11 @@ class Supervisor:
                 "source": self.clock_source,
             },
             "storage": {**self.storage_check, "free_mb": self.free_mb, "paused": self.disk_paused},
-            "temperatures": {**read_temperatures(), "wittypi_rtc": read_wittypi_temperature()},
+            "temperatures": read_temperatures(),
             "devices": {k: d.info() for k, d in self.devices.items()},
             "captures": {k: d.captures for k, d in self.devices.items()},
             "slots": self.slot_loop.slots if self.slot_loop else 0,
+            "slot_loop": self.slot_loop.info() if self.slot_loop else None,
             "plan": self.plan.to_dict() if self.plan else None,
             "faults": list(self.faults),
             "last_fault": self.faults[-1] if self.faults else None,
@@ -450,7 +477,7 @@ class Supervisor:
                     await self.wait_kick(None)
                     if self.stop_requested:
                         await self.station.fire("stop", reason=self.stop_requested)
-            await self.shutdown_phase()
+            await self.bounded_shutdown()
         finally:
             await self.stop_slot_loop()
             for t in self._tasks:
@@ -501,12 +528,30 @@ class Supervisor:
         self.notify_ready()
 
     async def close_all(self, steps: list[tuple[str, Any]]) -> None:
-        """Shutdown: run each closer in turn, logging a failure and going on (one owner closes each part)."""
+        """Shutdown: run each closer in turn, each for at most stop_step_limit_s real seconds, logging a failure
+        or a timeout and going on (one owner closes each part; a hung one cannot hold the others)."""
         for name, closer in steps:
             try:
-                await closer()
+                await asyncio.wait_for(closer(), self.stop_step_limit_s)
+            except TimeoutError:
+                self.log.error("shutdown_step_timeout", step=name, limit_s=self.stop_step_limit_s)
             except Exception as e:  # noqa: BLE001 - each part is closed whatever the others do
                 self.log.error("shutdown_step_failed", step=name, error=repr(e))
+
+    def stop_time_left(self, cap_s: float) -> float:
+        """Real seconds a waiting stop step (flush, stopping the slave) may take: at most `cap_s`, and never so
+        long that the closing steps after it would run past the shutdown budget."""
+        if self._stop_deadline is None:
+            return cap_s
+        return max(0.0, min(cap_s, self._stop_deadline - time.monotonic() - STOP_RESERVE_S))
+
+    async def bounded_shutdown(self) -> None:
+        """shutdown_phase within the budget; past it the process exits anyway (files are atomic, spool kept)."""
+        self._stop_deadline = time.monotonic() + self.shutdown_budget_s
+        try:
+            await asyncio.wait_for(self.shutdown_phase(), self.shutdown_budget_s)
+        except TimeoutError:
+            self.log.error("shutdown_over_budget", budget_s=self.shutdown_budget_s)
 
     async def stop_link(self) -> None:
         if self.link is not None:

@@ -33,6 +33,7 @@ class MasterSupervisor(Supervisor):
         self.receiver: Any = None
         self.handoff: Any = None
         self.power_lines: Any = None
+        self.power_board: Any = None  # controller.power.board.PowerBoardMonitor
         self.ext_server: Any = None
         self.ext_port: int | None = None
         self.worker: Any = None
@@ -78,7 +79,7 @@ class MasterSupervisor(Supervisor):
             self.scene = await loop.run_in_executor(None, factory.make_scene, cfg)
         self.add_device("A", lambda: factory.open_camera(self.cfg, "A", self.clock, scene=self.scene), self._store)
         await self.open_devices()
-        self.link = MasterLink(cfg, self.clock, self.receiver)
+        self.link = MasterLink(cfg, self.slot_clock, self.receiver)  # time answers on the slot timeline
         self.link.add_listener(self._link_event)
         self.link.on_request("status", self._status_request)
         self.link.on_request("announce", self._announce_request)
@@ -87,6 +88,10 @@ class MasterSupervisor(Supervisor):
         self._start_worker()
         self._start_disk_policy()
         await self._start_power()
+        from controller.power.board import PowerBoardMonitor
+
+        self.power_board = PowerBoardMonitor()
+        await self.power_board.start()
 
     async def _announce_request(self, body: dict) -> dict:
         """The slave's "dark series finished" (DFC/DFS) for the external clients; nothing else is relayed."""
@@ -260,14 +265,12 @@ class MasterSupervisor(Supervisor):
 
     async def _start_power(self) -> None:
         from controller.hardware import factory
-        from controller.power import PowerHandoff
+        from controller.hardware.gpio_service import PowerLinesService
+        from controller.power.handoff import PowerHandoff
 
-        try:
-            self.power_lines = factory.open_power_lines(self.cfg)
-        except (PycamError, OSError) as e:
-            self.log.error("power_lines_unavailable", error=str(e))
-            self.note_fault("power_lines_unavailable", {"error": str(e)})
-            self.power_lines = _NoLines()
+        # A busy line or an lgpio that cannot load is retried with backoff by the service (error event + fault).
+        self.power_lines = PowerLinesService(lambda: factory.open_power_lines(self.cfg), self.log, self.note_fault)
+        await self.power_lines.start()
         self.handoff = PowerHandoff(self.power_lines, self.cfg, self.clock, self.link)
         # Waking may take minutes (or never succeed): the station goes on with camera A meanwhile.
         self._wake_task = asyncio.get_running_loop().create_task(self._wake(), name="wake-slave")
@@ -321,7 +324,15 @@ class MasterSupervisor(Supervisor):
         return {"state": self.station.state, "plan": self.plan.to_dict() if self.plan else None}
 
     async def _store(self, name: str, data: bytes) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.datastore.save_bytes, name, data)
+        from controller.storage.atomic import NameTaken
+
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.datastore.save_bytes, name, data)
+        except NameTaken:
+            # Another capture already holds this name: never replaced; this one is kept aside (logged there).
+            await loop.run_in_executor(None, self.datastore.keep_aside, name, data)
+            return
         self._notify_worker(name)
 
     def _notify_worker(self, name: str | None) -> None:
@@ -451,6 +462,7 @@ class MasterSupervisor(Supervisor):
                 ("link", self.stop_link),
                 ("devices", self.close_devices),
                 ("power_lines", self._close_lines),
+                ("power_board", self._stop_power_board),
             ]
         )
         await self.station.fire("halted", reason=f"slave flushed={flushed}")
@@ -471,9 +483,13 @@ class MasterSupervisor(Supervisor):
         if self.ext_server is not None:
             await self.ext_server.stop()
 
+    async def _stop_power_board(self) -> None:
+        if self.power_board is not None:
+            await self.power_board.stop()
+
     async def _close_lines(self) -> None:
         if self.power_lines is not None:
-            self.power_lines.close()
+            await self.power_lines.stop()
 
     # ------------------------------------------------------------------------------------------- status
 
@@ -493,6 +509,8 @@ class MasterSupervisor(Supervisor):
             "stored_from_slave": self.stored_from_slave,
             "duplicates_from_slave": self.duplicates_from_slave,
             "data_root": str(self.cfg.storage.data_root),
+            "power_board": self.power_board.status() if self.power_board is not None else None,
+            "power_lines": self.power_lines.status() if self.power_lines is not None else None,
         }
 
 
@@ -508,24 +526,21 @@ class _PausableStore:
             raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
         return self._store.save_bytes(name, data)
 
+    def temp_for(self, name: str) -> Path:
+        if self._paused():
+            raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
+        return self._store.temp_for(name)
+
+    def save_file(self, name: str, tmp: str | Path) -> Path:
+        if self._paused():
+            raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
+        return self._store.save_file(name, tmp)
+
     def exists(self, name: str) -> bool:
         return self._store.exists(name)
 
     def path_for(self, name: str) -> Path:
         return self._store.path_for(name)
-
-
-class _NoLines:
-    """Power lines that do nothing: the GPIO could not be opened (status reports it)."""
-
-    def pulse_wake(self, seconds: float) -> None:
-        return None
-
-    def pulse_halt(self, seconds: float) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
 
 
 def check_storage(cfg: Any) -> dict:
@@ -537,7 +552,7 @@ def check_storage(cfg: Any) -> dict:
 
 def master_clock_status(cfg: Any) -> dict:
     """The master's clock source (RTC, chrony, GPS) through S1's clocksource module."""
-    from controller import clocksource
+    from controller.timekeeping import clocksource
 
     try:
         return clocksource.clock_status(clocksource.master_sources(cfg))

@@ -16,6 +16,7 @@ from controller.errors import LinkError
 from controller.storage.atomic import atomic_write_text
 from controller.supervisor.actions import SupervisorActions
 from controller.supervisor.base import Supervisor
+from controller.timekeeping import TimeSource, make_time_source, time_agreement
 
 PLAN_FILE = "plan.json"
 SYNC_RETRY_S = 5.0  # clock seconds between offset measurements while out of tolerance
@@ -33,6 +34,9 @@ class SlaveSupervisor(Supervisor):
         self.rtt_s: float | None = None
         self.sync_failures = 0
         self._stopped_by_master = asyncio.Event()
+        self._offset_fault_noted = False
+        self._chrony_update: float | None = None  # chrony's ref time when we last read it
+        self.time_source: TimeSource = make_time_source(self.cfg, self.clock, self._master_reachable)
 
     async def boot_services(self) -> None:
         from controller.disk_policy import DiskPolicy
@@ -41,7 +45,7 @@ class SlaveSupervisor(Supervisor):
         from controller.hardware import factory
         from controller.link.slave import SlaveLink
         from controller.link.spool import Spool
-        from controller.power import slave_stop_handler
+        from controller.power.handoff import slave_stop_handler
         from controller.settings import SettingsStore
 
         loop = asyncio.get_running_loop()
@@ -71,6 +75,9 @@ class SlaveSupervisor(Supervisor):
         )
         self.link.on_request("stop", slave_stop_handler(self._flush_for_stop, self._stopped))
         await self.link.start()
+
+    def _master_reachable(self) -> bool:
+        return self.link is not None and bool(self.link.connected)
 
     # ---------------------------------------------------------------------------------------------- events
 
@@ -130,9 +137,12 @@ class SlaveSupervisor(Supervisor):
     # ---------------------------------------------------------------------------------------------- clock
 
     async def measure(self) -> bool:
-        """Measure the offset to the master; True when known and within tolerance. Needs the link."""
+        """chrony's state and the offset to the master measured over the link; True when chrony is synchronised,
+        the link's offset is within tolerance and both agree. The project never sets the clock: chrony does."""
         if not self.link.connected:
             return self.offset_ok  # keep the last good offset while the link is down
+        chrony = await asyncio.get_running_loop().run_in_executor(None, self.time_source.status)
+        self.clock_source = chrony
         try:
             offset, rtt = await self.link.measure_offset(self.cfg.clock.sync_samples)
         except (LinkError, TimeoutError) as e:
@@ -140,27 +150,26 @@ class SlaveSupervisor(Supervisor):
             return self.offset_ok
         self.last_sync = self.clock.monotonic()
         self.rtt_s = rtt
-        tolerance = self.cfg.clock.tolerance_ms / 1000.0
-        if abs(offset) > tolerance:
-            self.note_fault("clock_offset", {"offset_ms": round(offset * 1000, 1), "tolerance_ms": tolerance * 1000})
-        if abs(offset) > tolerance and self._discipline(offset):
-            return await self.measure()
         self.offset_s = offset
-        ok = abs(offset) <= tolerance
+        tolerance = self.cfg.clock.tolerance_ms / 1000.0
+        ok, why = time_agreement(chrony, offset, tolerance)
+        stepped = chrony.get("last_offset_s") if chrony.get("ref_time_s") != self._chrony_update else None
+        self._chrony_update = chrony.get("ref_time_s")
+        if stepped is not None and abs(stepped) > tolerance:
+            # chrony corrected this clock by more than the tolerance since we last looked (a step, or the first sync).
+            self.note_fault("clock_offset", {"offset_ms": round(stepped * 1000, 1), "why": "corrected by chrony"})
+        elif abs(offset) > tolerance and not self._offset_fault_noted:
+            # Once per bad spell (note_fault wakes the main loop: noting every attempt would spin the sync phase).
+            # chrony not synchronised yet is a wait, not a fault.
+            self.note_fault("clock_offset", {"offset_ms": round(offset * 1000, 1), "why": why})
+        self._offset_fault_noted = abs(offset) > tolerance
         if ok != self.offset_ok:
-            self.log.info("clock_offset", offset_ms=round(offset * 1000, 3), rtt_ms=round(rtt * 1000, 3), ok=ok)
+            self.log.info(
+                "clock_offset", offset_ms=round(offset * 1000, 3), rtt_ms=round(rtt * 1000, 3), ok=ok, why=why,
+                chrony_synchronised=bool(chrony.get("synchronised")), chrony_selected=chrony.get("selected"),
+            )  # fmt: skip
         self.offset_ok = ok
         return ok
-
-    def _discipline(self, offset: float) -> bool:
-        """Sim only: step this Pi's clock onto the master's, as chrony does on the real station."""
-        if not (self.options.discipline_sim_clock and self.cfg.camera.backend == "sim"):
-            return False
-        if not hasattr(self.clock, "offset_s"):
-            return False
-        self.clock.offset_s += offset
-        self.log.warning("sim_clock_stepped", step_ms=round(offset * 1000, 3))
-        return True
 
     # --------------------------------------------------------------------------------------------- phases
 
@@ -226,10 +235,10 @@ class SlaveSupervisor(Supervisor):
 
     async def shutdown_phase(self) -> None:
         await self.stop_slot_loop()
-        await self.actions.wait_idle(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9))
+        await self.actions.wait_idle(self.stop_time_left(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9)))
         flushed = None
         if self.link is not None and self.link.connected and len(self.spool):
-            flushed = await self.link.flush(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9))
+            flushed = await self.link.flush(self.stop_time_left(FLUSH_TIMEOUT_S / max(self.clock.scale(), 1e-9)))
         if self.stop_requested == "master stop request":
             # Let the "flushed" answer reach the master before the link closes.
             try:

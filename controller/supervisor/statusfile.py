@@ -34,21 +34,6 @@ def read_temperatures(thermal_root: Path = Path("/sys/class/thermal")) -> dict[s
     return temps
 
 
-def read_wittypi_temperature() -> float | None:
-    """The WittyPi RTC's temperature, when S1's hook module can read it (it needs the I2C bus)."""
-    try:
-        from controller import wittypi_hook
-    except ImportError:
-        return None
-    reader = getattr(wittypi_hook, "read_rtc_temperature", None)
-    if reader is None:
-        return None
-    try:
-        return reader()
-    except OSError:
-        return None
-
-
 class StatusWriter:
     """Owns status.json: `write_now()` on state changes, and a periodic task while the supervisor runs."""
 

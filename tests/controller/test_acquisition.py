@@ -10,10 +10,10 @@ import pytest
 import structlog
 
 from controller.acquisition import BACKOFF_START_S, DeviceRunner
-from controller.clock import ManualClock
 from controller.config import config_from_dict
 from controller.errors import HardwareError
 from controller.hardware import factory
+from controller.timekeeping.clock import ManualClock
 from tests.states.table_checks import changes
 
 CFG = config_from_dict(

@@ -10,10 +10,10 @@ import time
 import pytest
 
 from controller.acquisition import BACKOFF_START_S, MAX_HUNG_CALLS, OPEN_FACTOR, DeviceCaller, DeviceRunner
-from controller.clock import ManualClock
 from controller.config import config_from_dict
 from controller.errors import DeviceTimeout
 from controller.hardware import factory
+from controller.timekeeping.clock import ManualClock
 
 LIMIT_S = 0.1
 CFG = config_from_dict(

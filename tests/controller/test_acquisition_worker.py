@@ -11,10 +11,10 @@ import threading
 import pytest
 import structlog
 
-from controller.clock import ManualClock
 from controller.config import config_from_dict
 from controller.supervisor import master as master_mod
 from controller.supervisor.base import RunOptions
+from controller.timekeeping.clock import ManualClock
 from tests.states.table_checks import changes
 
 

@@ -14,9 +14,9 @@ from controller.acquisition.autoexposure import (
     next_shutter,
     saturation_rows,
 )
-from controller.clock import ManualClock
 from controller.config import CameraConfig, Config, SpectrometerConfig
 from controller.hardware.factory import make_scene, open_camera, open_spectrometer
+from controller.timekeeping.clock import ManualClock
 
 
 def test_brightest_n_and_rows():

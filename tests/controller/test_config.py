@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 
@@ -144,3 +145,64 @@ def error_key_file(path) -> str:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     return info.value.key
+
+
+@pytest.mark.parametrize("token", ["two words", " lead", "tab\there", "new\nline", "ünïcode"])
+def test_token_with_whitespace_is_refused_by_config_check(tmp_path, token):
+    path = tmp_path / "master.toml"
+    path.write_text(f"[network]\nauth_token = {json.dumps(token)}\n", encoding="utf-8")  # a TOML basic string
+    result = CliRunner().invoke(main, ["config", "check", str(path)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "network.auth_token" in lines[0] and str(path) in lines[0]
+
+
+def _one_line_error(path, *extra) -> str:
+    result = CliRunner().invoke(main, ["config", "check", str(path), *extra])
+    assert result.exit_code == 1, result.output  # a clean exit, not a traceback
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert str(path) in lines[0]
+    return lines[0]
+
+
+def test_non_utf8_config_is_one_line_naming_the_file(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[station]\nname = "Villarrica Süd"\n'.encode("latin-1"))
+    assert "not UTF-8" in _one_line_error(path)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+nan"])
+def test_period_nan_or_inf_is_one_line_naming_the_key(tmp_path, value):
+    path = tmp_path / "nan.toml"
+    path.write_text(f"[schedule]\nperiod_s = {value}\n")
+    line = _one_line_error(path)
+    assert "schedule.period_s" in line and "finite" in line
+
+
+@pytest.mark.parametrize(("section", "key"), [("camera", "shutter_list_us"), ("spectrometer", "integration_list_ms")])
+def test_empty_exposure_list_is_one_line_naming_the_key(tmp_path, section, key):
+    path = tmp_path / "empty.toml"
+    path.write_text(f"[{section}]\n{key} = []\n")
+    assert f"{section}.{key}" in _one_line_error(path)
+
+
+def test_data_root_that_is_a_file_is_refused(tmp_path):
+    data_root = tmp_path / "data"
+    data_root.write_text("not a folder")
+    path = tmp_path / "master.toml"
+    path.write_text(f'[storage]\ndata_root = "{data_root}"\nstate_dir = "{tmp_path / "state"}"\n')
+    line = _one_line_error(path)
+    assert "storage.data_root" in line and "is a file" in line
+
+
+def test_state_dir_that_cannot_be_created_stops_run_with_one_line(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be made")
+    path = tmp_path / "master.toml"
+    path.write_text(f'[storage]\ndata_root = "{tmp_path / "data"}"\nstate_dir = "{blocker / "state"}"\n')
+    result = CliRunner().invoke(main, ["run", "--role", "master", "--config", str(path)])
+    assert result.exit_code == 1 and not isinstance(result.exception, OSError | NotADirectoryError)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "storage.state_dir" in lines[0] and "cannot be created" in lines[0], result.output
+    assert str(path) in lines[0]

@@ -2,7 +2,7 @@
 
 The others live with their code: bugs 1/3/4/7 in tests/controller/extport/test_server.py, bugs 2/3/4 in
 tests/controller/link/test_link.py, bug 6 in tests/processing/test_calibration.py, the WittyPi hooks in
-test_wittypi_hook.py, the watchdog in test_systemd_units.py.
+power/test_hook.py, the watchdog in test_systemd_units.py.
 """
 
 from __future__ import annotations

@@ -27,3 +27,31 @@ def test_level_filters_and_console_format_is_readable():
     text = out.getvalue()
     assert "hidden" not in text
     assert "disk_low" in text and "free_mb=12" in text
+
+
+def test_journald_gets_each_events_priority(tmp_path, monkeypatch):
+    """Under systemd (JOURNAL_STREAM names stderr) each line starts with <N>, so `journalctl -p err` finds errors."""
+    import os
+
+    with open(tmp_path / "journal", "w+") as out:
+        st = os.fstat(out.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        configure_logging("json", "debug", stream=out)
+        log = get_logger("supervisor")
+        log.error("boot_failed", error="no camera")
+        log.warning("fault", fault="link_lost")
+        log.info("state_change")
+        log.debug("detail")
+        out.flush()
+        out.seek(0)
+        lines = out.read().splitlines()
+    assert [line[:3] for line in lines] == ["<3>", "<4>", "<6>", "<7>"]
+    assert json.loads(lines[0][3:])["event"] == "boot_failed"
+
+
+def test_no_priority_prefix_outside_the_journal(monkeypatch):
+    monkeypatch.setenv("JOURNAL_STREAM", "0:0")  # another stream than ours
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    get_logger("cli").error("oops")
+    assert json.loads(out.getvalue().strip())["event"] == "oops"

@@ -76,3 +76,47 @@ def test_malformed_names_say_what_is_wrong(name, says):
         parse_name(name)
     assert says in str(info.value)
     assert info.value.name == name
+
+
+# Issue 11 finding 7: one file, one name; nothing a peer sends may raise anything but FileNameError.
+
+
+def test_arabic_indic_digits_are_not_a_second_name_for_a_file():
+    canonical = "2019-09-18T074335_fltrB_1ag_199994ss_Plume.png"
+    assert parse_name(canonical)
+    for forged in (
+        "2019-09-18T074335_fltrB_\u0661ag_199994ss_Plume.png",
+        "\u0662019-09-18T074335_fltrB_1ag_199994ss_Plume.png",
+        "2019-09-18T074335_\u0661\u0660\u0660ss_1coadd_\u0661\u0662ppmm.npy",
+    ):
+        with pytest.raises(FileNameError):
+            parse_name(forged)
+
+
+def test_leading_zeros_are_not_a_second_name_for_a_file():
+    assert str(parse_name("2019-09-18T074335_fltrB_1ag_199994ss_Plume.png")).startswith("2019")
+    for forged in (
+        "2019-09-18T074335_fltrB_001ag_199994ss_Plume.png",
+        "2019-09-18T074335_fltrB_1ag_0199994ss_Plume.png",
+        "2019-09-18T074335_0100ss_1coadd_Plume.npy",
+        "2019-09-18T074335_100ss_01coadd_0412ppmm.npy",
+    ):
+        with pytest.raises(FileNameError, match="canonical|integer|not one of"):
+            parse_name(forged)
+
+
+@pytest.mark.parametrize("digits", [10, 4300, 5000])
+def test_a_4300_digit_field_is_a_file_name_error_not_a_crash(digits):
+    long = "9" * digits
+    for name in (
+        f"2019-09-18T074335_fltrB_{long}ag_199994ss_Plume.png",
+        f"2019-09-18T074335_{long}ss_1coadd_Plume.npy",
+        f"2019-09-18T074335_100ss_1coadd_{long}ppmm.npy",
+    ):
+        with pytest.raises(FileNameError):
+            parse_name(name)
+
+
+def test_nine_digit_fields_still_parse():
+    name = "2019-09-18T074335_fltrB_1ag_999999999ss_123456789ppmm.png"
+    assert parse_name(name).shutter_us == 999_999_999

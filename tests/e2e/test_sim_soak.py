@@ -22,6 +22,10 @@ def test_short_soak_with_random_faults_loses_nothing(tmp_path):
         print(f"fault {f['kind']} {f.get('device', '')} at {f['at_s']} s: back in acquire after {f['recovery_s']} s")
     assert s["finished_cleanly"], s["exit_codes"]
     assert k["lost"] == 0 and k["duplicates"] == 0 and s["corrupt"] == 0
+    assert k["overwritten"] == 0  # issue 11: nothing replaced, also with a forged peer on the link
+    forged = [f for f in s["faults_injected"] if f["kind"] == "forged_peer"]
+    assert len(forged) == 1 and not forged[0]["forged_slave"].get("acked")
+    assert forged[0]["fake_master"].get("files_received") == 0
     assert s["stored_captured"] == s["captured"] > 0
     assert k["faults"] >= 2 and all(f["recovery_s"] is not None for f in s["faults_injected"])
     assert k["slots_planned"] >= 1000 and k["slots_captured"] > 0
@@ -32,9 +36,10 @@ def test_short_soak_with_random_faults_loses_nothing(tmp_path):
 def test_soak_plan_is_seeded_and_keeps_faults_inside_the_window():
     import random
 
-    from controller.sim.soak import SoakRun, soak_faults, soak_station_run
+    from controller.sim.soak import ALWAYS, SoakRun, soak_faults, soak_station_run
 
     a = soak_faults(500.0, 40.0, random.Random(1))
+    assert set(ALWAYS) <= {f.kind for f in a}  # issue 11: restart behind, singles, control-port abuse
     assert [(f.kind, f.at_s, f.args) for f in a] == [
         (f.kind, f.at_s, f.args) for f in soak_faults(500.0, 40.0, random.Random(1))
     ]
@@ -44,3 +49,24 @@ def test_soak_plan_is_seeded_and_keeps_faults_inside_the_window():
     assert run.hours * 3600 / run.period_s >= 20_000 and not run.processing and run.image_size == (64, 48)
     with pytest.raises(ValueError):
         soak_station_run(SoakRun(slots=30_000, period_s=2.0))
+
+
+def test_soak_abuse_client_sees_the_control_port_hold(tmp_path):
+    """The soak's control-port abuse against a real ExtServer: idle slots, 500 keys, 1000 unknown keys, guesses."""
+    import asyncio
+
+    from controller.sim.abuse import AUTH_GUESSES, run_client
+    from tests.controller.extport.harness import build_station, make_config
+
+    async def body():
+        st = build_station(tmp_path, cfg=make_config(auth_token="right"))
+        port = await st.server.start()
+        try:
+            return await run_client("abuse_ext", "127.0.0.1", port, "right", None)
+        finally:
+            await st.server.stop()
+
+    got = asyncio.run(asyncio.wait_for(body(), 120))
+    assert got["connection_kept"] and got["served_after_s"] < 10.0
+    assert got["echoes_500_keys"] == 2 and got["errs_1000_unknown"] == 26
+    assert got["auth_guesses_refused"] == AUTH_GUESSES

@@ -31,14 +31,16 @@ class RecordingActions:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
         self.refuse: dict[str, Exception] = {}
+        self.files: dict[str, str] = {}  # device -> the file name a single capture reports
 
     async def _record(self, *call: Any) -> None:
         self.calls.append(call)
         if call[0] in self.refuse:
             raise self.refuse[call[0]]
 
-    async def capture_single(self, device: str, kind: str) -> None:
+    async def capture_single(self, device: str, kind: str) -> str | None:
         await self._record("capture_single", device, kind)
+        return self.files.get(device)
 
     async def start_continuous(self, kind: str) -> None:
         await self._record("start_continuous", kind)

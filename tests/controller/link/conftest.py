@@ -9,16 +9,23 @@ from pathlib import Path
 
 import pytest
 
-from controller.clock import SystemClock
 from controller.config import Config, config_from_dict
-from controller.link.faults import FaultyProxy, faulty_proxy
+from controller.link.auth import create_key
 from controller.link.master import MasterLink
 from controller.link.receiver import FileReceiver
 from controller.link.slave import SlaveLink
 from controller.link.spool import Spool
+from controller.sim.faults import FaultyProxy, faulty_proxy
 from controller.storage.names import ImageName, SpectrumName
+from controller.timekeeping.clock import SystemClock
 
 FAST = {"heartbeat_s": 0.05, "link_timeout_s": 0.4, "backoff_max_s": 0.1}
+_KEY: dict[str, Path] = {}  # the link key every test station shares, made once per test session
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _link_key(tmp_path_factory):
+    _KEY["file"] = create_key(tmp_path_factory.mktemp("linkkey") / "link.key")
 
 
 def free_port() -> int:
@@ -28,7 +35,10 @@ def free_port() -> int:
 
 
 def link_config(port: int, **network) -> Config:
-    net = {"master_host": "127.0.0.1", "link_bind": "127.0.0.1", "link_port": port, **FAST, **network}
+    net = {
+        "master_host": "127.0.0.1", "link_bind": "127.0.0.1", "link_port": port, "link_key_file": str(_KEY["file"]),
+        **FAST, **network,
+    }  # fmt: skip
     return config_from_dict({"network": net})
 
 

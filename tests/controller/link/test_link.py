@@ -9,7 +9,6 @@ import os
 
 import pytest
 
-from controller.clock import SystemClock
 from controller.errors import LinkError, StorageError
 from controller.link.endpoint import RequestFailed
 from controller.link.framing import encode_frame
@@ -17,6 +16,7 @@ from controller.link.master import MasterLink
 from controller.link.receiver import FileReceiver
 from controller.link.slave import SlaveLink
 from controller.link.spool import Spool
+from controller.timekeeping.clock import SystemClock
 
 from .conftest import EventCounter, LinkPair, link_config, proxied_pair, run, station_names
 
@@ -216,11 +216,12 @@ def test_storage_failure_is_a_nack_not_a_dead_link(tmp_path, port):
     class FailingReceiver(FileReceiver):
         failures = 3
 
-        def accept(self, name, sha256_hex, data):
+        def finish(self, incoming, sha256_hex):
             if FailingReceiver.failures > 0:
                 FailingReceiver.failures -= 1
+                incoming.discard()
                 raise StorageError(28, "No space left on device")
-            return super().accept(name, sha256_hex, data)
+            return super().finish(incoming, sha256_hex)
 
     async def scenario():
         cfg = link_config(port, backoff_max_s=0.05)

@@ -29,8 +29,9 @@ def test_remove_only_after_ack_and_only_the_sent_copy(tmp_path):
     spool = Spool(tmp_path)
     spool.add(a, b"one")
     seq = spool.seq(a)
-    spool.add(a, b"two")  # re-captured under the same name while the first copy was in flight
-    spool.remove(a, seq)  # the ack for the first copy must not delete the second
+    spool.remove(a, seq)
+    spool.add(a, b"two")  # re-captured under the same name after the first copy was acked
+    spool.remove(a, seq)  # a late ack for the first copy must not delete the second
     assert spool.pending() == [a] and spool.read(a) == b"two"
     spool.add(b, b"b")
     spool.remove(a)
@@ -78,3 +79,43 @@ def test_reject_moves_the_file_aside(tmp_path):
     assert len(spool) == 0
     assert (tmp_path / "rejected" / name).read_bytes() == b"x"
     assert Spool(tmp_path).pending() == []
+
+
+# Issue 11 finding 1: a capture under a pending name replaced it in the spool, and rejected/ replaced too.
+
+
+def test_second_capture_under_a_pending_name_never_overwrites_it(tmp_path):
+    (a,) = station_names(1)
+    spool = Spool(tmp_path)
+    spool.add(a, b"slot image")
+    aside = spool.add(a, b"single in the same second")
+    assert spool.pending() == [a] and spool.read(a) == b"slot image"
+    assert aside.parent == tmp_path / "rejected" and aside.read_bytes() == b"single in the same second"
+
+
+def test_same_capture_queued_twice_is_one_entry(tmp_path):
+    (a,) = station_names(1)
+    spool = Spool(tmp_path)
+    first = spool.add(a, b"x")
+    assert spool.add(a, b"x") == first and len(spool) == 1
+    assert not (tmp_path / "rejected").exists()
+
+
+def test_rejected_folder_never_overwrites_a_kept_file(tmp_path):
+    (a,) = station_names(1)
+    spool = Spool(tmp_path)
+    for content in (b"first refused", b"second refused", b"third refused"):
+        spool.add(a, content)
+        spool.reject(a, "conflict")
+    kept = sorted((tmp_path / "rejected").iterdir())
+    assert sorted(p.read_bytes() for p in kept) == [b"first refused", b"second refused", b"third refused"]
+    assert len(spool) == 0
+
+
+def test_two_spool_copies_of_one_name_are_both_kept(tmp_path):
+    (a,) = station_names(1)
+    (tmp_path / f"{1:012d}.{a}").write_bytes(b"older")
+    (tmp_path / f"{2:012d}.{a}").write_bytes(b"newer")
+    spool = Spool(tmp_path)
+    assert spool.pending() == [a] and spool.read(a) == b"newer"
+    assert (tmp_path / "rejected" / a).read_bytes() == b"older"

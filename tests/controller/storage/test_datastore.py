@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from controller.errors import FileNameError
+from controller.storage.atomic import NameTaken
 from controller.storage.datastore import DataStore
 from controller.storage.names import ImageName, SpectrumName
 from controller.storage.png import decode_png16
@@ -64,8 +65,9 @@ def test_flat_copy_is_a_hard_link(tmp_path):
     path = store.save_bytes("2019-09-18T074335_1000ss_1coadd_Plume.npy", b"1")
     flat = tmp_path / "flat" / path.name
     assert flat.exists() and os.path.samefile(flat, path)
-    store.save_bytes(path.name, b"2")  # rewriting relinks to the new content
-    assert flat.read_bytes() == b"2"
+    with pytest.raises(NameTaken):  # issue 11: a stored file is never replaced (it was relinked before)
+        store.save_bytes(path.name, b"2")
+    assert flat.read_bytes() == b"1" and os.path.samefile(flat, path)
 
 
 def test_flat_copy_failure_never_fails_the_stored_file(tmp_path):
@@ -110,3 +112,51 @@ def test_saved_spectrum_is_plain_numpy_save(tmp_path):
     buf = io.BytesIO()
     np.save(buf, arr)
     assert path.read_bytes() == buf.getvalue()
+
+
+# Issue 11 finding 1: a single taken in the same second as another capture replaced it (os.replace).
+
+
+def test_single_in_the_same_second_never_overwrites_a_stored_image(tmp_path):
+    store = DataStore(tmp_path)
+    name = "2019-09-18T074335_fltrA_1ag_199994ss_Plume.png"
+    path = store.save_bytes(name, b"slot image")
+    with pytest.raises(NameTaken):
+        store.save_bytes(name, b"single taken in the same second")
+    assert path.read_bytes() == b"slot image"
+    aside = store.keep_aside(name, b"single taken in the same second")
+    again = store.keep_aside(name, b"a third one")
+    assert aside != again and aside.read_bytes() == b"single taken in the same second"
+    assert again.read_bytes() == b"a third one" and path.read_bytes() == b"slot image"
+    assert list(store.iter_files()) == [path]  # the kept-aside copies are not data the station processes
+
+
+def test_same_name_same_content_is_already_stored(tmp_path):
+    store = DataStore(tmp_path)
+    name = "2019-09-18T074335_1000ss_1coadd_Plume.npy"
+    first = store.save_bytes(name, b"same")
+    inode = first.stat().st_ino
+    assert store.save_bytes(name, b"same") == first and first.stat().st_ino == inode
+
+
+def test_committing_a_temp_file_never_replaces_a_stored_file(tmp_path):
+    store = DataStore(tmp_path)
+    name = "2019-09-18T074335_1000ss_1coadd_Plume.npy"
+    path = store.save_bytes(name, b"first")
+    tmp = store.temp_for(name)
+    tmp.write_bytes(b"second")
+    with pytest.raises(NameTaken):
+        store.save_file(name, tmp)
+    assert path.read_bytes() == b"first" and not tmp.exists()
+    assert [p.name for p in path.parent.iterdir()] == [name]  # no temp file left behind
+
+
+def test_temp_files_of_a_receiver_that_died_are_cleaned_fresh_ones_kept(tmp_path):
+    store = DataStore(tmp_path)
+    name = "2019-09-18T074335_1000ss_1coadd_Plume.npy"
+    stale, fresh = store.temp_for(name), store.temp_for(name)
+    os.utime(stale, (1_000_000_000, 1_000_000_000))
+    assert store.clean_incoming() == 1
+    assert not stale.exists() and fresh.exists()
+    fresh.write_bytes(b"x")
+    assert store.save_file(name, fresh).read_bytes() == b"x" and not fresh.exists()

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.clock import ScaledClock
 from controller.config import Config, config_from_dict
+from controller.link.auth import create_key
 from controller.supervisor.base import RunOptions
+from controller.timekeeping.clock import ScaledClock
 
 # 2024-06-01T10:59:00Z: one minute before a window opens.
 START_EPOCH = 1717239540.0
@@ -30,7 +31,7 @@ def station_config(tmp: Path, role: str, link_port: int, ext_port: int, **over: 
         "network": {
             "master_host": "127.0.0.1", "link_bind": "127.0.0.1", "ext_bind": "127.0.0.1", "link_port": link_port,
             "ext_port": ext_port, "ext_port_fallbacks": [], "heartbeat_s": 0.5, "link_timeout_s": 2.0,
-            "backoff_max_s": 0.2,
+            "backoff_max_s": 0.2, "link_key_file": str(create_key(tmp / "link.key")),
         },
         "storage": {
             "data_root": str(tmp / role / "data"), "state_dir": str(tmp / role / "state"),
@@ -41,7 +42,7 @@ def station_config(tmp: Path, role: str, link_port: int, ext_port: int, **over: 
         "spectrometer": {"backend": "sim"},
         "gpio": {"backend": "mock"},
         "power": {"hello_timeout_s": 20.0, "wake_retries": 1, "stop_timeout_s": 30.0},
-        "clock": {"tolerance_ms": 50.0, "sync_samples": 3, "resync_s": 60.0},
+        "clock": {"backend": "sim", "tolerance_ms": 50.0, "sync_samples": 3, "resync_s": 60.0},
         "processing": {"enabled": False},
         "logging": {"format": "console", "level": "warning"},
     }  # fmt: skip

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from collections import Counter
 
+from controller.sim.chrony import SimChrony
 from controller.storage.names import ImageName, parse_name
 from tests.controller.supervisor.conftest import run_async, wait_for
 
@@ -64,12 +65,14 @@ async def test_slave_never_wakes_master_acquires_degraded_with_camera_a(station)
 async def test_clock_offset_too_large_blocks_acquisition_until_fixed(station):
     pair = station(factor=20.0)
     master = pair.master()
-    slave = pair.slave(offset_s=3.0, discipline_sim_clock=False)
+    slave = pair.slave(offset_s=3.0)
+    ntp_reachable = {"yes": False}  # the simulated chronyd cannot reach the master's (NTP blocked)
+    slave.time_source = SimChrony(slave.clock, lambda: ntp_reachable["yes"])
     tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
     await wait_for(lambda: _caps(master, "A") >= 3, 20, "master captures")
     assert slave.station.state == "sync" and _caps(slave, "B") == 0
     assert not slave.offset_ok and abs(slave.offset_s + 3.0) < 0.05
-    slave.clock.offset_s = 0.0  # chrony fixed the clock
+    ntp_reachable["yes"] = True  # chrony reaches the master and steps the clock on its first update
     await wait_for(lambda: slave.station.state == "acquire", 20, "slave acquire after the fix")
     await wait_for(lambda: _caps(slave, "B") >= 2, 20, "B captures")
     await _stop(master, slave, tasks)
@@ -77,7 +80,7 @@ async def test_clock_offset_too_large_blocks_acquisition_until_fixed(station):
 
 @run_async
 async def test_link_lost_during_acquire_degraded_and_back_nothing_lost(station):
-    from controller.link.faults import FaultyProxy
+    from controller.sim.faults import FaultyProxy
 
     pair = station(factor=20.0)
     proxy = FaultyProxy("127.0.0.1", pair.master_cfg.network.link_port)

@@ -12,12 +12,12 @@ import threading
 
 import numpy as np
 
-from controller.clock import Clock
 from controller.config import CameraConfig, SpectrometerConfig
 from controller.errors import DeviceTimeout, DeviceUnavailable
 from controller.hardware.interfaces import Frame, Spectrum
 from controller.logging import get_logger
 from controller.sim.scene import SimScene
+from controller.timekeeping.clock import Clock
 
 FAULT_KINDS = ("unplug", "replug", "stall", "garbage")
 

@@ -12,11 +12,11 @@ import structlog
 from gpiozero import Button
 from gpiozero.pins.mock import MockConnectedPin, MockFactory
 
-from controller.clock import ManualClock
 from controller.config import GpioConfig, config_from_dict
 from controller.errors import LinkError
 from controller.hardware.gpio import GpioPowerLines
 from controller.power import PowerHandoff, slave_stop_handler
+from controller.timekeeping.clock import ManualClock
 from tests.states.table_checks import changes
 
 PULSE_S = 0.05

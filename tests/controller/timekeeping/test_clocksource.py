@@ -8,8 +8,10 @@ import random
 import pytest
 import serial
 
-from controller.clock import ManualClock
-from controller.clocksource import (
+from controller.config import config_from_dict
+from controller.errors import ProtocolError
+from controller.timekeeping.clock import ManualClock
+from controller.timekeeping.clocksource import (
     GpsSource,
     NtpSource,
     RtcSource,
@@ -21,8 +23,6 @@ from controller.clocksource import (
     parse_nmea_time,
     robust_offset,
 )
-from controller.config import config_from_dict
-from controller.errors import ProtocolError
 
 
 def _nmea(body: str) -> str:
@@ -98,6 +98,8 @@ def test_ntp_source_uses_chrony_then_timedatectl():
     def runner(outputs):
         def run(cmd):
             calls.append(cmd[0])
+            if cmd[0] == "chronyc" and cmd[-1] == "sources":
+                return ""  # chronyd answers, no sources configured
             return outputs.get(cmd[0])
 
         return run
@@ -166,7 +168,7 @@ def test_gps_source_bad_url_is_reported_not_raised():
 
 def test_clock_status_prefers_gps_then_ntp_then_rtc(tmp_path):
     cfg = config_from_dict({"clock": {"gps_serial": ""}})
-    sources = master_sources(cfg, runner=lambda cmd: CHRONY_CSV if cmd[0] == "chronyc" else None)
+    sources = master_sources(cfg, runner=lambda cmd: CHRONY_CSV if cmd[-1] == "tracking" else "")
     assert [s.name for s in sources] == ["rtc", "ntp"]
     status = clock_status(sources)
     assert status["best"] == "ntp" and status["synchronised"]

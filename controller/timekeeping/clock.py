@@ -140,6 +140,10 @@ class ManualClock:
         self._waiters.append((deadline, fut))
         await fut
 
+    def step(self, seconds: float) -> None:
+        """The wall clock jumps (an NTP step, negative: back); monotonic time does not move, nobody wakes."""
+        self._now += seconds
+
     def advance(self, seconds: float) -> None:
         self._now += seconds
         self._mono += seconds

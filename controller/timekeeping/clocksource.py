@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import ProtocolError
+from controller.timekeeping.chrony import ChronyReader, parse_tracking_csv
 
 Runner = Callable[[Sequence[str]], str | None]
 
@@ -100,15 +101,9 @@ class RtcSource:
 
 # ---------------------------------------------------------------------------------------------------- chrony/NTP
 
-_TRACKING_CSV_FIELDS = (
-    "reference_id", "reference_name", "stratum", "ref_time_s", "system_offset_s", "last_offset_s",
-    "rms_offset_s", "frequency_ppm", "residual_freq_ppm", "skew_ppm", "root_delay_s", "root_dispersion_s",
-    "update_interval_s", "leap_status",
-)  # fmt: skip
-
 
 def parse_chronyc_tracking(text: str) -> dict:
-    """Parse `chronyc -c tracking` (CSV) or `chronyc tracking` (human) output.
+    """Parse `chronyc -c tracking` (CSV, see controller.timekeeping.chrony) or `chronyc tracking` (human) output.
 
     `system_offset_s` follows chrony's sign: positive when the system clock is fast of NTP time.
     """
@@ -116,25 +111,13 @@ def parse_chronyc_tracking(text: str) -> dict:
     if not text:
         raise ProtocolError("chronyc tracking: empty output")
     if ":" not in text.splitlines()[0] and "," in text:
-        parts = text.splitlines()[0].split(",")
-        if len(parts) < len(_TRACKING_CSV_FIELDS):
-            raise ProtocolError(f"chronyc -c tracking: {len(parts)} fields, expected {len(_TRACKING_CSV_FIELDS)}")
-        raw = dict(zip(_TRACKING_CSV_FIELDS, parts, strict=False))
-        out: dict[str, Any] = {}
-        for key, value in raw.items():
-            if key in ("reference_id", "reference_name", "leap_status"):
-                out[key] = value
-            elif key == "stratum":
-                out[key] = int(value)
-            else:
-                out[key] = float(value)
-        return out
+        return parse_tracking_csv(text)
     fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if sep:
             fields[key.strip().lower()] = value.strip()
-    out = {}
+    out: dict[str, Any] = {}
     try:
         ref = fields["reference id"]
         out["reference_id"], _, name = ref.partition(" ")
@@ -166,7 +149,7 @@ def parse_timedatectl(text: str) -> dict:
 
 
 class NtpSource:
-    """chrony's view (`chronyc -c tracking`), falling back to systemd's (`timedatectl show`)."""
+    """chrony's view (controller.timekeeping.chrony), falling back to systemd's (`timedatectl show`)."""
 
     name = "ntp"
 
@@ -175,29 +158,10 @@ class NtpSource:
 
     def status(self) -> dict:
         result: dict[str, Any] = {"source": self.name, "available": False, "synchronised": False, "offset_s": None}
-        text = self.runner(["chronyc", "-c", "tracking"])
-        if text:
-            try:
-                tracking = parse_chronyc_tracking(text)
-            except ProtocolError as e:
-                result["error"] = str(e)
-            else:
-                synced = (
-                    tracking["leap_status"].lower() != "not synchronised"
-                    and 0 < tracking["stratum"] < 16
-                    and tracking["reference_id"].strip("0") != ""
-                )
-                # Our convention: source time - local clock, so chrony's "fast" offset flips sign.
-                result.update(
-                    available=True,
-                    daemon="chrony",
-                    synchronised=synced,
-                    offset_s=-tracking["system_offset_s"],
-                    stratum=tracking["stratum"],
-                    reference=tracking["reference_name"],
-                    leap_status=tracking["leap_status"],
-                )
-                return result
+        chrony = ChronyReader(self.runner).status()
+        if chrony["available"]:
+            return {**chrony, "source": self.name, "daemon": "chrony"}
+        result["error"] = chrony["error"]
         text = self.runner(["timedatectl", "show"])
         if text:
             info = parse_timedatectl(text)

@@ -50,6 +50,7 @@ class FaultyProxy:
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._refusing = False
+        self._diverted: tuple[str, int] | None = None
         self._log = get_logger("faulty_proxy")
 
     @property
@@ -97,6 +98,11 @@ class FaultyProxy:
         self._record("refuse", on=refusing)
         self._refusing = refusing
 
+    def divert(self, target: tuple[str, int] | None) -> None:
+        """Send new connections to `target` (an impostor, e.g. a fake master) instead; None: back to normal."""
+        self._record("divert", to=list(target) if target else None)
+        self._diverted = target
+
     @property
     def connections(self) -> int:
         return len(self._pairs)
@@ -115,7 +121,7 @@ class FaultyProxy:
             writer.transport.abort()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            up_reader, up_writer = await asyncio.open_connection(*(self._diverted or self.target))
         except OSError:
             writer.transport.abort()
             return

@@ -6,7 +6,7 @@ import asyncio
 
 import structlog
 
-from tests.controller.test_power import Rig
+from tests.controller.power.test_handoff import Rig
 from tests.states.table_checks import changes
 
 

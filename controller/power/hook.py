@@ -1,7 +1,7 @@
 """What the WittyPi hooks run (as root, with the project's own interpreter):
 
-    python -m controller.wittypi_hook after-startup   --config /etc/pycam/master.toml
-    python -m controller.wittypi_hook before-shutdown --config /etc/pycam/master.toml
+    python -m controller.power.hook after-startup   --config /etc/pycam/master.toml
+    python -m controller.power.hook before-shutdown --config /etc/pycam/master.toml
 
 Imports only the standard library and gpiozero (plus this project's stdlib-only config/power modules): root's
 environment at shutdown is minimal, and the original's hooks failed exactly there.
@@ -17,7 +17,6 @@ It works whether or not the supervisor runs:
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("pycam.wittypi_hook")
+log = logging.getLogger("pycam.power.hook")
 
 STATUS_NAME = "status.json"  # the supervisor's status file in state_dir (controller/supervisor/statusfile.py)
 EXIT_MARGIN_S = 30.0  # beyond the supervisor's own stop timeouts
@@ -123,7 +122,7 @@ def after_startup(cfg: Any, factory: Any = None) -> str:
 
 
 def before_shutdown(cfg: Any, factory: Any = None, halt_grace_s: float | None = None) -> str:
-    from controller.power import HALT_GRACE_S
+    from controller.power.handoff import HALT_GRACE_S
 
     grace = HALT_GRACE_S if halt_grace_s is None else halt_grace_s
     pid = supervisor_pid(cfg.storage.state_dir)
@@ -140,36 +139,11 @@ def before_shutdown(cfg: Any, factory: Any = None, halt_grace_s: float | None = 
     return "halted" if pid is None else "supervisor_killed_halted"
 
 
-# ------------------------------------------------------------------------------------- WittyPi RTC temperature
-
-
-I2C_SLAVE = 0x0703
-
-
-def read_rtc_temperature(bus: int = 1, address: int = 0x68) -> float | None:
-    """The WittyPi's DS3231 RTC temperature (°C, 0.25 °C steps) over I2C; None when there is no I2C bus.
-
-    Raises OSError when the bus exists but the chip does not answer.
-    """
-    path = f"/dev/i2c-{bus}"
-    if not os.path.exists(path):
-        return None
-    fd = os.open(path, os.O_RDWR)
-    try:
-        fcntl.ioctl(fd, I2C_SLAVE, address)
-        os.write(fd, bytes([0x11]))  # temperature MSB register; LSB follows
-        msb, lsb = os.read(fd, 2)
-    finally:
-        os.close(fd)
-    whole = msb - 256 if msb & 0x80 else msb
-    return whole + (lsb >> 6) * 0.25
-
-
 # ------------------------------------------------------------------------------------------------------------ main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m controller.wittypi_hook", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m controller.power.hook", description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["after-startup", "before-shutdown"])
     parser.add_argument("--config", required=True, help="the master's station config (TOML)")
     parser.add_argument("--halt-grace", type=float, default=None, help="seconds the slave gets to halt")

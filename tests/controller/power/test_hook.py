@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,10 +11,10 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockConnectedPin, MockFactory
 
-from controller import wittypi_hook
 from controller.config import config_from_dict
+from controller.power import hook as wittypi_hook
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 ALLOWED_THIRD_PARTY = {"gpiozero", "colorzero", "controller"}  # colorzero is a gpiozero dependency
 
 
@@ -46,7 +45,7 @@ def test_hook_imports_only_the_standard_library_and_gpiozero(tmp_path, action):
     conf = write_config(tmp_path)
     script = textwrap.dedent(f"""\
         import json, sys
-        from controller import wittypi_hook
+        from controller.power import hook as wittypi_hook
         code = wittypi_hook.main([{action!r}, "--config", {str(conf)!r}, "--halt-grace", "0"])
         names = {{m.split(".")[0] for m in sys.modules}}
         third = sorted(n for n in names if n not in sys.stdlib_module_names and not n.startswith("_"))
@@ -118,8 +117,10 @@ def _hook_env(tmp_path: Path, venv: str) -> dict:
     defaults = tmp_path / "defaults"
     conf = write_config(tmp_path)
     defaults.write_text(f'PYCAM_VENV="{venv}"\nPYCAM_CONFIG="{conf}"\nPYCAM_HOOK_ARGS="--halt-grace 0"\n')
-    # Root's minimal environment: no venv on PATH, no PYTHONPATH.
-    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYCAM_DEFAULTS": str(defaults), "HOME": str(tmp_path)}
+    # Root's minimal environment: no venv on PATH. PYTHONPATH only names the repository under test (a git worktree
+    # may differ from the one the venv's editable install points at).
+    return {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYCAM_DEFAULTS": str(defaults), "HOME": str(tmp_path),
+            "PYTHONPATH": str(REPO)}  # fmt: skip
 
 
 @pytest.mark.parametrize("script", ["afterStartup.sh", "beforeShutdown.sh"])
@@ -139,8 +140,3 @@ def test_hook_script_refuses_to_fall_back_to_root_python(tmp_path):
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert out.returncode == 1 and "no project interpreter" in out.stderr
-
-
-def test_rtc_temperature_without_i2c_bus_is_none():
-    assert wittypi_hook.read_rtc_temperature(bus=99) is None
-    assert os.path.exists("/dev/i2c-99") is False

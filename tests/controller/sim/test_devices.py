@@ -7,12 +7,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from controller.clock import ManualClock
 from controller.config import Config, SimConfig, config_from_dict
 from controller.errors import DeviceTimeout, DeviceUnavailable, HardwareError
 from controller.hardware.checks import check_frame, check_spectrum
 from controller.hardware.factory import make_scene, open_camera, open_spectrometer
 from controller.sim.scene import BLACK_LEVEL_DN, SO2_SIGMA_EFF_CM2, SimScene, flame_wavelengths
+from controller.timekeeping.clock import ManualClock
 
 T0 = 1_700_000_000.0
 
