@@ -15,8 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from controller.clock import write_rate_file
 from controller.logging import get_logger
+from controller.timekeeping.clock import write_rate_file
 
 log = get_logger("sim.pace")
 
