@@ -85,8 +85,11 @@ class DailyProducts:
         self._cal[day].append((_naive(row[0]), *row[1:]))
 
     def write_all(self) -> list[Path]:
+        """The products of the days seen, and of the newest days on disk (a worker restarted after its last pair
+        still writes them at the drain)."""
+        on_disk = sorted(p.name for p in self.root.glob("????-??-??") if p.is_dir())[-DAYS_KEPT:]
         files = []
-        for day in self.seen:
+        for day in sorted(set(self.seen) | set(on_disk)):
             files += self.write(day)
         return files
 

@@ -58,12 +58,12 @@ def both_ways(tmp_path_factory: pytest.TempPathFactory) -> tuple:
         shutil.copy2(src, dest)
         state.on_stored(src.name)
     state.full_scan(token="drain")  # the process phase: held pairs end, daily products written
-    return summary, tmp_path / "process", out, folder
+    return summary, tmp_path / "process", out, folder, cfg
 
 
 @pytest.mark.slow  # ~1 min: 36 rendered pairs and spectra, processed twice
 def test_worker_and_process_give_the_same_rows_for_a_sim_day(both_ways: tuple) -> None:
-    summary, process_out, out, folder = both_ways
+    summary, process_out, out, folder, _ = both_ways
     assert summary["calibration_method"] == "doas"
     for method in ("xcorr", "flow"):
         a = read_series(process_out / f"emission_rates_line1_{method}.csv")
@@ -86,7 +86,7 @@ def test_daily_products_of_a_sim_day_are_written_and_the_same_both_ways(both_way
     calibration, light dilution, coverage); the worker writes them at its drain, `pycam process` at its end."""
     import json
 
-    summary, process_out, out, _ = both_ways
+    summary, process_out, out, _, _ = both_ways
     day = "2024-03-01"
     got = {}
     for name, root in (("process", process_out), ("worker", out)):
@@ -108,3 +108,15 @@ def test_daily_products_of_a_sim_day_are_written_and_the_same_both_ways(both_way
     assert got["worker"]["emission_rate_kg_s"]["mean"] == pytest.approx(got["process"]["emission_rate_kg_s"]["mean"],
                                                                          rel=0.01)  # fmt: skip
     assert summary["daily_products"]
+
+
+@pytest.mark.slow
+def test_daily_products_written_at_the_drain_by_a_restarted_worker(both_ways: tuple) -> None:
+    """A worker restarted after its last pair (nothing new to process) still writes the day's products when the
+    process phase drains it."""
+    _, _, out, _, cfg = both_ways
+    summary = next((out / "daily").glob("*/summary_*.json"))
+    summary.unlink()
+    restarted = _ChildState(cfg, out.parent / "live-data", out, None)
+    restarted.full_scan(token="drain")
+    assert summary.exists()
