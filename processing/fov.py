@@ -164,26 +164,33 @@ def find_fov(
         cy, cx = (int(v) for v in np.unravel_index(np.argmax(corr_img), corr_img.shape))
         pixel_corr = float(raw[cy, cx])
     radius, radii, curve, tau = disk_radius_search(stack, series, cx, cy, max_radius)
+    first = (cx, cy, radius)
     for _ in range(REFINE_STEPS if refine else 0):
         # the centre again, now from the disk means (a single pixel's series is noisy and, across a smooth plume,
-        # nearly the same over tens of pixels): Pearson of every disk-filtered pixel near the first guess
-        ncx, ncy = _refine_centre(stack, series, cx, cy, radius)
+        # nearly the same over tens of pixels): Pearson of every disk-filtered pixel within bounds of the first
+        # guess; kept only when the disk correlates better there
+        ncx, ncy = _refine_centre(stack, series, cx, cy, radius, first)
         if (ncx, ncy) == (cx, cy):
             break
-        cx, cy = ncx, ncy
-        radius, radii, curve, tau = disk_radius_search(stack, series, cx, cy, max_radius)
+        r2, radii2, curve2, tau2 = disk_radius_search(stack, series, ncx, ncy, max_radius)
+        if curve2[r2 - 1] <= curve[radius - 1]:
+            break
+        cx, cy, radius, radii, curve, tau = ncx, ncy, r2, radii2, curve2, tau2
     return FovResult(int(cx), int(cy), radius, pixel_corr, float(curve[radius - 1]), corr_img, radii, curve, tau)
 
 
 REFINE_STEPS = 3
 
 
-def _refine_centre(stack: np.ndarray, series: np.ndarray, cx: int, cy: int, radius: int) -> tuple[int, int]:
-    """The centre whose disk of `radius` correlates best with `series`, within 2 radii of (cx, cy)."""
+def _refine_centre(
+    stack: np.ndarray, series: np.ndarray, cx: int, cy: int, radius: int, first: tuple[int, int, int]
+) -> tuple[int, int]:
+    """The centre whose disk of `radius` correlates best with `series`, within two first radii of (cx, cy) and
+    four of the first guess (the search never wanders off with a growing radius)."""
     import cv2
 
     _, h, w = stack.shape
-    reach = 2 * radius + 2
+    reach = 2 * first[2] + 2
     y0, y1 = max(0, cy - reach - radius), min(h, cy + reach + radius + 1)
     x0, x1 = max(0, cx - reach - radius), min(w, cx + reach + radius + 1)
     k = np.arange(-radius, radius + 1)
@@ -194,6 +201,8 @@ def _refine_centre(stack: np.ndarray, series: np.ndarray, cx: int, cy: int, radi
     # only centres whose whole disk lies inside the box (the filter's border is not a disk mean)
     valid = np.zeros_like(corr, dtype=bool)
     valid[radius : corr.shape[0] - radius, radius : corr.shape[1] - radius] = True
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    valid &= (xx - first[0]) ** 2 + (yy - first[1]) ** 2 <= (2 * reach) ** 2
     corr = np.where(valid, corr, -np.inf)
     iy, ix = np.unravel_index(np.argmax(corr), corr.shape)
     return x0 + int(ix), y0 + int(iy)
