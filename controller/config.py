@@ -361,6 +361,31 @@ class ProcessingConfig:
     default_calibration_slope: float = field(
         default=6.8e18, metadata=_range(0, 1e21, "molecules/cm² per unit AA when neither DOAS nor cells calibrate")
     )
+    cell_window: tuple[str, str] = field(
+        default=("", ""),
+        metadata={
+            "doc": "gas cells among the plume images (no <N>ppmm names, e.g. pyplis's ECII data): UTC start and end "
+            "(YYYY-mm-ddTHH:MM:SS) of the cell sequence; its frames are cells or clear sky, never plume"
+        },
+    )
+    cell_columns: tuple[tuple[str, float, float], ...] = field(
+        default=(), metadata={"doc": "cells of the cell_window: [id, column, column error] (molecules/cm²)"}
+    )
+    dilution_lines: tuple[tuple[int, int, int, int], ...] = field(
+        default=(), metadata={"doc": "light dilution: terrain lines x0, y0, x1, y1 (pixels); empty: no correction"}
+    )
+    dilution_line_distances_m: tuple[tuple[float, float], ...] = field(
+        default=(), metadata={"doc": "per dilution line: terrain distance (m) at its start and end"}
+    )
+    dilution_distance_map: str = field(
+        default="", metadata={"doc": "light dilution: .npy terrain distance (m) per pixel, NaN off terrain"}
+    )
+    dilution_ambient_roi: tuple[int, int, int, int] = field(
+        default=(0, 0, 40, 20), metadata={"doc": "light dilution: sky region x0, y0, x1, y1 for the ambient radiance"}
+    )
+    dilution_plume_aa_min: float = field(
+        default=0.03, metadata=_range(0, 10, "light dilution: pixels with AA above this are corrected")
+    )
     calibration_through_origin: bool = field(
         default=True,
         metadata={
@@ -368,6 +393,41 @@ class ProcessingConfig:
             "AA range would be extrapolated to every plume-free pixel of a PCS line"
         },
     )
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = field(default=False, metadata={"doc": "master: serve the read-only status and results page"})
+    bind: str = field(default="0.0.0.0", metadata={"doc": "address the page binds (access: network.allowed_networks)"})
+    port: int = field(default=8080, metadata=_range(0, 65535, "0: any free port (tests)"))
+    thumbnail_px: int = field(default=320, metadata=_range(32, 2048, "longest side of the image thumbnails"))
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    enabled: bool = field(default=False, metadata={"doc": "master: push results to the observatory over SSH (rsync)"})
+    host: str = field(default="", metadata={"doc": "the observatory's SSH server"})
+    port: int = field(default=22, metadata=_range(1, 65535))
+    user: str = field(default="pycam", metadata={"doc": "SSH user on the observatory server"})
+    key_file: str = field(default="", metadata={"doc": "private SSH key (no passphrase) for that user"})
+    known_hosts: str = field(default="", metadata={"doc": "known_hosts file; empty: state_dir/known_hosts (pinned)"})
+    remote_dir: str = field(default="pycam", metadata={"doc": "folder on the server; the station's name is added"})
+    bwlimit_kbps: int = field(default=0, metadata=_range(0, 1_000_000, "upload limit in kB/s (0: none)"))
+    include_raw: bool = field(default=False, metadata={"doc": "also push raw images and spectra"})
+    log_dir: str = field(default="", metadata={"doc": "folder of log files to push too (empty: none)"})
+    scan_interval_s: float = field(default=30.0, metadata=_range(0.1, 86_400, "real seconds between scans"))
+    batch_files: int = field(default=200, metadata=_range(1, 100_000, "files per rsync run"))
+    timeout_s: float = field(default=30.0, metadata=_range(1, 3600, "rsync/ssh I/O timeout (uplink cut)"))
+    retry_initial_s: float = field(default=5.0, metadata=_range(0.1, 86_400, "first retry delay"))
+    retry_max_s: float = field(default=600.0, metadata=_range(0.1, 86_400, "longest retry delay"))
+
+    def check(self, prefix: str) -> None:
+        if self.enabled and not self.host:
+            raise ConfigError(f"{prefix}.host", "must be set when delivery is enabled")
+        if self.enabled and not self.key_file:
+            raise ConfigError(f"{prefix}.key_file", "must be set when delivery is enabled")
+        if self.retry_max_s < self.retry_initial_s:
+            raise ConfigError(f"{prefix}.retry_max_s", "must be >= retry_initial_s")
 
 
 @dataclass(frozen=True)
@@ -390,6 +450,8 @@ class Config:
     sim: SimConfig = SimConfig()
     processing: ProcessingConfig = ProcessingConfig()
     logging: LoggingConfig = LoggingConfig()
+    web: WebConfig = WebConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     source: Path | None = field(default=None, metadata={"internal": True})
 
     @property
@@ -562,10 +624,14 @@ def resolve_paths(cfg: Config, folder: Path) -> Config:
     proc = cfg.processing
     proc = dataclasses.replace(
         proc, **{k: fix_str(getattr(proc, k)) for k in
-                 ("solar_reference", "so2_xsec", "o3_xsec", "ring_spectrum", "ils", "registration")}
+                 ("solar_reference", "so2_xsec", "o3_xsec", "ring_spectrum", "ils", "registration",
+                  "dilution_distance_map")}
     )  # fmt: skip
     sim = dataclasses.replace(cfg.sim, references_dir=fix_str(cfg.sim.references_dir))
-    return dataclasses.replace(cfg, storage=storage, processing=proc, sim=sim)
+    delivery = dataclasses.replace(
+        cfg.delivery, **{k: fix_str(getattr(cfg.delivery, k)) for k in ("key_file", "known_hosts", "log_dir")}
+    )
+    return dataclasses.replace(cfg, storage=storage, processing=proc, sim=sim, delivery=delivery)
 
 
 def config_to_dict(cfg: Config) -> dict:

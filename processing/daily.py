@@ -40,8 +40,9 @@ def _naive(t: datetime) -> datetime:
 
 
 class DailyProducts:
-    def __init__(self, cfg: Config, out: Path, extra: dict[str, str]) -> None:
+    def __init__(self, cfg: Config, out: Path, extra: dict[str, str], processor) -> None:  # noqa: ANN001
         self.cfg = cfg
+        self.processor = processor  # processing.pipeline.PairProcessor (its light-dilution state)
         self.root = Path(out) / "daily"
         self.extra = extra
         self._writers: dict[str, object] = {}
@@ -59,7 +60,7 @@ class DailyProducts:
         if day in self._writers:
             return
         folder = self.folder(day)
-        self._writers[day] = ResultWriter(folder, self.cfg, None, self.extra)
+        self._writers[day] = ResultWriter(folder, self.cfg, self.processor, self.extra)
         self._pairs[day] = CsvSeries(folder / "pairs.csv", PAIR_COLUMNS)
         self._cal[day] = CsvSeries(folder / "calibration_series.csv", CALIBRATION_COLUMNS)
         self.seen.append(day)
@@ -98,7 +99,8 @@ class DailyProducts:
         folder = self.folder(day)
         if not folder.is_dir():
             return []
-        summary, series, cal = day_summary(self.cfg, folder, day, self.extra)
+        extra = {**self.extra, "light_dilution": self.processor.dilution_state()}
+        summary, series, cal = day_summary(self.cfg, folder, day, extra)
         from processing.plot import daily_plot
 
         plot = daily_plot(folder / f"plot_{day}.png", day, series, cal, self.cfg.processing.velocity_method)

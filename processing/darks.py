@@ -66,7 +66,7 @@ class DarkLibrary:
         """The dark for `band` at `shutter_us`; the nearest exposure (warned once) when there is no exact one."""
         key = (band, int(shutter_us))
         if key in self._sums:
-            return DarkMatch(self._sums[key] / self._counts[key], key[1], True)
+            return DarkMatch(self._mean(key), key[1], True)
         candidates = [s for b, s in self._sums if b == band]
         if not candidates:
             if key not in self._warned:
@@ -82,8 +82,14 @@ class DarkLibrary:
         if key not in self._warned:
             self._warned.add(key)
             log.warning("dark_nearest_exposure", band=band, shutter_us=shutter_us, used_shutter_us=nearest)
-        k = (band, nearest)
-        return DarkMatch(self._sums[k] / self._counts[k], nearest, False)
+        return DarkMatch(self._mean((band, nearest)), nearest, False)
+
+    def _mean(self, key: tuple[str, int]) -> np.ndarray:
+        """The mean dark of `key`, computed once per set of darks (every pair needs it)."""
+        cache = self.__dict__.setdefault("_means", {})
+        if cache.get(key, (None, -1))[1] != self._counts[key]:
+            cache[key] = (self._sums[key] / self._counts[key], self._counts[key])
+        return cache[key][0]
 
     def correct(self, band: str, shutter_us: int, raw: np.ndarray) -> tuple[np.ndarray, DarkMatch]:
         """Dark-corrected float64 image (never integer: small values may go negative before clipping)."""

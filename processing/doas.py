@@ -28,6 +28,7 @@ from controller.errors import FileNameError, ProcessingError
 from controller.storage.atomic import atomic_write_text
 from controller.storage.names import SpectrumName
 from processing.images import read_spectrum
+from processing.outputs import csv_meta, fmt_time, write_meta
 from processing.references import ReferenceSpectra
 
 __all__ = [
@@ -411,13 +412,16 @@ def _param_errors(jac: np.ndarray, chi2_reduced: float) -> np.ndarray:
 
 
 def doas_csv_header(ppmm_factor: float) -> str:
-    """Comment lines + column names; the comment states the unit and the one ppm·m conversion."""
-    note = " (1 ppm.m of SO2 at 20 C, 1 atm)" if abs(ppmm_factor - 2.504e15) < 1e12 else ""
-    return (
-        "# SO2 column density and CD error in molecules/cm2 (iFit-style DOAS, pycam processing.doas)\n"
-        f"# conversion: 1 ppm.m = {ppmm_factor:.4g} molecules/cm2{note}\n"
-        "# LDF: light dilution factor, not fitted (0)\n" + ",".join(DOAS_CSV_COLUMNS) + "\n"
-    )
+    """The column names: the first line of the file (units and the ppm·m factor go to its sidecar, doas_csv_meta)."""
+    return ",".join(DOAS_CSV_COLUMNS) + "\n"
+
+
+def doas_csv_meta(ppmm_factor: float) -> dict:
+    units = {
+        "Time": "UTC, %Y-%m-%d %H:%M:%S", "Column density": "molecules/cm2", "CD error": "molecules/cm2",
+        "LDF": "light dilution factor (not fitted: 0)",
+    }  # fmt: skip
+    return csv_meta("SO2 column densities (iFit-style DOAS, pycam processing.doas)", ppmm_factor, units)
 
 
 def doas_row(r: DoasResult) -> tuple:
@@ -431,7 +435,7 @@ def doas_fit_row(r: DoasResult) -> tuple:
 
 
 def doas_csv_row(r: DoasResult) -> str:
-    time = r.time.isoformat() if r.time is not None else ""
+    time = fmt_time(r.time) if r.time is not None else ""
     return f"{time},{r.so2:.6e},{r.so2_err:.6e},{r.ldf:g}\n"
 
 
@@ -441,4 +445,6 @@ def write_doas_results(path: str | Path, results: Sequence[DoasResult], ppmm_fac
     buf.write(doas_csv_header(ppmm_factor))
     for r in results:
         buf.write(doas_csv_row(r))
-    return atomic_write_text(path, buf.getvalue())
+    out = atomic_write_text(path, buf.getvalue())
+    write_meta(out, {**doas_csv_meta(ppmm_factor), "columns": list(DOAS_CSV_COLUMNS)})
+    return out

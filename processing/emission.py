@@ -5,6 +5,13 @@
 S_i column (molecules/cm²) along the line, v⊥_i the velocity normal to the line (m/s), Δx_i the integration step
 (the pixel size at the plume, m; the line profile is sampled once per pixel of line length). The error model is
 pyplis's `det_emission_rate`: column, velocity and pixel-size errors summed along the line, added in quadrature.
+
+Sign convention: an emission rate is positive in the direction the plume crosses the line, whatever the line's
+orientation. The configured normal (`processing.pcs_line_normals`) only names a side: v⊥ is the plume's speed
+through the line (processing.flow.LineVelocity, never negative), and which way it crosses (+1 along the normal, -1
+against it) is found from the data (the predominant flow direction; the cross-correlation lag searched both ways).
+So swapping the line's end points or its normal gives the same rates; negative columns (a background error) still
+give a negative rate.
 """
 
 from __future__ import annotations

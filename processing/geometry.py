@@ -33,6 +33,11 @@ class PlumeGeometry:
     plume_distance_m: float  # at the image centre
     rel_err: float
     method: str
+    plume_dist_img_m: np.ndarray | None = None  # (h, w) plume distance per pixel (light dilution); None: centre's
+
+    def plume_distances(self) -> np.ndarray | float:
+        """Plume distance per pixel (m), or the centre's for every pixel."""
+        return self.plume_distance_m if self.plume_dist_img_m is None else self.plume_dist_img_m
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -56,7 +61,7 @@ class PlumeGeometry:
 
 def fixed_geometry(distance_m: float, pitch_um: float, focal_mm: float, shape: tuple[int, int]) -> PlumeGeometry:
     size = distance_m * pitch_um * 1e-6 / (focal_mm * 1e-3)
-    return PlumeGeometry(np.full(shape, size), distance_m, DEFAULT_PIXEL_SIZE_REL_ERR, "plume_distance_m")
+    return PlumeGeometry(np.full(shape, size), distance_m, DEFAULT_PIXEL_SIZE_REL_ERR, "plume_distance_m", None)
 
 
 def geometry_from_config(cfg: Config, shape: tuple[int, int]) -> PlumeGeometry:
@@ -103,4 +108,4 @@ def geometry_from_config(cfg: Config, shape: tuple[int, int]) -> PlumeGeometry:
     if not (0 < rel < 1):
         rel = DEFAULT_PIXEL_SIZE_REL_ERR
     log.info("geometry", plume_distance_m=round(d_centre, 1), pixel_size_m=round(float(col_m[h // 2, w // 2]), 3))
-    return PlumeGeometry(col_m, d_centre, rel, "pyplis MeasGeometry")
+    return PlumeGeometry(col_m, d_centre, rel, "pyplis MeasGeometry", np.asarray(dist.img, dtype=np.float64))

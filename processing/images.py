@@ -110,10 +110,14 @@ def scan_folder(folder: str | Path, paths: Iterable[Path] | None = None) -> Fold
         paths = (p for p in folder.rglob("*") if p.is_file())
     scan = FolderScan()
     for path in paths:
-        item = classify(path)
-        if item is None:
-            scan.skipped.append(path)
+        if path.suffix.lower() in FITS_SUFFIXES:
+            items = classify_ecii_fits(path)
         else:
+            item = classify(path)
+            items = [] if item is None else [item]
+        if not items:
+            scan.skipped.append(path)
+        for item in items:
             add_to_scan(scan, item)
     for lst in scan.__dict__.values():
         lst.sort()
@@ -127,6 +131,8 @@ def read_image(path: str | Path) -> np.ndarray:
     numpy+zlib decoder of controller.storage.png (~80 ms, for machines without OpenCV).
     """
     path = Path(path)
+    if path.suffix.lower() in FITS_SUFFIXES:
+        return read_fits(path)
     try:
         import cv2
     except ImportError:
@@ -156,59 +162,48 @@ def read_spectrum(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return arr[0].astype(np.float64), arr[1].astype(np.float64)
 
 
-# ------------------------------------------------------------------------------------- pyplis test data adapter
+# ------------------------------------------------------------------------------------- pyplis's ECII FITS files
 
-ECII_BANDS = {"F01": "A", "F02": "B"}  # pyplis's ECII camera: F01 on-band (310 nm), F02 off-band
-ECII_DARKS = ("D0L", "D1L")  # offset and dark at the low read gain
+# pyplis's ECII camera (cam_info "ecII", `custom_image_import.load_ecII_fits`), e.g. its Etna test data
+# pyplis/data/testdata_minimal: EC2_<serial>_<id>_<YYYYmmddHHMMSSff>_<filter>_<place>.fts, acquisition time (STIME)
+# and exposure (EXP, µs) in the FITS header. F01 is the on-band filter (camera A), F02 the off-band (camera B);
+# D0L / D1L are the offset and dark images at the low read gain (the gain of the plume images), used as darks of
+# both bands (the nearest exposure is subtracted); the high-gain D0H / D1H are not used.
+FITS_SUFFIXES = (".fts", ".fits")
+ECII_BANDS = {"F01": "A", "F02": "B"}
+ECII_DARKS = ("D0L", "D1L")
 
 
-def import_ecii_fits(src: str | Path, dst: str | Path) -> list[Path]:
-    """Write pyplis's ECII test images (FITS, `pyplis/data/testdata_minimal`) as station files under `dst`.
+def read_fits(path: str | Path) -> np.ndarray:
+    from astropy.io import fits
 
-    pyplis reads them as camera type "ecII" (`custom_image_import.load_ecII_fits`): acquisition time (STIME) and
-    exposure (EXP, µs) from the FITS header, the filter from the file name. On-band F01 becomes camera A, off-band
-    F02 camera B, the low-gain offset and dark images Dark images of both bands. Times are whole seconds in our
-    names, and the ECII filter wheel takes A and B ~1.7 s apart: process with `pair_tolerance_s` = 2.
-    """
+    try:
+        with fits.open(path, memmap=False) as hdu:
+            arr = np.asarray(hdu[0].data)
+    except (OSError, ValueError, IndexError) as e:
+        raise ProcessingError(f"cannot read FITS image {path}: {e}") from e
+    if arr.ndim != 2:
+        raise ProcessingError(f"FITS image {path}: not a single 2-D image ({arr.shape})")
+    return arr
+
+
+def classify_ecii_fits(path: Path) -> list[ImageFile]:
+    """The station files an ECII FITS image stands for: one Plume image of its band, or a Dark of both bands;
+    [] when it is none of these (other names, high-gain darks, unreadable headers)."""
     from datetime import UTC, datetime
 
     from astropy.io import fits
 
-    from controller.storage.names import ImageName
-
-    written = []
-    for path in sorted(Path(src).glob("*.fts")):
-        acro = path.stem.split("_")[4]
-        if acro not in ECII_BANDS and acro not in ECII_DARKS:
-            continue
-        with fits.open(path) as hdu:
-            header, data = hdu[0].header, np.asarray(hdu[0].data)
-        time = datetime.strptime(header["STIME"], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC, microsecond=0)
-        shutter_us = max(1, int(round(float(header["EXP"]))))
-        bands = [ECII_BANDS[acro]] if acro in ECII_BANDS else ["A", "B"]
-        kind = "Plume" if acro in ECII_BANDS else "Dark"
-        for band in bands:
-            name = ImageName(time, band, 1, shutter_us, kind)
-            out = Path(dst) / name.date_folder / str(name)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            _write_png16(out, data.astype(np.uint16))
-            written.append(out)
-    return written
-
-
-def _write_png16(path: Path, arr: np.ndarray) -> None:
+    parts = path.stem.split("_")
+    if len(parts) < 5 or (parts[4] not in ECII_BANDS and parts[4] not in ECII_DARKS):
+        return []
     try:
-        from controller.storage.png import encode_png16
-    except ImportError:
-        encode_png16 = None
-    from controller.storage.atomic import atomic_write_bytes
-
-    if encode_png16 is not None:
-        atomic_write_bytes(path, encode_png16(arr))
-        return
-    import cv2
-
-    ok, buf = cv2.imencode(".png", arr)
-    if not ok:
-        raise ProcessingError(f"cannot encode {path}")
-    atomic_write_bytes(path, buf.tobytes())
+        header = fits.getheader(path)
+        time = datetime.strptime(header["STIME"], "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+        shutter_us = max(1, int(round(float(header["EXP"]))))
+    except (OSError, KeyError, ValueError) as e:
+        log.warning("fits_header_unreadable", file=path.name, error=str(e))
+        return []
+    if parts[4] in ECII_BANDS:
+        return [ImageFile(path, ImageName(time, ECII_BANDS[parts[4]], 1, shutter_us, PLUME_KIND))]
+    return [ImageFile(path, ImageName(time, band, 1, shutter_us, "Dark")) for band in ("A", "B")]

@@ -10,6 +10,7 @@ pair -> dark correction -> optical depth per band -> B registered onto A -> AA =
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,7 +23,14 @@ from controller.config import Config
 from controller.errors import ProcessingError
 from controller.logging import get_logger
 from processing.background import BackgroundChoice, OpticalDepth, choose_background
+from processing.calibration import (
+    Calibration,
+    cell_calibration_from_scan,
+    default_calibration,
+)
+from processing.calibration.cellsearch import assign_cell_window
 from processing.darks import DarkLibrary
+from processing.dilution import NOT_CORRECTED, DilutionCorrection
 from processing.emission import emission_rate, ica_mass, offset_line, pcs_lines, profile
 from processing.flow import CrossCorrelationVelocity, FlowVelocity, LineVelocity
 from processing.geometry import PlumeGeometry, geometry_from_config
@@ -31,7 +39,7 @@ from processing.outputs import (
     EMISSION_COLUMNS,
     CsvSeries,
     emission_csv_name,
-    emission_header,
+    emission_meta,
     write_summary,
 )
 from processing.pairing import ImagePair, pair_images
@@ -53,37 +61,6 @@ METHODS = ("flow", "xcorr")
 MAX_FLOW_GAP_S = 60.0
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """S = slope · AA + offset (molecules/cm²), and where it came from."""
-
-    slope: float
-    slope_err: float
-    offset: float = 0.0
-    offset_err: float = 0.0
-    method: str = "default"
-    detail: str = ""
-    r2: float = float("nan")
-    mse: float = float("nan")
-
-    def columns(self, aa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s = self.slope * aa + self.offset
-        err = np.hypot(self.slope_err * aa, self.offset_err)
-        return s, err
-
-    @property
-    def description(self) -> str:
-        return f"{self.method}: slope {self.slope:.4g} +- {self.slope_err:.2g} molecules/cm2 per AA" + (
-            f" ({self.detail})" if self.detail else ""
-        )
-
-
-def default_calibration(cfg: Config) -> Calibration:
-    slope = cfg.processing.default_calibration_slope
-    # No measurement behind it: 20 % uncertainty, the magnitude pyplis assumes for unspecified column errors.
-    return Calibration(slope, 0.2 * slope, method="default", detail="processing.default_calibration_slope")
-
-
 @dataclass
 class LineResult:
     line_id: str
@@ -93,10 +70,14 @@ class LineResult:
     velocity: LineVelocity
     ica: float
     calibration: str = ""
+    ext: tuple[float, float] = (math.nan, math.nan)  # light dilution: extinction coefficients A, B (1/m)
 
     def row(self, time: datetime) -> tuple:
         v = self.velocity
-        return (time, self.flux, self.flux_err, v.v_eff, v.v_err, v.frac_ok, v.frac_ok_ica, self.ica, self.calibration)
+        return (
+            time, self.flux, self.flux_err, v.v_eff, v.v_err, v.frac_ok, v.frac_ok_ica, self.ica, self.calibration,
+            *self.ext,
+        )  # fmt: skip
 
 
 @dataclass
@@ -161,6 +142,8 @@ class PairProcessor:
         self.xcorr_lines = []
         self.xcorr = {}
         self.last_time: datetime | None = None
+        self.dilution: DilutionCorrection | None = None
+        self._ext: dict[datetime, tuple[float, float]] = {}  # per pair time, from aa_image to process_aa
 
     def _init_shape(self, shape: tuple[int, int]) -> None:
         proc = self.cfg.processing
@@ -174,19 +157,47 @@ class PairProcessor:
             for line in self.lines
         }
         self._dx = [profile(line, self.geometry.col_dist_m) for line in self.lines]
+        self.flow.region_lines = self.lines  # optical flow only around the lines (processing.flow)
+        self.dilution = DilutionCorrection.from_config(self.cfg, shape)
+
+    def dilution_state(self) -> dict:
+        """Light-dilution correction state for the outputs (coefficients of the latest fit per band)."""
+        return self.dilution.state() if self.dilution is not None else dict(NOT_CORRECTED)
+
+    def _corrected_aa(
+        self, time: datetime, intensity: dict[str, np.ndarray], tau_a: np.ndarray, tau_b: np.ndarray
+    ) -> np.ndarray:
+        """processing.dilution: ε per band fitted on this pair's terrain (B sampled through the registration), then
+        AA from both optical depths corrected."""
+        d = self.dilution
+        try:
+            d.fit("A", intensity["A"])
+            d.fit("B", intensity["B"], self.setup.registration.matrix)
+        except ProcessingError as e:
+            log.warning("dilution_fit_failed", time=str(time), error=str(e))
+            return tau_a - tau_b
+        if len(self._ext) > 256:  # pairs whose AA never reached process_aa
+            self._ext.clear()
+        self._ext[time] = (d.fits["A"].ext, d.fits["B"].ext)
+        return d.correct_aa(tau_a, tau_b, self.geometry.plume_distances())
 
     def aa_image(self, pair: ImagePair) -> tuple[np.ndarray, str]:
         """Apparent absorbance (float64) of a pair, on camera A's grid."""
-        taus = {}
+        taus, intensity = {}, {}
         dark_desc = []
         for band, f in (("A", pair.a), ("B", pair.b)):
             img, match = self.setup.darks.correct(band, f.name.shutter_us, read_image(f.path))
             dark_desc.append(f"{band}:{match.description}")
-            taus[band] = self.optical_depth.tau(band, img / (f.name.shutter_us * 1e-6), pair.time)
-        tau_b = self.setup.registration.apply(taus["B"])
-        if tau_b.shape != taus["A"].shape:
-            raise ProcessingError(f"{pair.a.path.name}: A is {taus['A'].shape}, registered B is {tau_b.shape}")
-        return taus["A"] - tau_b, " ".join(dark_desc)
+            intensity[band] = img / (f.name.shutter_us * 1e-6)
+            taus[band] = self.optical_depth.tau(band, intensity[band], pair.time)
+        tau_a, tau_b = taus["A"], self.setup.registration.apply(taus["B"])
+        if tau_b.shape != tau_a.shape:
+            raise ProcessingError(f"{pair.a.path.name}: A is {tau_a.shape}, registered B is {tau_b.shape}")
+        if DilutionCorrection.configured(self.cfg.processing):  # needs the plume distances: the geometry first
+            if self.geometry is None or self.geometry.shape != tau_a.shape:
+                self._init_shape(tau_a.shape)
+            return self._corrected_aa(pair.time, intensity, tau_a, tau_b), " ".join(dark_desc)
+        return tau_a - tau_b, " ".join(dark_desc)
 
     def process(self, pair: ImagePair, calibration: Calibration | None = None) -> PairResult:
         aa, dark_desc = self.aa_image(pair)
@@ -199,12 +210,13 @@ class PairProcessor:
         if self.geometry is None or self.geometry.shape != aa.shape:
             self._init_shape(aa.shape)
         if self.last_time is not None and (time - self.last_time).total_seconds() > MAX_FLOW_GAP_S:
-            self.flow = FlowVelocity(self.cfg.processing.flow_pyrlevel)
+            self.flow = FlowVelocity(self.cfg.processing.flow_pyrlevel, self.lines)
         self.last_time = time
         self.flow.update(aa, time)
         cal = calibration or self.setup.calibration
         geom = self.geometry
         result = PairResult(key, time, aa, dark=dark_desc)
+        ext = self._ext.pop(time, (math.nan, math.nan))
         for line, xline, dx in zip(self.lines, self.xcorr_lines, self._dx, strict=True):
             aa_line = profile(line, aa)
             cols, cols_err = cal.columns(aa_line)
@@ -222,7 +234,7 @@ class PairProcessor:
                 if not vel.ok:
                     continue
                 flux, flux_err = emission_rate(cols, vel.v_eff, dx, cols_err, vel.v_err, dx * geom.rel_err)
-                result.lines.append(LineResult(line.line_id, method, flux, flux_err, vel, ica, cal.method))
+                result.lines.append(LineResult(line.line_id, method, flux, flux_err, vel, ica, cal.method, ext))
         return result
 
 
@@ -232,6 +244,7 @@ class ResultWriter:
     def __init__(self, out: Path, cfg: Config, processor: PairProcessor, extra: dict[str, str]) -> None:
         self.out = out
         self.cfg = cfg
+        self.processor = processor
         self.extra = extra
         self.files: dict[tuple[str, str], CsvSeries] = {}
         self.rows = 0
@@ -239,8 +252,9 @@ class ResultWriter:
     def series(self, line_id: str, method: str) -> CsvSeries:
         key = (line_id, method)
         if key not in self.files:
-            header = emission_header(line_id, method, self.cfg.processing.ppmm_to_molecules_cm2, self.extra)
-            self.files[key] = CsvSeries(self.out / emission_csv_name(line_id, method), EMISSION_COLUMNS, header)
+            meta = emission_meta(line_id, method, self.cfg.processing.ppmm_to_molecules_cm2, self.extra)
+            meta["light_dilution"] = self.processor.dilution_state()
+            self.files[key] = CsvSeries(self.out / emission_csv_name(line_id, method), EMISSION_COLUMNS, meta)
         return self.files[key]
 
     def write(self, result: PairResult) -> int:
@@ -255,13 +269,11 @@ class ResultWriter:
 FOV_FRAMES = 100
 
 
-def fallback_calibration(cfg: Config, scan: FolderScan) -> Calibration:
-    """The calibration before (or without) the DOAS one: gas cells of the scan when usable, else the configured
-    slope."""
+def fallback_calibration(cfg: Config, scan: FolderScan, out: Path | None = None) -> Calibration:
+    """The calibration before (or without) the DOAS one: gas cells of the scan when usable (saved in pyplis's
+    format under `out` too), else the configured slope."""
     if scan.cells:
-        from processing.calibration import cell_calibration_from_scan
-
-        cells = cell_calibration_from_scan(cfg, scan)
+        cells = cell_calibration_from_scan(cfg, scan, out)
         if cells is not None:
             return cells
     return default_calibration(cfg)
@@ -281,6 +293,7 @@ def process_folder(
     folder, out = Path(folder), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     scan = scan_folder(folder)
+    cell_window = assign_cell_window(scan, cfg.processing)  # cells among plume images (processing.cell_window)
     pairs, unpaired = pair_images(scan.plume, cfg.processing.pair_tolerance_s)
     log.info("scan", folder=str(folder), pairs=len(pairs), unpaired=len(unpaired), **scan.counts())
     stream = Stream(cfg, out)
@@ -329,6 +342,8 @@ def process_folder(
         "plume_distance_m": processor.geometry.plume_distance_m if processor.geometry else None,
         "emission_rows": stream.writer.rows,
         "emission_files": sorted(str(s.path.name) for s in stream.writer.files.values()),
+        "light_dilution": processor.dilution_state(),
+        "cell_window": cell_window,
         "spectra": len(scan.spectra),
         "doas_spectra": stream.doas_count,
         "daily_products": sorted(str(p.relative_to(out)) for p in products),

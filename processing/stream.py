@@ -93,7 +93,7 @@ class Stream:
         key = (len(scan.darks), len(scan.clears), len(scan.cells))
         if self.processor is not None and key == self.setup_key:
             return
-        self.fallback = fallback_calibration(self.cfg, scan)
+        self.fallback = fallback_calibration(self.cfg, scan, self.out)
         setup = build_setup(self.cfg, scan, self.fallback)
         self.processor = PairProcessor(self.cfg, setup)
         if self.livecal is not None:
@@ -106,7 +106,7 @@ class Stream:
             "calibration": self.calibration_policy(),
         }
         self.writer = ResultWriter(self.out, self.cfg, self.processor, self.extra)
-        self.days = DailyProducts(self.cfg, self.out, self.extra)
+        self.days = DailyProducts(self.cfg, self.out, self.extra, self.processor)
         self.setup_key = key
         log.info("stream_setup", darks=len(scan.darks), clears=len(scan.clears), calibration=self.fallback.method)
 

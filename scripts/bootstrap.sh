@@ -16,6 +16,11 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v chronyd >/dev/null || need_apt+=(chrony)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
+# Delivery to the observatory (rsync over ssh) and its tests (a real sshd); the status page's browser test.
+command -v rsync >/dev/null || need_apt+=(rsync)
+command -v ssh >/dev/null || need_apt+=(openssh-client)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "bootstrap: installing system packages: ${need_apt[*]}" >&2

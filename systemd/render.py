@@ -11,6 +11,7 @@ Every error is one line on stderr naming the file or key, and exit status 1.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import secrets
 import shlex
@@ -79,18 +80,23 @@ def render_unit(template: str, sandbox: str, values: dict[str, str], cfg, role: 
 TOKEN_LINE = re.compile(r"^\s*auth_token\s*=\s*(\"[^\"]*\"|'[^']*')\s*(#.*)?$", re.MULTILINE)
 
 
+def _token_line(token: str) -> str:
+    # json.dumps writes a valid TOML basic string for the hex token the installer makes
+    return "auth_token = " + json.dumps(token)
+
+
 def with_token(text: str, token: str) -> str:
     """The config text with `network.auth_token` set to `token` (an empty one replaced, a missing one added)."""
     section = re.search(r"^\[network\]\s*$", text, re.MULTILINE)
     if section is None:
-        return text.rstrip("\n") + f'\n\n[network]\nauth_token = "{token}"\n'
+        return text.rstrip("\n") + "\n\n[network]\n" + _token_line(token) + "\n"
     nxt = re.search(r"^\[", text[section.end() :], re.MULTILINE)
     end = section.end() + (nxt.start() if nxt else len(text) - section.end())
     body = text[section.end() : end]
     if TOKEN_LINE.search(body):
-        body = TOKEN_LINE.sub(f'auth_token = "{token}"', body, count=1)
+        body = TOKEN_LINE.sub(_token_line(token), body, count=1)
     else:
-        body = f'\nauth_token = "{token}"' + body
+        body = "\n" + _token_line(token) + body
     return text[: section.end()] + body + text[end:]
 
 

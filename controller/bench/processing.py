@@ -22,7 +22,7 @@ import numpy as np
 
 from controller.config import Config, load_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _villarrica(data_dir: Path) -> tuple[Config, Path]:
@@ -58,22 +58,7 @@ def _replay(pairs: list, n: int) -> list:
     return out
 
 
-def bench_chain(data_dir: Path, repeats: int = 3) -> dict:
-    """The whole chain per pair: wall time, and CPU time (less sensitive to other load on a shared machine)."""
-    from processing.pipeline import ResultWriter
-
-    cfg, folder = _villarrica(data_dir)
-    proc, pairs = _processor(cfg, folder)
-    replay = _replay(pairs, len(pairs) * repeats)
-    wall, cpu = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        writer = ResultWriter(Path(tmp), cfg, proc, {})
-        writer.write(proc.process(replay[0]))  # warm-up: geometry, reference areas, imports
-        for pair in replay[1:]:
-            t, c = time.perf_counter(), time.process_time()
-            writer.write(proc.process(pair))
-            wall.append((time.perf_counter() - t) * 1e3)
-            cpu.append((time.process_time() - c) * 1e3)
+def _stats(wall: list[float], cpu: list[float]) -> dict:
     return {
         "pairs": len(wall),
         "ms_per_pair_mean": round(float(np.mean(wall)), 1),
@@ -81,8 +66,43 @@ def bench_chain(data_dir: Path, repeats: int = 3) -> dict:
         "ms_per_pair_max": round(float(np.max(wall)), 1),
         "cpu_ms_per_pair_mean": round(float(np.mean(cpu)), 1),
         "cpu_ms_per_pair_p95": round(float(np.percentile(cpu, 95)), 1),
-        "target_ms": 150,
     }
+
+
+def bench_chain(data_dir: Path, repeats: int = 3, pyplis_chain: bool = True) -> dict:
+    """The whole chain per pair (light dilution included when configured): wall time, and CPU time (less sensitive
+    to other load on a shared machine); side by side, pair by pair, the same chain from pyplis primitives
+    (controller/bench/pyplis_chain.py) on the same pairs, and the ratio."""
+    from controller.bench.pyplis_chain import PyplisChain
+    from processing.images import read_image, scan_folder
+    from processing.pipeline import ResultWriter
+
+    cfg, folder = _villarrica(data_dir)
+    proc, pairs = _processor(cfg, folder)
+    replay = _replay(pairs, len(pairs) * repeats)
+    theirs = PyplisChain(cfg, scan_folder(folder), proc.setup.calibration, read_image(replay[0].a.path).shape)
+    times: dict[str, tuple[list[float], list[float]]] = {"ours": ([], []), "pyplis": ([], [])}
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = ResultWriter(Path(tmp), cfg, proc, {})
+        writer.write(proc.process(replay[0]))  # warm-up: geometry, reference areas, imports
+        if pyplis_chain:
+            theirs.process(replay[0])
+        for pair in replay[1:]:
+            runs = [("ours", lambda p=pair: writer.write(proc.process(p)))]
+            if pyplis_chain:
+                runs.append(("pyplis", lambda p=pair: theirs.process(p)))
+            for name, run in runs:
+                t, c = time.perf_counter(), time.process_time()
+                run()
+                times[name][0].append((time.perf_counter() - t) * 1e3)
+                times[name][1].append((time.process_time() - c) * 1e3)
+    out = {**_stats(*times["ours"]), "target_ms": 150, "light_dilution": proc.dilution_state()["corrected"]}
+    if pyplis_chain:
+        out["pyplis_chain"] = _stats(*times["pyplis"])
+        out["speed_ratio_cpu"] = round(out["pyplis_chain"]["cpu_ms_per_pair_mean"] / out["cpu_ms_per_pair_mean"], 2)
+        out["speed_ratio_wall"] = round(out["pyplis_chain"]["ms_per_pair_mean"] / out["ms_per_pair_mean"], 2)
+        out["p95_over_mean"] = round(out["ms_per_pair_p95"] / out["ms_per_pair_mean"], 2)
+    return out
 
 
 def _memory_child(data_dir: str, n_pairs: int, result: mp.Queue) -> None:
@@ -176,6 +196,10 @@ def run_processing_bench(data_dir: str | Path | None = None, memory_pairs: int =
         "ms_per_pair": out["chain"]["ms_per_pair_mean"],
         "ms_per_pair_p95": out["chain"]["ms_per_pair_p95"],
         "cpu_ms_per_pair": out["chain"]["cpu_ms_per_pair_mean"],
+        "pyplis_chain_ms_per_pair": out["chain"].get("pyplis_chain", {}).get("ms_per_pair_mean"),
+        "speed_ratio_vs_pyplis_cpu": out["chain"].get("speed_ratio_cpu"),
+        "speed_ratio_vs_pyplis_wall": out["chain"].get("speed_ratio_wall"),
+        "p95_over_mean": out["chain"].get("p95_over_mean"),
         "fov_search_100_frames_s": out["fov_search"]["fov_search_s"],
         "doas_ms_per_spectrum": out["doas"].get("doas_ms_per_spectrum"),
         "worker_peak_rss_mb": memory.get("vm_hwm_mb") or memory.get("ru_maxrss_mb"),

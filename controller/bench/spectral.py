@@ -24,7 +24,7 @@ __all__ = ["bench_doas", "bench_fov", "default_data_dir", "shared_references_con
 def default_data_dir() -> Path:
     """The shared station data: $PYCAM_SHARED_DATA, else ../shared/data next to the project."""
     env = os.environ.get("PYCAM_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def shared_references_config(data_dir: Path, base: ProcessingConfig | None = None) -> ProcessingConfig:

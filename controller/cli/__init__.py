@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ctl": ("controller.cli.ctl:ctl_cmd", "Send commands to the external control port."),
     "states": ("controller.cli.states:states_cmd", "Print the state machines (tables, mermaid diagrams)."),
     "schedule": ("controller.cli.schedule:schedule_group", "Schedules: write the WittyPi schedule.wpi."),
+    "calibrate": ("controller.cli.calibrate:calibrate_group", "Calibrations on site: gas cells."),
     "process": ("controller.cli.process:process_cmd", "Process a folder of images and spectra to emission rates."),
     "sim": ("controller.cli.sim:sim_group", "Simulated station runs."),
     "bench": ("controller.cli.bench:bench_group", "Benchmarks that print figures."),

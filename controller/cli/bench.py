@@ -27,6 +27,21 @@ def supervisor_cmd(as_json: bool, seconds: float, period_s: float, work_dir: str
     click.echo(json.dumps(result, indent=None if as_json else 2))
 
 
+@bench_group.command("web")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default output too).")
+@click.option("--seconds", default=40.0, show_default=True, help="Real seconds per phase (without, with load).")
+@click.option("--period-s", default=2.0, show_default=True, help="Slot period.")
+@click.option("--clients", default=4, show_default=True, help="Concurrent page-loading clients.")
+def web_cmd(as_json: bool, seconds: float, period_s: float, clients: int) -> None:
+    """Camera A's slot timing and the A/B spread with and without status-page load."""
+    from controller.bench.web import run_web_bench
+    from controller.logging import configure_logging
+
+    configure_logging("console", "warning")
+    result = run_web_bench(seconds=seconds, period_s=period_s, clients=clients)
+    click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 @bench_group.command("link")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default output too).")
 @click.option("--files", default=200, show_default=True, help="Image-size files in the backlog.")

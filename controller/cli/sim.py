@@ -56,10 +56,34 @@ def format_summary(s: dict) -> str:
         lines.append(f"injected {f['kind']} at {f['at_s']} s: back in acquire after {f['recovery_s']} s")
         if "seen_in_status" in f:
             lines.append(f"  seen in status: {f['seen_in_status']}  in logs: {f['seen_in_log']}")
+    lines.extend(observatory_lines(s))
     lines.append(f"data: {s['data_folder']}")
     if s.get("plot"):
         lines.append(f"daily plot: {s['plot']}")
     return "\n".join(lines)
+
+
+def observatory_lines(s: dict) -> list[str]:
+    """The status page's address, delivery to the simulated observatory, the worker's daily summary."""
+    from controller.web.text import value
+
+    lines = []
+    if "web_url" in s:
+        lines.append(f"status page while it ran: {s['web_url']}  (requests: {value(s.get('web_requests'))})")
+    if s.get("observatory"):
+        lines.append(
+            f"delivered to the observatory {s['observatory']}: {s['delivered_files']} files "
+            f"({value(s.get('delivered_by_kind'))}), last lag {value(s.get('delivery_lag_s'))} s, "
+            f"backlog at the end {value(s.get('delivery_backlog_files'))} files"
+        )
+    elif "observatory" in s:
+        lines.append("delivered to the observatory: none (no simulated observatory: openssh-server missing?)")
+    if s.get("page_screenshot"):
+        lines.append(f"status page screenshot: {s['page_screenshot']}")
+    if "daily_summary" in s:
+        daily = s.get("daily_summary")
+        lines.append(f"daily summary: {value(daily) if daily else 'none written'}")
+    return lines
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -81,7 +105,10 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--seed", default=1, show_default=True)
 @click.option("--size", default="648x486", show_default=True, help="camera frame WIDTHxHEIGHT")
 @click.option("--data-fs-mb", type=int, help="root: the master's data root on a tmpfs of this size (fill_disk)")
-def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed, size, data_fs_mb) -> None:
+@click.option("--no-observatory", is_flag=True, help="no simulated observatory (sshd) to deliver to")
+@click.option("--screenshot", type=click.Path(dir_okay=False), help="PNG of the status page (headless Chromium)")
+def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed, size, data_fs_mb,
+                no_observatory, screenshot) -> None:  # fmt: skip
     """Run a master and a slave supervisor (separate processes) through a compressed station day."""
     from controller.logging import configure_logging
     from controller.sim.station import StationRun, run_station
@@ -90,6 +117,8 @@ def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed,
     run = StationRun(
         hours=hours, out=Path(out), real_budget_s=budget, netns=netns, faults=[_parse_fault(f) for f in faults],
         processing=not no_processing, seed=seed, image_size=_size(size), data_fs_mb=data_fs_mb,
+        observatory=not no_observatory, progress=lambda line: click.echo(line, err=True),
+        screenshot=Path(screenshot) if screenshot else None,
     )  # fmt: skip
     try:
         summary = run_station(run)

@@ -89,3 +89,15 @@ class Pace:
         return {"nominal_time_scale": round(self.nominal, 2), "min_time_scale": round(self.min_factor, 2),
                 "rate_changes": self.changes, "max_worker_backlog_pairs": self.max_backlog,
                 "real_s_slowed": round(self.slow_real_s, 1)}  # fmt: skip
+
+
+def start_pace(
+    processing: bool, out: Path, scale: float, sim_start: float, real_start: float, data_root: Path,
+    clock_args: list[str],
+) -> Pace | None:  # fmt: skip
+    """The run's Pace (None without processing); adds the rate file to the supervisors' clock arguments."""
+    if not processing:
+        return None
+    rate_file = out / "sim-clock-rate.json"
+    clock_args += ["--sim-rate-file", str(rate_file)]
+    return Pace(rate_file, scale, sim_start, real_start, data_root, out / "master" / "processed")

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +40,14 @@ from controller.sim.host import (
     set_link,
     unmount_keep_copy,
 )
-from controller.sim.pace import MIN_FRACTION
+from controller.sim.observe import (
+    observatory_summary,
+    report_progress,
+    screenshot_page,
+    start_observatory,
+    web_and_delivery_config,
+)
+from controller.sim.pace import MIN_FRACTION, start_pace
 from controller.sim.procs import Proc, ProcessMonitor, read_status, wait_until
 from controller.sim.summary import check_fault_visibility, summarize
 
@@ -70,8 +78,7 @@ SIM_EMISSION_KG_S = 0.34
 
 
 SIM_PERIOD_S = 60.0
-# What the station's processing is told: the plume distance as surveyed (1 % short of the scene's 5000 m, within
-# its stated error), never the scene's own distance or cross-section.
+# What the processing is told: a surveyed plume distance (the scene's is 5000 m) with its error, never the scene's.
 SIM_PLUME_DISTANCE_M = 4950.0
 SIM_PLUME_DISTANCE_ERR_M = 150.0
 
@@ -123,6 +130,9 @@ class StationRun:
     data_fs_mb: int | None = None  # root only: the master's data root on a tmpfs of this size (disk-full faults)
     spectrometer: bool = True
     ext_token: str = ""  # the master's network.auth_token (the soak sets one: AUTH guessing is part of its abuse)
+    observatory: bool = True  # a simulated observatory (real sshd) the master delivers to; page on in [web]
+    progress: Callable[[str], None] | None = None  # gets a progress line every few seconds while it runs
+    screenshot: Path | None = None  # a screenshot of the status page (headless Chromium) at 3/4 of the window
 
 
 def _toml_value(v) -> str:
@@ -187,8 +197,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
 
     With the shared references present (and a spectrometer) the worker calibrates by DOAS (the spectrometer's
     FOV found in the images, AA fitted against its columns), as a station does; the configured default slope (not
-    the scene's) only serves pairs the DOAS calibration does not reach, and the whole day when the references are
-    missing. The processing gets a surveyed plume distance with its error, never the scene's own."""
+    the scene's) serves pairs the DOAS calibration does not reach, and the day when the references are missing."""
     minutes = round(run.hours * 60)
     end = WINDOW_START + timedelta(minutes=minutes)
     dark = WINDOW_START - DARK_BEFORE
@@ -217,7 +226,6 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         },
         "processing": {
             "enabled": run.processing, "velocity_method": "xcorr", "flow_pyrlevel": 2, "background_mode": 0,
-            # a surveyed distance with its error (the scene's is 5000 m); no calibration slope: DOAS finds it
             "plume_distance_m": SIM_PLUME_DISTANCE_M, "plume_distance_err_m": SIM_PLUME_DISTANCE_ERR_M,
         },
         "logging": {"format": "json", "level": run.log_level},
@@ -270,6 +278,10 @@ async def _run_async(run: StationRun) -> dict:
         hosts = ("127.0.0.1", "127.0.0.1")
         link_port, ext_port = _free_port(), _free_port()
     mcfg, scfg = station_configs(run, link_port, ext_port, hosts)
+    station_ns = NETNS[0] if use_netns else None
+    observatory = start_observatory(out, use_netns, station_ns) if run.observatory else None
+    web_and_delivery_config(mcfg, observatory, hosts[0], 8080 if use_netns else _free_port(), out)
+    processed = Path(mcfg["storage"]["data_root"]).parent / "processed"
     if not use_netns:
         from controller.sim.faults import FaultyProxy
 
@@ -281,14 +293,8 @@ async def _run_async(run: StationRun) -> dict:
     real_start = time.time() + 1.0
     sim_start = (WINDOW_START - LEAD).timestamp()
     clock_args = ["--sim-epoch", repr(sim_start), "--sim-real-start", repr(real_start)]
-    pace = None
-    if run.processing:  # the clock slows while the worker is behind (controller/sim/pace.py)
-        from controller.sim.pace import Pace
-
-        rate_file = out / "sim-clock-rate.json"
-        pace = Pace(rate_file, scale, sim_start, real_start, Path(mcfg["storage"]["data_root"]), out / "master" /
-                    "processed")  # fmt: skip
-        clock_args += ["--sim-rate-file", str(rate_file)]
+    # the clock slows while the worker is behind or captures are late (controller/sim/pace.py)
+    pace = start_pace(run.processing, out, scale, sim_start, real_start, Path(mcfg["storage"]["data_root"]), clock_args)
     master = Proc("master", out / "master.toml", out, clock_args, NETNS[0] if use_netns else None)
     slave = Proc("slave", out / "slave.toml", out, clock_args, NETNS[1] if use_netns else None)
     window_real = real_start + LEAD.total_seconds() / scale
@@ -300,12 +306,19 @@ async def _run_async(run: StationRun) -> dict:
     monitor = ProcessMonitor({"master": master, "slave": slave})
     sampler = asyncio.ensure_future(monitor.run())
     pacer = asyncio.ensure_future(pace.run()) if pace is not None else None
+    shot = None
+    if run.screenshot is not None:
+        at = window_real + 0.75 * run.real_budget_s
+        url = f"http://{mcfg['web']['bind']}:{mcfg['web']['port']}/"
+        shot = asyncio.ensure_future(screenshot_page(url, run.screenshot, at, station_ns))
+    progress = None
+    if run.progress is not None:
+        progress = asyncio.ensure_future(report_progress(out / "master" / "state", processed, run.progress))
     try:
         driver = asyncio.ensure_future(
             _drive_faults(run, master, slave, out, proxy, use_netns, window_real, ext_port, fault_log)
         )
-        slowest = scale * (MIN_FRACTION if pace is not None else 1.0)  # a safety net only: the pace may slow it
-        timeout = LEAD.total_seconds() / scale + minutes * 60 / slowest + 240.0
+        timeout = LEAD.total_seconds() / scale + minutes * 60 / (scale * MIN_FRACTION) + 240.0  # a safety net
         done = await _wait_station(master, slave, timeout)
         driver.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -316,12 +329,24 @@ async def _run_async(run: StationRun) -> dict:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        screenshot = None
+        if shot is not None:
+            if not shot.done():
+                shot.cancel()  # the station ended before its time
+            with contextlib.suppress(asyncio.CancelledError):
+                screenshot = await shot
+        if progress is not None:
+            progress.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await progress
         for p in (slave, master):
             if p.running:
                 p.kill9()
                 await p.wait()
         if proxy is not None:
             await proxy.stop()
+        if observatory is not None:
+            observatory.stop()
         if use_netns:
             netns_down()
     elapsed = time.time() - t_begin
@@ -332,6 +357,8 @@ async def _run_async(run: StationRun) -> dict:
         if data_fs is not None:
             unmount_keep_copy(data_fs)
     summary["data_fs_mb"] = run.data_fs_mb if data_fs is not None else None
+    summary.update(observatory_summary(out / "master" / "state", processed, observatory, f"{DAY:%Y-%m-%d}"))
+    summary["page_screenshot"] = screenshot
     summary.update(
         real_seconds=round(elapsed, 1), time_scale=round(scale, 2), network="netns" if use_netns else "loopback",
         sim_hours=run.hours, period_s=run.period_s, finished_cleanly=done,

@@ -53,6 +53,8 @@ class MasterSupervisor(Supervisor):
         self.day_ledger: Any = None
         self._last_ext_fault = 0.0
         self.last_dark_day: str | None = None
+        self.web: Any = None  # controller.web.service.WebService when [web] is enabled
+        self.delivery: Any = None  # controller.delivery.DeliveryService when [delivery] is enabled
         with contextlib.suppress(OSError):
             self.last_dark_day = (self.state_dir / DARKS_FILE).read_text().strip() or None
 
@@ -85,6 +87,7 @@ class MasterSupervisor(Supervisor):
         self.link.on_request("announce", self._announce_request)
         await self.link.start()
         await self._start_ext()
+        await self._start_web_and_delivery()
         self._start_worker()
         self._start_disk_policy()
         await self._start_power()
@@ -120,6 +123,16 @@ class MasterSupervisor(Supervisor):
             self.log.error("ext_port_unavailable", error=str(e))
             self.note_fault("ext_port_unavailable", {"error": str(e)})
             self.ext_server = None
+
+    async def _start_web_and_delivery(self) -> None:
+        from controller.web.outward import start_outward
+
+        self.web, self.delivery = await start_outward(self)
+
+    async def _stop_web_and_delivery(self) -> None:
+        from controller.web.outward import stop_outward
+
+        await stop_outward(self.web, self.delivery)  # kept: the final status shows what they did
 
     def _start_worker(self) -> None:
         cfg = self.cfg
@@ -164,6 +177,8 @@ class MasterSupervisor(Supervisor):
         kind = event[0] if event else None
         if kind == "pair":
             self.worker_pairs += 1
+            if self.delivery is not None:
+                self.delivery.notify()  # new results: pushed now, not at the next scan
         elif kind == "backlog":
             self.worker_machine.fire("behind", reason=f"{event[1]} pairs to process")
         elif kind == "idle":
@@ -459,6 +474,7 @@ class MasterSupervisor(Supervisor):
             [
                 ("worker", self._stop_worker),
                 ("ext_port", self._stop_ext),
+                ("web_delivery", self._stop_web_and_delivery),
                 ("link", self.stop_link),
                 ("devices", self.close_devices),
                 ("power_lines", self._close_lines),
@@ -511,6 +527,9 @@ class MasterSupervisor(Supervisor):
             "data_root": str(self.cfg.storage.data_root),
             "power_board": self.power_board.status() if self.power_board is not None else None,
             "power_lines": self.power_lines.status() if self.power_lines is not None else None,
+            "worker_pairs": self.worker_pairs,
+            "web": self.web.status() if self.web is not None else None,
+            "delivery": self.delivery.status() if self.delivery is not None else None,
         }
 
 

@@ -19,7 +19,8 @@ from controller.settings import SettingsStore
 REPO = Path(__file__).resolve().parents[2]
 
 # Libraries the acquisition path must never load: processing and plotting belong to the worker child process.
-_PROCESSING_LIBS = ("processing", "matplotlib", "pyplis", "cv2", "scipy", "pandas")
+# cv2 is not among them: it is the image file codec on both Pis (controller/storage/png.py)
+_PROCESSING_LIBS = ("processing", "matplotlib", "pyplis", "scipy", "pandas")
 
 
 def _run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:

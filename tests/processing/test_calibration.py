@@ -24,7 +24,7 @@ from processing.calibration import (
 from processing.doas import DoasResult
 from processing.fov import synthetic_fov_stack
 from processing.images import ImageFile
-from processing.outputs import CALIBRATION_COLUMNS
+from processing.outputs import CALIBRATION_COLUMNS, meta_path
 
 PPMM = 2.504e15
 T0 = datetime(2019, 5, 29, 12, 0, 0)
@@ -40,11 +40,12 @@ def test_cells_lie_on_a_straight_line(cal1):
     assert sorted(by) == [0, 304, 1257]
     assert all(c.n_a == 3 and c.n_b == 3 for c in cal1.cells)
     # physics.md: AA ≈ 0.16 at 304 ppm·m and ≈ 0.46 at 1257 ppm·m (whole image, plain ratio)
-    assert by[0].aa == pytest.approx(0.0, abs=1e-9)
+    # clear sky is I0, so the 0 ppm·m cell is a data point of its own: its windows absorb about equally in both bands
+    assert by[0].aa == pytest.approx(0.0, abs=0.02)
     assert by[304].aa == pytest.approx(0.16, abs=0.02)
     assert by[1257].aa == pytest.approx(0.46, abs=0.03)
-    # the off-band barely sees SO2
-    assert abs(by[1257].tau_b) < 0.05 < by[1257].tau_a
+    # the off-band barely sees SO2 (both bands lose ~0.25 to the cell windows against clear sky)
+    assert abs(by[1257].tau_b - by[0].tau_b) < 0.05 < by[1257].tau_a - by[0].tau_a
     # straightness of the three points (independent of weights), then the weighted line itself: it is pinned
     # near the origin by the precise 0 and 304 cells and passes the 1257 cell within ~0.5e18 (~7 % in AA)
     assert cal1.linearity_r2 > 0.98
@@ -54,10 +55,10 @@ def test_cells_lie_on_a_straight_line(cal1):
     assert fit.offset_err > 0
     # columns: ppm·m times the one factor
     assert by[1257].column == pytest.approx(1257 * PPMM)
-    # the line predicts each cell's column within 20 % (0 cell: within 2 % of the largest column); the 1257 cell
-    # sits ~16 % above it: AA grows less than linearly at large columns, a known SO2-camera effect
+    # the line predicts each cell's column within 25 % (0 cell: within 3 % of the largest column): AA grows less
+    # than linearly at large columns, a known SO2-camera effect, and three cells weighted by their errors share it
     for c in cal1.cells:
-        assert abs(fit.columns(c.aa) - c.column) < max(0.2 * c.column, 0.02 * 1257 * PPMM), c
+        assert abs(fit.columns(c.aa) - c.column) < max(0.25 * c.column, 0.03 * 1257 * PPMM), c
 
 
 def test_cell_calibration_centre_region(shared_data):
@@ -66,11 +67,12 @@ def test_cell_calibration_centre_region(shared_data):
 
 
 def test_cell_calibration_without_zero_cell_raises(shared_data, tmp_path):
+    """Without an I0 (neither Clear images nor the 0 ppm·m cell) there is no calibration."""
     src = shared_data / "villarrica-2018-03-26" / "Cal_1"
     for p in src.glob("*.png"):
-        if "_0ppmm" not in p.name:
+        if "_0ppmm" not in p.name and "_Clear" not in p.name:
             (tmp_path / p.name).symlink_to(p)
-    with pytest.raises(ProcessingError, match="0ppmm images of both bands"):
+    with pytest.raises(ProcessingError, match="0ppmm images\\) of both bands"):
         cell_calibration_from_folder(tmp_path, PPMM)
 
 
@@ -124,7 +126,7 @@ def test_doas_calibration_finds_fov_and_slope(tmp_path):
     path = write_calibration_series(tmp_path / "calibration_series.csv", points, PPMM)
     df = pd.read_csv(path, comment="#")
     assert tuple(df.columns) == CALIBRATION_COLUMNS and len(df) == len(points)
-    assert "1 ppm·m = 2.504e+15 molecules/cm2" in path.read_text()
+    assert "1 ppm·m = 2.504e+15 molecules/cm2" in meta_path(path).read_text()
 
 
 def _image_file(kind: str, band: str, t: datetime = T0) -> ImageFile:

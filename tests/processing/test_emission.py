@@ -91,3 +91,47 @@ def test_meas_geometry_villarrica() -> None:
     assert 4000 < g.plume_distance_m < 7000
     assert g.pixel_size_m() == pytest.approx(g.plume_distance_m * 5.6e-6 / 12e-3, rel=0.05)
     assert g.method == "pyplis MeasGeometry"
+
+
+def test_emission_rate_is_positive_whichever_way_the_line_points() -> None:
+    """Sign convention: positive in the direction the plume crosses the line, whatever the line's orientation (the
+    pyplis Etna example gave only negative rates because its normal pointed against the plume)."""
+    from datetime import datetime, timedelta
+
+    from controller.sim.scene import SO2_SIGMA_EFF_CM2, SimScene
+    from processing.background import BackgroundChoice
+    from processing.darks import DarkLibrary
+    from processing.pipeline import Calibration, PairProcessor, Setup
+    from processing.registration import Registration
+    from tests.processing.sim_frames import T0, sim_config
+
+    line = (400, 40, 400, 446)
+    flipped = (400, 446, 400, 40)
+    cfg = sim_config(
+        flow_pyrlevel=2,
+        xcorr_min_window_s=15.0,
+        pcs_lines=(line, line, flipped),
+        pcs_line_normals=("right", "left", "right"),
+    )
+    scene = SimScene(cfg.sim, cfg.camera, cfg.spectrometer)
+    cal = Calibration(1.0 / SO2_SIGMA_EFF_CM2, 0.0)
+    proc = PairProcessor(cfg, Setup(DarkLibrary(), BackgroundChoice(0, "test"), {}, Registration(), cal))
+    t0 = datetime(2024, 3, 1, 12)
+    rng = np.random.default_rng(8)
+    flux: dict[tuple[str, str], list[float]] = {}
+    crossing: dict[tuple[str, str], set[int]] = {}
+    for k in range(30):
+        aa = SO2_SIGMA_EFF_CM2 * scene.column_field(T0 + 2 * k) + 0.02 * rng.standard_normal((486, 648))
+        res = proc.process_aa(str(k), t0 + timedelta(seconds=2 * k), aa)
+        for r in res.lines:
+            flux.setdefault((r.line_id, r.method), []).append(r.flux)
+            crossing.setdefault((r.line_id, r.method), set()).add(r.velocity.crossing)
+    truth = scene.truth(T0)["emission_rate_kg_s"]
+    for method in ("flow", "xcorr"):
+        means = {lid: float(np.median(flux[(lid, method)])) for lid in "123"}
+        assert all(m > 0 for m in means.values()), (method, means)
+        for lid in "23":
+            assert means[lid] == pytest.approx(means["1"], rel=0.1), (method, means)
+        assert means["1"] == pytest.approx(truth, rel=0.25), (method, means, truth)
+        # the configured normal of line 1 and 3 points one way, that of line 2 the other: the data say which
+        assert crossing[("1", method)] == crossing[("3", method)] != crossing[("2", method)]

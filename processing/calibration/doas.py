@@ -1,274 +1,39 @@
-"""Calibration of apparent absorbance (AA) to SO2 columns: S = slope · AA + offset (molecules/cm²).
+"""DOAS calibration: the mean AA in the spectrometer's field of view against the DOAS column over a rolling window.
 
-Two sources (spec/physics.md):
-- gas cells: AA of each `<N>ppmm` cell image against its column (ppm·m x the ONE factor
-  `processing.ppmm_to_molecules_cm2`), with the 0 ppm·m cell as I0;
-- DOAS: the mean AA in the spectrometer's field of view against the DOAS column over a rolling time window.
-
-Only Plume pairs and Plume spectra may feed the DOAS calibration (known failure 6: the original ran a FOV search on
-test images and failed): the inputs are typed (`PlumeFrame`, `DoasResult.kind`) and anything else is refused.
+Only Plume pairs and Plume spectra may feed it (known failure 6: the original ran a FOV search on test images and
+failed): the inputs are typed (`PlumeFrame`, `DoasResult.kind`) and anything else is refused.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from controller.config import Config, ProcessingConfig
+from controller.config import ProcessingConfig
 from controller.errors import ProcessingError
 from controller.logging import get_logger
-from controller.storage.atomic import atomic_write_text
-from controller.storage.names import cell_ppmm
-from processing.darks import DarkLibrary
+from processing.calibration.base import LinearFit, weighted_linear_fit
 from processing.doas import DoasResult
 from processing.fov import FovResult, find_fov
-from processing.images import PLUME_KIND, FolderScan, ImageFile, read_image, scan_folder
-from processing.outputs import CALIBRATION_COLUMNS, fmt
+from processing.images import PLUME_KIND, ImageFile
+from processing.outputs import CALIBRATION_COLUMNS, CALIBRATION_UNITS, csv_meta, write_csv
 
-if TYPE_CHECKING:
-    from processing.pipeline import Calibration
-
-log = get_logger("processing.calibration")
+log = get_logger("processing.calibration.doas")
 
 __all__ = [
+    "DOAS_MIN_R2",
     "CalibrationPoint",
-    "CellCalibration",
-    "CellMeasurement",
     "DoasCalibration",
-    "LinearFit",
     "PlumeFrame",
-    "cell_calibration",
-    "cell_calibration_from_folder",
-    "cell_calibration_from_scan",
-    "weighted_linear_fit",
     "usable",
     "write_calibration_series",
 ]
-
-
-# ---------------------------------------------------------------------- the fit
-
-
-@dataclass(frozen=True)
-class LinearFit:
-    """S = slope · AA + offset. Attribute names match processing.pipeline.Calibration."""
-
-    slope: float
-    slope_err: float
-    offset: float
-    offset_err: float
-    r2: float
-    mse: float  # mean squared residual of the columns, (molecules/cm²)²
-    n: int
-
-    def columns(self, aa: np.ndarray | float) -> np.ndarray | float:
-        return self.slope * np.asarray(aa) + self.offset
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "slope": self.slope,
-            "slope_err": self.slope_err,
-            "offset": self.offset,
-            "offset_err": self.offset_err,
-            "r2": self.r2,
-            "mse": self.mse,
-        }
-
-
-def weighted_linear_fit(
-    aa: Sequence[float] | np.ndarray,
-    columns: Sequence[float] | np.ndarray,
-    column_err: Sequence[float] | np.ndarray | None = None,
-    aa_err: Sequence[float] | np.ndarray | None = None,
-    through_origin: bool = False,
-) -> LinearFit:
-    """Weighted least squares of columns against AA with standard errors.
-
-    Weights 1/σ², σ² = σ_S² + (slope·σ_AA)² (effective variance, two passes so the AA errors count with the
-    fitted slope). Coefficient errors are scaled by the reduced chi² when there are more points than
-    parameters (as curve_fit does by default), so they reflect the real scatter about the line.
-    `through_origin` fits S = slope · AA (offset 0 exactly, its error 0).
-    """
-    x = np.asarray(aa, dtype=np.float64)
-    y = np.asarray(columns, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1:
-        raise ProcessingError(f"calibration fit: AA {x.shape} and columns {y.shape} must be 1-D of equal length")
-    if x.size < 2:
-        raise ProcessingError(f"calibration fit needs at least 2 points, got {x.size}")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ProcessingError("calibration fit: non-finite AA or column values")
-    if np.ptp(x) == 0:
-        raise ProcessingError("calibration fit: all AA values are equal, the slope is undefined")
-    sy = np.zeros_like(y) if column_err is None else np.abs(np.asarray(column_err, dtype=np.float64))
-    sx = np.zeros_like(x) if aa_err is None else np.abs(np.asarray(aa_err, dtype=np.float64))
-    design = x[:, None] if through_origin else np.column_stack([x, np.ones_like(x)])
-    slope = float(x @ y / (x @ x)) if through_origin else np.polyfit(x, y, 1)[0]
-    for _ in range(2):
-        var = sy**2 + (slope * sx) ** 2
-        if np.all(var > 0):
-            w = 1.0 / var
-        else:
-            w = np.ones_like(y)  # no usable errors: ordinary least squares
-        aw = design * w[:, None]
-        cov = np.linalg.inv(design.T @ aw)
-        coef = cov @ (aw.T @ y)
-        slope, offset = (coef[0], 0.0) if through_origin else (coef[0], coef[1])
-    resid = y - (slope * x + offset)
-    dof = x.size - design.shape[1]
-    if dof > 0:
-        chi2_red = float(np.sum(w * resid**2)) / dof
-        cov = cov * chi2_red
-    errs = np.append(np.sqrt(np.clip(np.diag(cov), 0.0, None)), 0.0)  # offset error 0 when through the origin
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - float(np.sum(resid**2)) / ss_tot if ss_tot > 0 else math.nan
-    return LinearFit(
-        float(slope), float(errs[0]), float(offset), float(errs[1]), r2, float(np.mean(resid**2)), int(x.size)
-    )
-
-
-# ---------------------------------------------------------------------- gas cells
-
-
-@dataclass(frozen=True)
-class CellMeasurement:
-    ppmm: int
-    column: float  # molecules/cm²
-    aa: float
-    aa_err: float
-    tau_a: float
-    tau_b: float
-    n_a: int
-    n_b: int
-
-
-@dataclass(frozen=True)
-class CellCalibration:
-    cells: tuple[CellMeasurement, ...]
-    fit: LinearFit
-    ppmm_factor: float
-    region: str
-    linearity_r2: float  # Pearson r² of (AA, column) over the cells: how straight the points lie, any weights
-
-    @property
-    def aa_per_column(self) -> float:
-        """Sensitivity dAA/dS (per molecules/cm²)."""
-        return 1.0 / self.fit.slope
-
-
-def _region(shape: tuple[int, int], region: str) -> tuple[slice, slice]:
-    h, w = shape
-    if region == "whole":
-        return slice(None), slice(None)
-    if region == "centre":
-        return slice(h // 4, 3 * h // 4), slice(w // 4, 3 * w // 4)
-    raise ProcessingError(f"cell calibration region {region!r}: use 'whole' or 'centre'")
-
-
-def cell_calibration(
-    cells: Iterable[ImageFile],
-    darks: DarkLibrary,
-    ppmm_factor: float,
-    *,
-    region: str = "whole",
-    column_rel_err: float = 0.05,
-    reader=read_image,
-) -> CellCalibration:
-    """AA of each gas cell against its column, with the 0 ppm·m cell as I0 (plain dark-corrected ratio).
-
-    I = (raw - dark) / exposure, averaged over `region` and over the repeats of each cell and band;
-    τ = ln(I0 / I) per band, AA = τ_A - τ_B; σ_AA from the scatter of the repeats. `column_rel_err` is the cell
-    column's uncertainty (makers quote 5-10 %).
-    """
-    groups: dict[tuple[int, str], list[float]] = {}
-    for f in cells:
-        ppmm = cell_ppmm(f.name.kind)
-        if ppmm is None or f.name.darkcorr:
-            raise ProcessingError(f"{f.path.name} is a {f.name.kind} image, not a raw gas-cell image")
-        raw = reader(f.path)
-        img, match = darks.correct(f.name.band, f.name.shutter_us, raw)
-        if match.dark is None:
-            raise ProcessingError(f"{f.path.name}: no dark image for band {f.name.band}")
-        sl = _region(img.shape, region)
-        groups.setdefault((ppmm, f.name.band), []).append(float(np.mean(img[sl])) / f.name.shutter_us)
-    if (0, "A") not in groups or (0, "B") not in groups:
-        raise ProcessingError("cell calibration needs 0ppmm images of both bands (fltrA and fltrB) as I0")
-    i0 = {band: float(np.mean(groups[(0, band)])) for band in "AB"}
-    # I0 is measured too: its scatter over the repeats adds to every cell's AA error
-    i0_err = {band: _log_scatter(np.asarray(groups[(0, band)])) for band in "AB"}
-    measurements = []
-    for ppmm in sorted({p for p, _ in groups}):
-        if (ppmm, "A") not in groups or (ppmm, "B") not in groups:
-            log.warning("cell_band_missing", ppmm=ppmm)
-            continue
-        taus, errs, counts = [], [], []
-        for band in "AB":
-            vals = np.asarray(groups[(ppmm, band)])
-            if np.any(vals <= 0):
-                raise ProcessingError(f"{ppmm}ppmm cell, band {band}: no light left after dark correction")
-            taus.append(float(np.log(i0[band] / vals.mean())))
-            errs.append(i0_err[band] if ppmm == 0 else float(np.hypot(_log_scatter(vals), i0_err[band])))
-            counts.append(int(vals.size))
-        measurements.append(
-            CellMeasurement(
-                ppmm, ppmm * ppmm_factor, taus[0] - taus[1], float(np.hypot(*errs)), taus[0], taus[1], *counts
-            )
-        )
-    if len(measurements) < 2:
-        raise ProcessingError(f"cell calibration needs at least 2 cells with both bands, got {len(measurements)}")
-    aa = np.array([m.aa for m in measurements])
-    cols = np.array([m.column for m in measurements])
-    fit = weighted_linear_fit(
-        aa,
-        [m.column for m in measurements],
-        [column_rel_err * m.column for m in measurements],
-        [m.aa_err for m in measurements],
-    )
-    linearity = float(np.corrcoef(aa, cols)[0, 1] ** 2) if len(measurements) > 2 else 1.0
-    return CellCalibration(tuple(measurements), fit, ppmm_factor, region, linearity)
-
-
-def _log_scatter(vals: np.ndarray) -> float:
-    """Standard error of the mean of ln(values): the repeat-to-repeat scatter of one cell's optical depth."""
-    return float(np.log(vals).std(ddof=1) / np.sqrt(vals.size)) if vals.size > 1 else 0.0
-
-
-def _scan_cells(scan: FolderScan, ppmm_factor: float, **kwargs) -> CellCalibration:
-    if not scan.cells:
-        raise ProcessingError("no gas-cell (<N>ppmm) images")
-    return cell_calibration(scan.cells, DarkLibrary.from_files(scan.darks), ppmm_factor, **kwargs)
-
-
-def cell_calibration_from_folder(folder: str | Path, ppmm_factor: float, **kwargs) -> CellCalibration:
-    """Scan a folder (e.g. an original Cal_N archive) and calibrate with its cells and darks."""
-    try:
-        return _scan_cells(scan_folder(folder), ppmm_factor, **kwargs)
-    except ProcessingError as e:
-        raise ProcessingError(f"{folder}: {e}") from e
-
-
-def cell_calibration_from_scan(cfg: Config, scan: FolderScan) -> Calibration | None:
-    """The pipeline's hook: a `processing.pipeline.Calibration` from the scan's cells, None when unusable."""
-    from processing.pipeline import Calibration  # lazy: the pipeline imports this module lazily too
-
-    try:
-        cal = _scan_cells(scan, cfg.processing.ppmm_to_molecules_cm2)
-    except ProcessingError as e:
-        log.warning("cell_calibration_failed", error=str(e))
-        return None
-    f = cal.fit
-    cells = ", ".join(f"{c.ppmm}ppmm AA {c.aa:.3f}" for c in cal.cells)
-    return Calibration(f.slope, f.slope_err, f.offset, f.offset_err, method="cells", detail=cells, r2=f.r2, mse=f.mse)
-
-
-# ---------------------------------------------------------------------- DOAS calibration
 
 
 @dataclass(frozen=True)
@@ -515,11 +280,6 @@ def usable(point: CalibrationPoint, min_points: int = 5) -> bool:
 
 
 def write_calibration_series(path: str | Path, points: Sequence[CalibrationPoint], ppmm_factor: float) -> Path:
-    """Write the calibration series CSV (atomically) with a header stating units and the ppm·m factor."""
-    buf = io.StringIO()
-    buf.write("# PyCam Permanent calibration series: S = slope * AA + offset, columns in molecules/cm2\n")
-    buf.write(f"# ppm·m conversion: 1 ppm·m = {ppmm_factor:.4g} molecules/cm2\n")
-    buf.write(",".join(CALIBRATION_COLUMNS) + "\n")
-    for p in points:
-        buf.write(",".join(fmt(v) for v in p.row()) + "\n")
-    return atomic_write_text(path, buf.getvalue())
+    """Write the calibration series CSV (atomically); units and the ppm·m factor in its sidecar."""
+    meta = csv_meta("calibration series: S = slope * AA + offset", ppmm_factor, CALIBRATION_UNITS)
+    return write_csv(path, CALIBRATION_COLUMNS, (p.row() for p in points), meta)
