@@ -6,6 +6,9 @@ of time, and the day's figures suffer. A real station never has that problem (it
 its worker). So the driver watches the worker's backlog (pairs stored on the master but not yet in the worker's
 journal) and sets the shared clock rate (controller.clock.ScaledClock's rate file, read by master and slave):
 slower by SLOW_BY while the backlog exceeds MAX_BACKLOG pairs, back towards the nominal rate while it is small.
+It also slows while captures start late (the capture journals: a few real seconds of lateness on a busy machine
+are minutes of compressed sim time, so camera A, camera B and the spectrometer of one slot would see different
+scenes, which no real station does).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import asyncio
 import json
 import time
 from pathlib import Path
+
+import numpy as np
 
 from controller.logging import get_logger
 from controller.timekeeping.clock import write_rate_file
@@ -24,6 +29,8 @@ MAX_BACKLOG = 3  # pairs stored but not processed before the clock slows
 SLOW_BY = 0.7
 FAST_BY = 1.15
 MIN_FRACTION = 0.2  # of the nominal rate: at most 5x slower
+MAX_LATE_S = 3.0  # sim seconds: median start of a device's recent captures after their slot
+RECENT = 6  # captures per device looked at
 
 
 class Pace:
@@ -39,6 +46,9 @@ class Pace:
         self.min_factor = nominal
         self.max_backlog = 0
         self.slow_real_s = 0.0  # real seconds spent below the nominal rate
+        self.max_late_s = 0.0
+        out = processed.parent.parent
+        self.journals = [out / role / "state" / "captures.jsonl" for role in ("master", "slave")]
         write_rate_file(str(rate_file), sim_start, nominal)
         # the file's own "real" is now; keep the epoch the processes were given
         rate_file.write_text(json.dumps({"real": real_start, "sim": sim_start, "factor": nominal}))
@@ -60,6 +70,26 @@ class Pace:
             done = set()
         return len(stored - done)
 
+    def lateness(self) -> float:
+        """The worst device's median lateness (sim seconds) over its RECENT captures, from both capture journals."""
+        late: dict[str, list[float]] = {}
+        for journal in self.journals:
+            try:
+                with open(journal, "rb") as fh:
+                    fh.seek(0, 2)
+                    fh.seek(max(0, fh.tell() - 8192))
+                    lines = fh.read().decode("utf-8", "replace").splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("slot_time") is not None:
+                    late.setdefault(rec["device"], []).append(rec["capture_time"] - rec["slot_time"])
+        return max((float(np.median(v[-RECENT:])) for v in late.values() if v), default=0.0)
+
     def set_factor(self, factor: float) -> None:
         factor = min(self.nominal, max(self.nominal * MIN_FRACTION, factor))
         if abs(factor - self.factor) < 1e-9:
@@ -77,17 +107,20 @@ class Pace:
         while True:
             await asyncio.sleep(every_s)
             n = await loop.run_in_executor(None, self.backlog)
+            late = await loop.run_in_executor(None, self.lateness)
             self.max_backlog = max(self.max_backlog, n)
+            self.max_late_s = max(self.max_late_s, late)
             if self.factor < self.nominal:
                 self.slow_real_s += every_s
-            if n > MAX_BACKLOG:
+            if n > MAX_BACKLOG or late > MAX_LATE_S:
                 self.set_factor(self.factor * SLOW_BY)
-            elif n <= 1:
+            elif n <= 1 and late < MAX_LATE_S / 3:
                 self.set_factor(self.factor * FAST_BY)
 
     def figures(self) -> dict:
         return {"nominal_time_scale": round(self.nominal, 2), "min_time_scale": round(self.min_factor, 2),
                 "rate_changes": self.changes, "max_worker_backlog_pairs": self.max_backlog,
+                "max_capture_lateness_s": round(self.max_late_s, 2),
                 "real_s_slowed": round(self.slow_real_s, 1)}  # fmt: skip
 
 

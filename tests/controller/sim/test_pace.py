@@ -31,3 +31,18 @@ def test_pace_slows_for_a_backlog_counts_held_pairs_as_taken_and_recovers(tmp_pa
     assert pace.factor == 100.0 * MIN_FRACTION  # never slower than the floor
     pace.set_factor(1e6)
     assert pace.factor == 100.0  # never faster than nominal
+
+
+def test_pace_reads_capture_lateness_from_both_journals(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    processed = out / "master" / "processed"
+    processed.mkdir(parents=True)
+    pace = Pace(tmp_path / "rate.json", 100.0, 1.7e9, 1.8e9, out / "master" / "data", processed)
+    assert pace.lateness() == 0.0
+    for role, device, late in (("master", "A", 0.5), ("slave", "S", 12.0)):
+        state = out / role / "state"
+        state.mkdir(parents=True)
+        recs = [{"name": f"n{i}", "device": device, "slot_time": 60.0 * i, "capture_time": 60.0 * i + late}
+                for i in range(8)]  # fmt: skip
+        (state / "captures.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert pace.lateness() == 12.0  # the worst device's median over its recent captures
