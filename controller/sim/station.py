@@ -98,7 +98,7 @@ SIM_ILS_NAME = "sim_gaussian_ils.txt"
 
 # The DOAS calibration's FOV search runs on this many pairs (the worker's pre-FOV ring buffer): about 20 min of
 # 60 s slots, so most of a station day is DOAS-calibrated.
-SIM_RING_BUFFER = 40
+SIM_RING_BUFFER = 20
 
 
 @dataclass
