@@ -357,7 +357,9 @@ class ProcessingConfig:
     wind_direction_deg: float | None = field(
         default=None, metadata=_range(0, 360, "meteorological (from); unset: plume normal to the viewing direction")
     )
-    flow_pyrlevel: int = field(default=1, metadata=_range(0, 4, "Gauss pyramid level for optical flow"))
+    flow_pyrlevel: int = field(
+        default=1, metadata=_range(-2, 4, "Gauss pyramid level for optical flow (negative: upsampled small images)")
+    )
     default_calibration_slope: float = field(
         default=6.8e18, metadata=_range(0, 1e21, "molecules/cm² per unit AA when neither DOAS nor cells calibrate")
     )
@@ -376,6 +378,12 @@ class ProcessingConfig:
     )
     dilution_line_distances_m: tuple[tuple[float, float], ...] = field(
         default=(), metadata={"doc": "per dilution line: terrain distance (m) at its start and end"}
+    )
+    dilution_dem: str = field(
+        default="",
+        metadata={
+            "doc": "light dilution: DEM (ESRI ASCII grid, lon/lat degrees, m) giving the dilution lines' distances"
+        },
     )
     dilution_distance_map: str = field(
         default="", metadata={"doc": "light dilution: .npy terrain distance (m) per pixel, NaN off terrain"}
@@ -625,7 +633,7 @@ def resolve_paths(cfg: Config, folder: Path) -> Config:
     proc = dataclasses.replace(
         proc, **{k: fix_str(getattr(proc, k)) for k in
                  ("solar_reference", "so2_xsec", "o3_xsec", "ring_spectrum", "ils", "registration",
-                  "dilution_distance_map")}
+                  "dilution_distance_map", "dilution_dem")}
     )  # fmt: skip
     sim = dataclasses.replace(cfg.sim, references_dir=fix_str(cfg.sim.references_dir))
     delivery = dataclasses.replace(

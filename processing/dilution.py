@@ -16,9 +16,10 @@ alone: τ_corr = -ln((exp(-τ) - 1 + T) / T) — applied to τ_A and (registered
 `processing.dilution_plume_aa_min`, pyplis's ex11 threshold), everything else unchanged.
 
 Terrain distances come from `processing.dilution_lines` with the distance at each end
-(`processing.dilution_line_distances_m`, linear along the line) or from a terrain-distance image
-(`processing.dilution_distance_map`: a .npy of the image's shape, metres, NaN off terrain — e.g. made from a DEM
-with pyplis `DilutionCorr.det_topo_dists_line`).
+(`processing.dilution_line_distances_m`, linear along the line), or along the same lines from a DEM file
+(`processing.dilution_dem`, an ESRI ASCII grid: each pixel's viewing ray marched over it, processing.terrain), or
+from a terrain-distance image (`processing.dilution_distance_map`: a .npy of the image's shape, metres, NaN off
+terrain).
 
 API: `DilutionCorrection.from_config(cfg, shape)` -> `.fit(band, intensity)` per band (an `ExtinctionFit`), then
 `.correct_tau(tau, ext, plume_distance_m, mask)`; `state()` is the JSON-able record every output carries.
@@ -185,6 +186,25 @@ class TerrainSamples:
         return cls(np.concatenate(xs), np.concatenate(ys), np.concatenate(ds), f"{len(lines)} dilution line(s)")
 
     @classmethod
+    def from_dem(cls, cfg: Config, shape: tuple[int, int]) -> TerrainSamples:
+        """The dilution lines' pixels with distances from the DEM (processing.terrain) instead of configured ones."""
+        from processing.terrain import read_esri_ascii, terrain_distances, viewing_directions
+
+        proc, st = cfg.processing, cfg.station
+        lines = cls.from_lines(proc.dilution_lines, tuple((1.0, 1.0) for _ in proc.dilution_lines), shape)
+        azim, elev = viewing_directions(cfg, shape, lines.x, lines.y)
+        dem = read_esri_ascii(proc.dilution_dem)
+        dist = terrain_distances(dem, st.latitude_deg, st.longitude_deg, st.altitude_m, azim, elev)
+        ok = np.isfinite(dist)
+        if ok.sum() < 3:
+            raise ConfigError(
+                "processing.dilution_dem",
+                f"{proc.dilution_dem}: the dilution lines' rays meet its terrain {ok.sum()} times",
+            )
+        name = Path(proc.dilution_dem).name
+        return cls(lines.x[ok], lines.y[ok], dist[ok], f"{len(proc.dilution_lines)} dilution line(s) on DEM {name}")
+
+    @classmethod
     def from_distance_map(cls, path: str | Path, shape: tuple[int, int]) -> TerrainSamples:
         try:
             dist = np.load(path, allow_pickle=False)
@@ -215,6 +235,8 @@ class DilutionCorrection:
         proc = cfg.processing
         if proc.dilution_distance_map:
             samples = TerrainSamples.from_distance_map(proc.dilution_distance_map, shape)
+        elif proc.dilution_lines and proc.dilution_dem:
+            samples = TerrainSamples.from_dem(cfg, shape)
         elif proc.dilution_lines:
             samples = TerrainSamples.from_lines(proc.dilution_lines, proc.dilution_line_distances_m, shape)
         else:
@@ -266,18 +288,16 @@ class DilutionCorrection:
         if "A" not in self.fits or "B" not in self.fits:
             raise ProcessingError("light dilution: fit both bands before correcting")
         aa = tau_a - tau_b
-        mask = aa > self.aa_min
+        idx = np.flatnonzero(aa > self.aa_min)  # flat indices: take/put are ~2x faster than 2-D boolean masks
         if np.ndim(plume_distance_m):
-            dist = self._column_distances(plume_distance_m)
-            dist = dist[np.nonzero(mask)[1]] if dist is not None else plume_distance_m[mask]
+            cols = self._column_distances(plume_distance_m)
+            dist = cols.take(idx % aa.shape[1]) if cols is not None else np.ravel(plume_distance_m).take(idx)
         else:
-            dist = np.float32(plume_distance_m)
-        dist = np.asarray(dist, dtype=np.float32)
-        out = []
-        for band, tau in (("A", tau_a), ("B", tau_b)):
-            t = np.exp(np.float32(-self.fits[band].ext) * dist)
-            out.append(correct_tau(tau[mask].astype(np.float32), t))
-        aa[mask] = out[0] - out[1]
+            dist = np.full(idx.size, plume_distance_m)
+        dist = dist.astype(np.float32)
+        a, b = (np.ravel(t).take(idx).astype(np.float32) for t in (tau_a, tau_b))
+        ta, tb = (np.exp(np.float32(-self.fits[band].ext) * dist) for band in "AB")
+        np.put(aa, idx, correct_tau(a, ta) - correct_tau(b, tb))
         return aa
 
     def _column_distances(self, dist_img: np.ndarray) -> np.ndarray | None:

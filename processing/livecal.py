@@ -153,11 +153,14 @@ class LiveCalibration:
 
     current = at  # the name processing.bench uses
 
+    def pop_points(self) -> list[CalibrationPoint]:
+        """The calibration points made since the last call."""
+        points, self.new_points = self.new_points, []
+        return points
+
     def pop_rows(self) -> list[tuple]:
         """Calibration-series rows of the points made since the last call."""
-        rows = [p.row() for p in self.new_points]
-        self.new_points = []
-        return rows
+        return [p.row() for p in self.pop_points()]
 
 
 def _naive(t: datetime) -> datetime:

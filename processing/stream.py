@@ -38,6 +38,7 @@ log = get_logger("processing.stream")
 
 HOLD_PAIRS = 10  # pairs waiting for the spectrum of their slot, at most (then calibrated with what is known)
 LOOKBACK = 2  # AA frames kept before the first Plume spectrum
+POINTS_KEPT = 2000  # DOAS calibration points kept (scalars; a day at one spectrum a minute)
 PRODUCTS_EVERY_S = 3600.0  # the day's products are refreshed when the data has moved on this far
 
 
@@ -75,6 +76,7 @@ class Stream:
         self.livecal = None  # processing.livecal.LiveCalibration, from the first Plume spectrum on
         self.calib_csv: CsvSeries | None = None
         self.held: deque[_Held] = deque()
+        self.points: deque = deque(maxlen=POINTS_KEPT)  # DOAS calibration points, for pyplis's calibration file
         self.recent: deque[tuple[Any, np.ndarray]] = deque(maxlen=LOOKBACK)
         self.days = None  # processing.daily.DailyProducts
         self.rows = 0
@@ -262,9 +264,23 @@ class Stream:
         self.on_pair(h.pair.key, rows)
 
     def _calibration_rows(self) -> None:
-        for row in self.livecal.pop_rows():
-            self.calib_csv.append(row)
-            self.days.calibration_row(row)
+        for p in self.livecal.pop_points():
+            self.calib_csv.append(p.row())
+            self.days.calibration_row(p.row())
+            self.points.append(p)
+
+    def _save_pyplis(self) -> None:
+        """The DOAS calibration in pyplis's own format too (processing.calibration.save_pyplis_doas_calib)."""
+        from processing.calibration import save_pyplis_doas_calib
+        from processing.calibration.doas import PYPLIS_DOAS_FILE
+
+        fov = self.livecal.dcal.fov if self.livecal is not None else None
+        if not self.points or fov is None or self.processor.geometry is None:
+            return
+        try:
+            save_pyplis_doas_calib(list(self.points), fov, self.processor.geometry.shape, self.out / PYPLIS_DOAS_FILE)
+        except (ImportError, ProcessingError, OSError, ValueError) as e:
+            log.warning("pyplis_doas_calib_not_saved", error=str(e))
 
     # ------------------------------------------------------------------------------------------------ end
 
@@ -275,6 +291,7 @@ class Stream:
             self.livecal.finish()
             self._calibration_rows()
         self._release(everything=True)
+        self._save_pyplis()
         if self.livecal is None and self.fallback is not None and self.last_time is not None:
             # no DOAS calibration: the series holds the one calibration the rows used
             c = self.fallback

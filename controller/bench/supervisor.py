@@ -9,6 +9,7 @@ ms and KiB) against OpenCV at its default PNG level.
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
@@ -138,7 +139,9 @@ def run_supervisor_bench(seconds: float = 60.0, period_s: float = 4.0, work_dir:
         wall = time.monotonic() - t0
         cpu1 = {r: p.cpu_times() for r, p in ps.items()}
         dev1 = {r: _device_cpu(read_status(states[r])) for r in ps}
-        result: dict = {"seconds": round(wall, 1), "period_s": period_s, "cpu_percent_one_core": {}}
+        # The machine's load during the window: CPU time per unit of work grows on a crowded machine.
+        result: dict = {"seconds": round(wall, 1), "period_s": period_s, "load_average_1m": round(os.getloadavg()[0], 2),
+                        "cpu_percent_one_core": {}}  # fmt: skip
         for r in ps:
             used = (cpu1[r].user + cpu1[r].system) - (cpu0[r].user + cpu0[r].system)
             # The status file is written every few seconds: the device figure lags by at most one write.

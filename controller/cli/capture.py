@@ -16,7 +16,7 @@ from controller.config import Config, load_config
 from controller.errors import ConfigError, PycamError
 from controller.hardware.checks import check_frame, check_spectrum
 from controller.hardware.interfaces import Camera, Frame, Spectrometer, Spectrum
-from controller.storage.atomic import atomic_write_bytes
+from controller.storage.atomic import atomic_create_bytes
 from controller.storage.datastore import spectrum_bytes
 from controller.storage.names import ImageName, SpectrumName, check_type
 from controller.storage.png import encode_png16
@@ -72,7 +72,7 @@ def capture_set(
         finally:
             camera.close()
         name = ImageName(_utc(slot_time), band, int(round(frame.gain)), int(frame.exposure_us), kind)
-        written.append(atomic_write_bytes(out / str(name), encode_png16(frame.pixels)))
+        written.append(atomic_create_bytes(out / str(name), encode_png16(frame.pixels)))
     if with_spectrum:
         spectrometer = open_spectrometer(cfg, clock, scene)
         if spectrometer is not None:
@@ -82,7 +82,7 @@ def capture_set(
             finally:
                 spectrometer.close()
             name = SpectrumName(_utc(slot_time), int(spectrum.integration_ms), spectrum.coadd, kind)
-            written.append(atomic_write_bytes(out / str(name), spectrum_bytes(spectrum.as_array())))
+            written.append(atomic_create_bytes(out / str(name), spectrum_bytes(spectrum.as_array())))
     return written
 
 

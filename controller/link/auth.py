@@ -23,7 +23,8 @@ from controller.config import Config
 from controller.errors import ConfigError, ProtocolError
 from controller.storage.atomic import NameTaken, atomic_create_bytes
 
-KEY_BYTES = 32
+KEY_BYTES = 32  # what create_key makes; a longer key (up to MAX_KEY_BYTES) from elsewhere is accepted
+MAX_KEY_BYTES = 1024
 KEY_FILE = "link.key"
 NONCE_BYTES = 16
 _NONCE = re.compile(r"^[0-9a-f]{%d}$" % (2 * NONCE_BYTES))  # noqa: UP031 (a regex quantifier, braces clash)
@@ -63,8 +64,8 @@ def load_key(path: str | Path) -> bytes:
         raise ConfigError(key, f"link key file {path} cannot be read: {e.strerror or e}") from None
     if stat.S_IMODE(st.st_mode) & 0o077:
         raise ConfigError(key, f"link key file {path} has mode {stat.S_IMODE(st.st_mode):o}; it must be 600")
-    if len(data) != KEY_BYTES:
-        raise ConfigError(key, f"link key file {path} holds {len(data)} bytes, not {KEY_BYTES}")
+    if not KEY_BYTES <= len(data) <= MAX_KEY_BYTES:
+        raise ConfigError(key, f"link key file {path} holds {len(data)} bytes, not {KEY_BYTES}..{MAX_KEY_BYTES}")
     return data
 
 

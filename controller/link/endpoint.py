@@ -22,6 +22,7 @@ import contextlib
 import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, ClassVar
 
 from controller.config import Config
@@ -41,6 +42,7 @@ from states.link import TABLE
 from states.machine import StateModel, build_machine
 
 PROTOCOL_VERSION = 1
+FILE_CHUNK_BYTES = 1 << 20
 
 RequestHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 Listener = Callable[[str, dict[str, Any]], None]
@@ -80,20 +82,51 @@ class Session:
         self.tasks: set[asyncio.Task] = set()
         self.closed = False
         self.mac: FrameMac | None = None  # set once both ends proved the key: every frame signed from then on
+        self._send_lock = asyncio.Lock()
         peername = writer.get_extra_info("peername")
         self.address = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
 
     async def send(self, header: dict[str, Any], payload: bytes = b"") -> None:
-        if self.closed or self.writer.is_closing():
-            raise LinkError("session closed")
-        if self.mac is not None:
-            header = self.mac.sign(header)  # before any await: sequence order is wire order
-        frame_head = encode_prefix_and_header(header, len(payload), self.limits)
-        try:
-            # Both writes happen before any await, so frames from concurrent senders never interleave.
-            self.writer.write(frame_head)
+        async with self._send_lock:  # one frame at a time: a file streamed in chunks is never interleaved
+            self._check_open()
+            self._write_head(header, len(payload))
             if payload:
                 self.writer.write(payload)
+            await self._drain()
+
+    async def send_file(self, header: dict[str, Any], path: Path, size: int) -> None:
+        """A frame whose payload is the file at `path` (`size` bytes), read and sent in chunks, never whole."""
+        loop = asyncio.get_running_loop()
+        async with self._send_lock:
+            self._check_open()
+            self._write_head(header, size)
+            try:
+                with open(path, "rb") as fh:
+                    left = size
+                    while left:
+                        chunk = await loop.run_in_executor(None, fh.read, min(FILE_CHUNK_BYTES, left))
+                        if not chunk:
+                            raise LinkError(f"{path} shrank while it was being sent")
+                        left -= len(chunk)
+                        self.writer.write(chunk)
+                        await self._drain()
+            except LinkError:
+                raise  # the peer went away (LinkError is an OSError too: not a read failure)
+            except OSError as e:
+                # The frame is cut: the stream cannot go on. The file stays in the spool for the next session.
+                raise LinkError(f"cannot read {path} while sending it: {e.strerror or e}") from e
+
+    def _check_open(self) -> None:
+        if self.closed or self.writer.is_closing():
+            raise LinkError("session closed")
+
+    def _write_head(self, header: dict[str, Any], payload_len: int) -> None:
+        if self.mac is not None:
+            header = self.mac.sign(header)  # under the send lock: sequence order is wire order
+        self.writer.write(encode_prefix_and_header(header, payload_len, self.limits))
+
+    async def _drain(self) -> None:
+        try:
             await asyncio.wait_for(self.writer.drain(), self.timeout_s)
         except TimeoutError as e:
             raise LinkError(f"peer stopped reading for {self.timeout_s} s") from e

@@ -9,7 +9,6 @@ once (a resend racing a replaced session), so each name is finished under its ow
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import threading
@@ -78,8 +77,6 @@ class Incoming:
     def discard(self) -> None:
         self._fh.close()
         self.tmp.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            self.tmp.parent.rmdir()  # the store's incoming folder, when this was the last file in it
 
 
 def open_store(root: str | Path, flat_copy_dir: str | Path | None = None) -> ByteStore:
@@ -87,9 +84,7 @@ def open_store(root: str | Path, flat_copy_dir: str | Path | None = None) -> Byt
     original's FTP client; storage.flat_copy_dir)."""
     from controller.storage.datastore import DataStore
 
-    store = DataStore(root, flat_copy_dir=flat_copy_dir or None)
-    store.clean_incoming()  # the master opens its store once at boot: a crash mid-transfer left these
-    return store
+    return DataStore(root, flat_copy_dir=flat_copy_dir or None)
 
 
 class FileReceiver:

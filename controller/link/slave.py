@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+from pathlib import Path
 from typing import Any
 
 from controller.config import Config
@@ -27,9 +28,20 @@ BACKOFF_BASE_S = 0.05
 DEFAULT_WINDOW = 8
 
 
-def _load(spool: Spool, name: str) -> tuple[int, bytes, str]:
-    seq, data = spool.read_entry(name)
-    return seq, data, hashlib.sha256(data).hexdigest()
+def _load(spool: Spool, name: str) -> tuple[int, Path, int, str]:
+    """(seq, path, size, sha256) of a pending file, hashed in chunks. KeyError if it is not pending (any more)."""
+    seq, path = spool.entry(name)
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+            size = fh.tell()
+    except FileNotFoundError as e:
+        raise KeyError(name) from e  # acked and removed while we looked
+    except OSError as e:
+        raise StorageError(e.errno, f"cannot read spool file {path}: {e.strerror or e}") from e
+    return seq, path, size, digest.hexdigest()
 
 
 class SlaveLink(LinkEndpoint):
@@ -230,21 +242,21 @@ class SlaveLink(LinkEndpoint):
                 continue
             for name in names:
                 try:
-                    seq, data, sha = await loop.run_in_executor(None, _load, self.spool, name)
+                    seq, path, size, sha = await loop.run_in_executor(None, _load, self.spool, name)
                 except KeyError:
                     continue  # acked by an older session or replaced meanwhile; the next round sees it
                 except StorageError as e:
                     self._log.error("spool_read_failed", file=name, error=str(e))
                     self._hold_until = loop.time() + self.net.backoff_max_s
                     break
-                if len(data) > self.limits.max_payload_bytes:
+                if size > self.limits.max_payload_bytes:
                     # The master refuses it unread: keep it aside for a person instead of retrying forever.
                     self.stats["rejected"] += 1
-                    why = f"{len(data)} bytes, over network.link_max_file_mb ({self.net.link_max_file_mb} MiB)"
+                    why = f"{size} bytes, over network.link_max_file_mb ({self.net.link_max_file_mb} MiB)"
                     await loop.run_in_executor(None, self.spool.reject, name, why)
                     continue
                 session.in_flight[name] = seq
-                await session.send({"type": "file", "name": name, "sha256": sha, "size": len(data)}, data)
+                await session.send_file({"type": "file", "name": name, "sha256": sha, "size": size}, path, size)
                 self.stats["sent"] += 1
 
     async def _on_message(self, session: Session, msg: Message) -> None:

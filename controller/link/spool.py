@@ -139,6 +139,12 @@ class Spool:
         except OSError as e:
             raise StorageError(e.errno, f"cannot read spool file {path}: {e.strerror or e}") from e
 
+    def entry(self, name: str) -> tuple[int, Path]:
+        """(seq, path) of a pending file. KeyError if it is not pending."""
+        with self._lock:
+            seq = self._index[name]
+        return seq, self._path(name, seq)
+
     def seq(self, name: str) -> int:
         """The entry's sequence number: lets the sender tell a re-added file from the one it sent."""
         with self._lock:

@@ -64,19 +64,13 @@ def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], None], mode:
 def temp_path_for(path: str | Path) -> Path:
     """A new, empty temp file beside `path` (same filesystem, so commit_new can link it). Creates the folder."""
     path = Path(path)
-    for attempt in range(3):
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
-            os.close(fd)
-            return Path(tmp_name)
-        except FileNotFoundError:
-            if attempt == 2:
-                raise StorageError(2, f"cannot create a temp file beside {path}: its folder keeps vanishing") from None
-            # The folder was removed between mkdir and mkstemp (an emptied incoming folder tidied): again.
-        except OSError as e:
-            raise StorageError(e.errno, f"cannot create a temp file beside {path}: {e.strerror or e}") from e
-    raise AssertionError("unreachable")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX + path.name + ".", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise StorageError(e.errno, f"cannot create a temp file beside {path}: {e.strerror or e}") from e
+    return Path(tmp_name)
 
 
 def commit_new(tmp: str | Path, path: str | Path, mode: int = 0o644) -> Path:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.errors import FileNameError, StorageError
+from controller.errors import FileNameError
 from controller.logging import get_logger
 from controller.storage.atomic import (
+    TEMP_PREFIX,
     NameTaken,
     atomic_create_bytes,
     commit_new,
@@ -30,12 +31,10 @@ from controller.storage.atomic import (
     temp_path_for,
 )
 from controller.storage.names import ImageName, SpectrumName, parse_name
-from controller.storage.png import encode_png16
 
 KINDS = ("image", "spectrum")
 ASIDE_DIR = ".conflicts"  # under the data root; hidden, so readers and the disk policy never take it for data
-INCOMING_DIR = ".incoming"  # files being received (same filesystem, so they are linked to their names)
-STALE_INCOMING_S = 600.0  # a temp file not written to for this long belongs to a receiver that died
+STALE_TEMP_S = 600.0  # a temp file not written to for this long belongs to a writer that died
 
 
 def spectrum_bytes(array: np.ndarray) -> bytes:
@@ -55,6 +54,7 @@ class DataStore:
         self.root = Path(root)
         self.flat_copy_dir = Path(flat_copy_dir) if flat_copy_dir else None
         self._log = get_logger("storage", root=str(self.root))
+        self._tidied: set[Path] = set()  # folders already freed of stale temp files by this process
 
     def _validated(self, name: str) -> ImageName | SpectrumName:
         if not isinstance(name, str) or name != Path(name).name or "\x00" in name or name.startswith("."):
@@ -67,6 +67,8 @@ class DataStore:
         return self.root / parsed.date_folder / str(parsed)
 
     def save_image(self, name: ImageName, pixels: np.ndarray) -> Path:
+        from controller.storage.png import encode_png16  # OpenCV only where an image is encoded
+
         return self.save_bytes(str(name), encode_png16(np.asarray(pixels, dtype=np.uint16)))
 
     def save_spectrum(self, name: SpectrumName, array: np.ndarray) -> Path:
@@ -86,44 +88,17 @@ class DataStore:
         return path
 
     def temp_for(self, name: str) -> Path:
-        """A new temp file in root/.incoming/, to be filled, fsynced and passed to save_file."""
-        return temp_path_for(self.root / INCOMING_DIR / self.path_for(name).name)
-
-    def clean_incoming(self, max_age_s: float = STALE_INCOMING_S) -> int:
-        """Remove temp files of receivers that died (not written to for max_age_s); how many."""
-        removed = 0
-        now = time.time()
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.root / INCOMING_DIR):
-                with contextlib.suppress(FileNotFoundError):
-                    if entry.is_file() and now - entry.stat().st_mtime > max_age_s:
-                        os.unlink(entry.path)
-                        removed += 1
-        if removed:
-            self._log.warning("stale_incoming_removed", files=removed, dir=str(self.root / INCOMING_DIR))
-        return removed
+        """A new temp file in `name`'s date folder, to be filled, fsynced and passed to save_file."""
+        return temp_path_for(self.path_for(name))
 
     def save_file(self, name: str, tmp: str | Path) -> Path:
         """Give a complete, fsynced temp file (from temp_for) its station name; the temp file is gone afterwards.
         NameTaken when the name is taken (whatever the content: the caller compares)."""
         path = self.path_for(name)
         size = os.stat(tmp).st_size
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            Path(tmp).unlink(missing_ok=True)
-            raise StorageError(e.errno, f"cannot create {path.parent}: {e.strerror or e}") from e
-        try:
-            commit_new(tmp, path)
-        finally:
-            self.tidy_incoming()
+        commit_new(tmp, path)
         self._saved(path, size)
         return path
-
-    def tidy_incoming(self) -> None:
-        """Remove root/.incoming/ when nothing is being received (a listing of the data root shows data only)."""
-        with contextlib.suppress(OSError):
-            (self.root / INCOMING_DIR).rmdir()
 
     def keep_aside(self, name: str, data: bytes) -> Path:
         """Keep content that lost its name to another file under a new, unique name in root/.conflicts/."""
@@ -136,7 +111,27 @@ class DataStore:
         self._log.error("file_kept_aside", name=name, path=str(path), why="a different file already has this name")
         return path
 
+    def _clean_stale_temps(self, folder: Path) -> None:
+        """Once per folder and process: remove temp files a writer that died left there (not written to for
+        STALE_TEMP_S; a live writer's are fresh). A crash leaves them where files were arriving, and those files
+        arrive again after the restart, so the folders that need it are the ones visited."""
+        if folder in self._tidied:
+            return
+        self._tidied.add(folder)
+        removed = 0
+        now = time.time()
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if entry.name.startswith(TEMP_PREFIX):
+                    with contextlib.suppress(OSError):
+                        if now - entry.stat().st_mtime > STALE_TEMP_S:
+                            os.unlink(entry.path)
+                            removed += 1
+        if removed:
+            self._log.warning("stale_temp_files_removed", folder=str(folder), files=removed)
+
     def _saved(self, path: Path, size: int) -> None:
+        self._clean_stale_temps(path.parent)
         if self.flat_copy_dir is not None:
             self._link_flat(path)
         self._log.debug("file_saved", name=path.name, bytes=size)

@@ -357,6 +357,9 @@ class Supervisor:
                 "state": getattr(link, "state", None),
                 "connected": bool(getattr(link, "connected", False)),
                 "peer": getattr(link, "peer", None),
+                # transfers, and peers refused (no key, a second slave, unproven master): forged attempts show here
+                "stats": dict(getattr(link, "stats", None) or {}),
+                "refused": dict(getattr(link, "refused", None) or {}),
             },
             "clock": {
                 "offset_ms": round(self.offset_s * 1000.0, 3),

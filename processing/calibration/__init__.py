@@ -21,6 +21,7 @@ from processing.calibration.doas import (
     CalibrationPoint,
     DoasCalibration,
     PlumeFrame,
+    save_pyplis_doas_calib,
     usable,
     write_calibration_series,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "cell_calibration_from_scan",
     "default_calibration",
     "save_pyplis_cell_calib",
+    "save_pyplis_doas_calib",
     "usable",
     "weighted_linear_fit",
     "write_calibration_series",

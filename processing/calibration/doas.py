@@ -7,6 +7,7 @@ failed): the inputs are typed (`PlumeFrame`, `DoasResult.kind`) and anything els
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from astropy.io.fits.verify import VerifyWarning
 
 from controller.config import ProcessingConfig
 from controller.errors import ProcessingError
@@ -283,3 +285,44 @@ def write_calibration_series(path: str | Path, points: Sequence[CalibrationPoint
     """Write the calibration series CSV (atomically); units and the ppm·m factor in its sidecar."""
     meta = csv_meta("calibration series: S = slope * AA + offset", ppmm_factor, CALIBRATION_UNITS)
     return write_csv(path, CALIBRATION_COLUMNS, (p.row() for p in points), meta)
+
+
+PYPLIS_DOAS_FILE = "doas_calibration_pyplis.fts"
+
+
+def save_pyplis_doas_calib(
+    points: Sequence[CalibrationPoint], fov: FovResult, shape: tuple[int, int], path: str | Path
+) -> Path:
+    """The DOAS calibration data in pyplis's own format (DoasCalibData FITS with its DoasFOV, Pearson method):
+    pyplis loads it with `DoasCalibData().load_from_fits(path)` and refits it with `fit_calib_data()`."""
+    from pyplis import Img
+    from pyplis.doascalib import DoasCalibData, DoasFOV
+
+    if not points:
+        raise ProcessingError("no DOAS calibration points to save")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pyplis_fov = DoasFOV()
+    h, w = shape
+    pyplis_fov.fov_mask_rel = fov.mask(shape).astype(np.float64)
+    pyplis_fov.search_settings = {"method": "pearson"}
+    pyplis_fov.img_prep = {"pyrlevel": 0}
+    pyplis_fov.result_pearson.update(cx_rel=fov.cx, cy_rel=fov.cy, rad_rel=fov.radius)
+    pyplis_fov.roi_abs = np.array([0, 0, w, h])
+    if fov.corr_image.shape == tuple(shape):
+        pyplis_fov.corr_img = Img(np.asarray(fov.corr_image, dtype=np.float64))
+    data = DoasCalibData(
+        tau_vec=np.array([p.aa_fov for p in points]),
+        cd_vec=np.array([p.doas_column for p in points]),
+        cd_vec_err=np.array([p.doas_column_err for p in points]),
+        time_stamps=np.array([p.time.replace(tzinfo=None) for p in points]),
+        calib_id="aa",
+        senscorr_mask=Img(np.ones((1, 1))),
+        fov=pyplis_fov,
+    )
+    tmp = path.with_name(path.stem.replace(".", "_") + "_tmp.fts")  # pyplis cuts the name at its first dot
+    with warnings.catch_warnings():  # pyplis's header keys (pos_x_abs, ...) are long: astropy says so each time
+        warnings.simplefilter("ignore", VerifyWarning)
+        data.save_as_fits(str(tmp.parent), tmp.name)
+    tmp.replace(path)
+    return path

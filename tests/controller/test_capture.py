@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from controller.cli import main
@@ -45,3 +48,26 @@ def test_capture_without_hardware_reports_error(tmp_path):
     result = CliRunner().invoke(main, ["capture", "--out", str(tmp_path / "o"), "--config", str(cfg)])
     assert result.exit_code == 1
     assert "camera A" in result.output and "Traceback" not in result.output
+
+
+def test_capture_into_a_folder_never_overwrites_a_file_of_the_same_second(tmp_path):
+    from controller.cli.capture import capture_set
+    from controller.config import Config
+    from controller.timekeeping.clock import ManualClock
+
+    cfg = Config()
+    cfg = dataclasses.replace(
+        cfg,
+        camera=dataclasses.replace(cfg.camera, backend="sim"),
+        spectrometer=dataclasses.replace(cfg.spectrometer, backend="sim"),
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    clock = ManualClock(1_700_000_000.0)
+    first = capture_set(cfg, out, clock, ("A",), with_spectrum=False)
+    before = first[0].read_bytes()
+    from controller.storage.atomic import NameTaken
+
+    with pytest.raises(NameTaken, match="never overwritten"):
+        capture_set(cfg, out, clock, ("A",), with_spectrum=False, kind="Test")
+    assert first[0].read_bytes() == before

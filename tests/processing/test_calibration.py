@@ -170,3 +170,29 @@ def test_cell_calibration_from_scan_feeds_the_pipeline(shared_data, cal1):
     assert "1257ppmm" in cal.detail
     # a scan without cells gives no calibration (the pipeline then falls back), not a crash
     assert cell_calibration_from_scan(Config(), scan_folder(shared_data / "spectra-2019-05-29")) is None
+
+
+def test_pyplis_loads_the_saved_doas_calibration(tmp_path):
+    """The DOAS calibration in pyplis's own format (DoasCalibData with its FOV): pyplis loads and refits it."""
+    pyplis = pytest.importorskip("pyplis")
+    from processing.calibration import save_pyplis_doas_calib
+
+    n = 50
+    stack, series = synthetic_fov_stack(n, (60, 80), (50, 25), 5, seed=3)
+    cal = DoasCalibration(ProcessingConfig(calibration_window_s=600.0), max_frames=60, fov_min_frames=30)
+    times = [T0 + timedelta(seconds=2 * i) for i in range(n)]
+    for i in range(n):
+        cal.add_frame(PlumeFrame(times[i], stack[i]))
+        cal.add_doas(_doas(times[i], series[i]))
+    cal.finish()
+    points = cal.pop_points()
+    assert cal.fov is not None and len(points) >= 10
+    path = save_pyplis_doas_calib(points, cal.fov, stack.shape[1:], tmp_path / "doas_calibration_pyplis.fts")
+    loaded = pyplis.doascalib.DoasCalibData()
+    loaded.load_from_fits(str(path))
+    np.testing.assert_allclose(loaded.tau_vec, [p.aa_fov for p in points])
+    np.testing.assert_allclose(loaded.cd_vec, [p.doas_column for p in points])
+    assert loaded.fov.method == "pearson"
+    assert (loaded.fov.result_pearson["cx_rel"], loaded.fov.result_pearson["cy_rel"]) == (cal.fov.cx, cal.fov.cy)
+    slope, _ = loaded.fit_calib_data()
+    assert slope == pytest.approx(1e19, rel=0.1)  # the synthetic series: AA x 1e19 molecules/cm²

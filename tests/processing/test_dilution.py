@@ -113,6 +113,11 @@ def test_dilution_correction_recovers_the_true_aa_on_a_synthetic_scene():
     # uncorrected, the plume loses ~40 % of its AA; corrected it is back within a few per cent
     assert np.median(raw / true_aa[core]) < 0.7
     assert np.median(fixed / true_aa[core]) == pytest.approx(1.0, abs=0.05)
+    # the pipeline's fast path (AA straight away, float32 on the plume pixels) gives the same AA, for a scalar
+    # plume distance and for a per-pixel distance image
+    for dist in (PLUME_DIST, np.full(SHAPE, PLUME_DIST) + np.arange(SHAPE[1])[None, :]):
+        a, b = corr.correct(tau["A"], tau["B"], dist)
+        np.testing.assert_allclose(corr.correct_aa(tau["A"], tau["B"], dist), a - b, atol=2e-5)
     state = corr.state()
     assert state["corrected"] and state["band_A"]["ext_per_m"] == fits["A"].ext
     assert state["terrain_distance_m"] == [1500.0, 6000.0]

@@ -50,6 +50,8 @@ def test_sim_doas_calibration_finds_fov_and_is_used(sim_run: tuple) -> None:
     assert abs(np.median(cal["slope_(molecules/cm2)"]) / truth_slope - 1) < 0.10
     assert summary["doas_spectra"] == 30 and (out / "doas_results.csv").exists()
     assert "doas" in meta_path(out / "emission_rates_line1_xcorr.csv").read_text()
+    # the DOAS calibration data in pyplis's own format too (pyplis loads it: tests/processing/test_calibration.py)
+    assert (out / "doas_calibration_pyplis.fts").stat().st_size > 0
 
 
 @pytest.mark.parametrize("method", ["xcorr", "flow"])
@@ -129,6 +131,11 @@ def test_pyplis_testdata_runs_through_the_pipeline(repo_root: Path, tmp_path: Pa
     assert flux.size >= 50 and np.all(np.isfinite(flux))
     # positive, and of the magnitude pyplis reports for this plume (3.35 kg/s uncorrected, its ex11)
     assert np.all(flux > 0) and 1.0 < np.median(flux) < 10.0
+    # the optical flow on the images upsampled once (flow_pyrlevel -1, as pyplis's own test): most pairs, positive,
+    # plume speeds near pyplis's 4.14 m/s for this plume (its ex11)
+    rows = read_series(tmp_path / "out" / "emission_rates_line1_flow.csv")
+    assert len(rows["datetime"]) >= 30 and np.all(np.array(rows["flux_(kg/s)"]) > 0)
+    assert 2.5 < np.median(rows["velo_eff_(m/s)"]) < 7.0
 
 
 def test_process_command(shared_data: Path, repo_root: Path, tmp_path: Path) -> None:

@@ -48,6 +48,10 @@ def test_key_file_readable_by_others_or_of_wrong_size_is_refused(tmp_path):
     os.chmod(short, 0o600)
     with pytest.raises(ConfigError, match="8 bytes"):
         load_key(short)
+    longer = tmp_path / "longer.key"  # what `install.sh --link-key FILE` may bring
+    longer.write_bytes(os.urandom(64))
+    os.chmod(longer, 0o600)
+    assert len(load_key(longer)) == 64
 
 
 def test_one_ends_proof_is_never_valid_as_the_others():
@@ -140,7 +144,7 @@ def test_fake_master_behind_the_slaves_cable_deletes_nothing_and_the_real_one_ge
                 await asyncio.sleep(0.02)
             assert len(pair.spool) == 20 and slave.stats["sent"] == 0
             proxy.divert(None)
-            assert await slave.flush(5)
+            assert await slave.flush(60)
             await slave.stop()
         await fake.stop()
         assert {p.name: p.read_bytes() for p in (tmp_path / "data").rglob("*.*")} == content
@@ -168,7 +172,7 @@ def test_second_slave_is_refused_without_disturbing_the_first(tmp_path, port):
         # A file from the first still goes through while the second keeps knocking.
         pair.spool.add(station_names(1)[0], b"after the knocking")
         first.spool_notify()
-        assert await first.flush(3)
+        assert await first.flush(60)
         await second.stop()
         await pair.stop()
 

@@ -148,7 +148,7 @@ def test_spool_drains_oldest_first_and_new_files_join(tmp_path, port):
             await asyncio.get_running_loop().run_in_executor(None, pair.spool.add, n, data)
             content[n] = data
             slave.spool_notify()
-        assert await slave.flush(5)
+        assert await slave.flush(60)
         assert order == names  # window 1: strictly oldest first, new captures after the backlog
         assert len(pair.spool) == 0
         assert_all_stored_once(pair, content)
@@ -165,7 +165,7 @@ def test_corrupted_transfer_is_detected_and_resent(tmp_path, port):
             # the hello is ~150 bytes: flip a byte deep inside the first file's payload
             proxy.corrupt_after(20_000, "up")
             slave = await pair.start_slave()
-            assert await slave.flush(5)
+            assert await slave.flush(60)
             assert proxy.count("corrupt") == 1
             assert slave.stats["resent"] == 1 and pair.master.stats["checksum"] == 1
             assert slave.stats["connects"] == 1  # a payload error is answered by a resend, not a reconnect
@@ -182,10 +182,10 @@ def test_file_sent_twice_is_stored_once(tmp_path, port):
         await pair.start_master()
         pair.spool.add(name, data)
         slave = await pair.start_slave()
-        assert await slave.flush(3)
+        assert await slave.flush(60)
         pair.spool.add(name, data)  # e.g. the slave crashed after the master stored it but before the ack
         slave.spool_notify()
-        assert await slave.flush(3)
+        assert await slave.flush(60)
         assert slave.stats["stored"] == 1 and slave.stats["duplicate"] == 1
         assert_all_stored_once(pair, {name: data})
         await pair.stop()
@@ -200,10 +200,10 @@ def test_conflicting_file_is_kept_aside_on_the_slave_not_lost(tmp_path, port):
         await pair.start_master()
         pair.spool.add(name, b"first capture")
         slave = await pair.start_slave()
-        assert await slave.flush(3)
+        assert await slave.flush(60)
         pair.spool.add(name, b"another capture, same name")
         slave.spool_notify()
-        assert await slave.flush(3)
+        assert await slave.flush(60)
         assert pair.master.stats["conflict"] == 1 and slave.stats["rejected"] == 1
         assert pair.stored()[name].read_bytes() == b"first capture"
         assert (pair.spool_dir / "rejected" / name).read_bytes() == b"another capture, same name"
@@ -231,7 +231,7 @@ def test_storage_failure_is_a_nack_not_a_dead_link(tmp_path, port):
         slave = SlaveLink(cfg, SystemClock(), spool, window=1)
         await master.start()
         await slave.start()
-        assert await slave.flush(5)
+        assert await slave.flush(60)
         assert master.stats["storage"] == 3 and slave.stats["connects"] == 1
         assert sorted(p.name for p in (tmp_path / "data").rglob("*.*")) == sorted(content)
         await slave.stop()
@@ -309,7 +309,7 @@ def test_bug2_slave_link_drops_mid_acquisition_and_comes_back(tmp_path, port):
             proxy.refuse(False)
             assert await master.wait_connected(3)  # the master accepts the same slave again
             await acquire(20)
-            assert await slave.flush(5)
+            assert await slave.flush(60)
             assert_all_stored_once(pair, content)
             assert master.peer["boot_id"] == slave.boot_id
 
@@ -348,7 +348,7 @@ def test_bug4_broken_pipe_reconnects_without_restart(tmp_path, port):
             slave = await pair.start_slave()
             # the connection is reset while a file is half-way through: the writer gets a broken pipe/reset
             proxy.cut_after(1_000_000, "up")
-            assert await slave.flush(8)
+            assert await slave.flush(60)
             assert proxy.count("cut_at") == 1
             assert slave.stats["connects"] == 2 and master.state == "connected"
             assert await slave.request("status", {}, 1) == {"ok": True}
@@ -368,7 +368,7 @@ def test_reconnect_after_slave_restart_resumes_the_spool(tmp_path, port):
         left = len(Spool(pair.spool_dir))
         assert 0 < left < 60
         slave = await pair.start_slave()
-        assert await slave.flush(5)
+        assert await slave.flush(60)
         assert_all_stored_once(pair, content)
         digest = {n: hashlib.sha256(d).hexdigest() for n, d in content.items()}
         assert len(digest) == 60

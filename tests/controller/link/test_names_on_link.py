@@ -65,7 +65,7 @@ def test_slave_keeps_a_refused_name_aside_instead_of_resending_it(tmp_path, port
         (pair.spool_dir / f"{1:012d}.{legacy}").write_bytes(b"old capture")
         await pair.start_master()
         slave = await pair.start_slave()
-        assert await slave.flush(5)
+        assert await slave.flush(60)
         assert slave.stats["rejected"] == 1 and slave.stats["sent"] == 1
         assert (pair.spool_dir / "rejected" / legacy).read_bytes() == b"old capture"
         await pair.stop()

@@ -66,7 +66,7 @@ def test_after_startup_without_supervisor_pulses_the_slave_awake(tmp_path):
     assert wittypi_hook.after_startup(make_cfg(tmp_path), factory) == "pulsed"
     states = slave.states
     assert [s.state for s in states] == [True, False, True]
-    assert 0.05 <= states[2].timestamp < 0.1
+    assert states[2].timestamp >= 0.049  # held low at least the configured pulse (a busy machine only lengthens it)
 
 
 def test_before_shutdown_without_supervisor_pulses_the_halt_line(tmp_path):

@@ -151,12 +151,28 @@ def test_committing_a_temp_file_never_replaces_a_stored_file(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == [name]  # no temp file left behind
 
 
-def test_temp_files_of_a_receiver_that_died_are_cleaned_fresh_ones_kept(tmp_path):
-    store = DataStore(tmp_path)
+def test_temp_files_of_a_writer_that_died_are_cleaned_fresh_ones_kept(tmp_path):
     name = "2019-09-18T074335_1000ss_1coadd_Plume.npy"
-    stale, fresh = store.temp_for(name), store.temp_for(name)
+    store = DataStore(tmp_path)
+    stale, fresh = store.temp_for(name), store.temp_for(name)  # as a receiver killed mid-transfer leaves them
     os.utime(stale, (1_000_000_000, 1_000_000_000))
-    assert store.clean_incoming() == 1
-    assert not stale.exists() and fresh.exists()
     fresh.write_bytes(b"x")
-    assert store.save_file(name, fresh).read_bytes() == b"x" and not fresh.exists()
+    path = DataStore(tmp_path).save_file(name, fresh)  # the next run's first file into that folder
+    assert path.read_bytes() == b"x" and [p.name for p in path.parent.iterdir()] == [name]
+
+
+def test_master_restarted_with_its_clock_behind_never_overwrites_camera_a_images(tmp_path):
+    """Issue 11 finding 2 (the storage side): restarted 60 s behind, the master replaced 19 stored A images."""
+    from datetime import timedelta
+
+    t0 = datetime(2024, 6, 1, 11, 0, 0, tzinfo=UTC)
+    names = [ImageName(t0 + timedelta(seconds=4 * i), "A", 1, 6000, "Plume") for i in range(19)]
+    before = DataStore(tmp_path)
+    paths = [before.save_bytes(str(n), f"first {i}".encode()) for i, n in enumerate(names)]
+    after_restart = DataStore(tmp_path)  # a new process, its clock a minute behind: the same slot names again
+    for i, n in enumerate(names):
+        with pytest.raises(NameTaken):
+            after_restart.save_bytes(str(n), f"second {i}".encode())
+        after_restart.keep_aside(str(n), f"second {i}".encode())
+    assert [p.read_bytes() for p in paths] == [f"first {i}".encode() for i in range(19)]
+    assert len(list((tmp_path / ".conflicts").iterdir())) == 19
