@@ -284,7 +284,14 @@ class SimConfig:
     wind_direction_deg: float = field(default=0.0, metadata=_range(-180, 180, "in the image plane, 0 = +x"))
     plume_distance_m: float = field(default=5000.0, metadata=_range(100, 100_000))
     plume_width_px: float = field(default=40.0, metadata=_range(2, 400))
-    aerosol_optical_depth: float = field(default=0.05, metadata=_range(0, 3))
+    aerosol_optical_depth: float = field(default=0.05, metadata=_range(0, 3, "plume aerosol at the on-band, peak"))
+    aerosol_angstrom: float = field(
+        default=1.3, metadata=_range(-1, 4, "Angstrom exponent: off-band aerosol = on-band x (330/310)^-a")
+    )
+    extinction_a_per_m: float = field(
+        default=0.0, metadata=_range(0, 1e-3, "light dilution: atmospheric extinction at the on-band (1/m)")
+    )
+    extinction_b_per_m: float = field(default=0.0, metadata=_range(0, 1e-3, "the same at the off-band (1/m)"))
     sky_counts: float = field(default=400.0, metadata=_range(1, 1e6, "counts per ms exposure at image centre"))
     references_dir: str = field(
         default="", metadata={"doc": "folder with SO2/O3/Ring/solar references; empty: built-in"}
@@ -309,6 +316,16 @@ class ProcessingConfig:
     o3_xsec: str = ""
     ring_spectrum: str = ""
     ils: str = ""
+    # Wavelength media (processing/references.py converts every reference to the spectrometer's medium).
+    solar_reference_medium: Literal["vacuum", "air"] = field(default="vacuum", metadata={"doc": "sao2010: vacuum"})
+    so2_xsec_medium: Literal["vacuum", "air"] = field(default="vacuum", metadata={"doc": "Bogumil 2000: vacuum"})
+    o3_xsec_medium: Literal["vacuum", "air"] = field(default="vacuum", metadata={"doc": "Serdyuchenko: vacuum"})
+    ring_spectrum_medium: Literal["vacuum", "air"] = field(
+        default="vacuum", metadata={"doc": "the medium of the solar spectrum it was computed from"}
+    )
+    spectrometer_medium: Literal["vacuum", "air"] = field(
+        default="air", metadata={"doc": "wavelength calibration of the spectrometer (lamp lines: standard air)"}
+    )
     fit_window_nm: tuple[float, float] = (308.0, 318.0)
     stray_window_nm: tuple[float, float] = (293.0, 296.0)
     registration: str = field(default="", metadata={"doc": "path of a 2x3 .npy matrix B->A; empty: identity"})
@@ -318,6 +335,9 @@ class ProcessingConfig:
     source_longitude_deg: float = field(default=-71.93, metadata=_range(-180, 180))
     source_altitude_m: float = field(default=2847.0, metadata=_range(-500, 9000))
     plume_distance_m: float = field(default=0.0, metadata=_range(0, 1e6, "0: from geometry"))
+    plume_distance_err_m: float = field(
+        default=0.0, metadata=_range(0, 1e6, "uncertainty of plume_distance_m; 0: 10 % assumed")
+    )
     pcs_lines: tuple[tuple[int, int, int, int], ...] = ((400, 40, 400, 446),)
     pcs_line_gap_px: int = field(
         default=20, metadata=_range(1, 1000, "offset of the second line for cross-correlation")

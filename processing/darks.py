@@ -98,3 +98,77 @@ class DarkLibrary:
         if match.dark is not None and match.dark.shape == img.shape:
             img = img - match.dark
         return img, match
+
+
+@dataclass(frozen=True)
+class SpectrumDark:
+    """One dark spectrum: when, at which integration time and co-adds, its mean counts, and its file."""
+
+    time: float  # epoch seconds
+    integration_ms: int
+    coadd: int
+    counts: np.ndarray
+    name: str
+
+
+class SpectrumDarks:
+    """Dark spectra for the DOAS retrieval, matched like the camera darks: by integration time and co-adds.
+
+    `match` gives the newest dark taken at or before the spectrum with the same integration time and co-adds; else
+    one with the same integration time (co-adds change only the noise of a mean spectrum); at each of those, when
+    none is older than the spectrum, the oldest after it (the day's dark series may come after the first spectra).
+    With no dark at its integration time (auto integration chose one the dark series skipped), the dark is
+    interpolated per pixel between the two nearest integration times (offset + dark current x time). A spectrum
+    with no dark at all is fitted without one (warned once per setting): the stray-light window then removes the
+    offset but not the detector's fixed pattern.
+    """
+
+    KEEP = 8  # darks kept per (integration, co-adds): a day's series or two
+
+    def __init__(self) -> None:
+        self._darks: dict[tuple[int, int], list[SpectrumDark]] = {}
+        self._warned: set[tuple[int, int]] = set()
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._darks.values())
+
+    def add(self, dark: SpectrumDark) -> None:
+        lst = self._darks.setdefault((dark.integration_ms, dark.coadd), [])
+        if any(d.name == dark.name for d in lst):
+            return
+        lst.append(dark)
+        lst.sort(key=lambda d: d.time)
+        del lst[: max(0, len(lst) - self.KEEP)]
+
+    def match(self, time: float, integration_ms: int, coadd: int) -> SpectrumDark | None:
+        exact = self._darks.get((integration_ms, coadd), [])
+        same_int = [d for (i, _), lst in self._darks.items() if i == integration_ms for d in lst]
+        for candidates in (exact, same_int):
+            if candidates:
+                return _newest_before(candidates, time)
+        key = (integration_ms, coadd)
+        others = sorted({i for i, _ in self._darks}, key=lambda i: (abs(i - integration_ms), i))[:2]
+        if len(others) == 2:
+            # dark = offset + dark current x integration time, per pixel: from the two nearest integration times
+            (i0, i1) = sorted(others)
+            d0 = _newest_before([d for (i, _), lst in self._darks.items() if i == i0 for d in lst], time)
+            d1 = _newest_before([d for (i, _), lst in self._darks.items() if i == i1 for d in lst], time)
+            if d0.counts.shape == d1.counts.shape:
+                w = (integration_ms - i0) / (i1 - i0)
+                counts = d0.counts + w * (d1.counts - d0.counts)
+                if key not in self._warned:
+                    self._warned.add(key)
+                    log.info("dark_spectrum_interpolated", integration_ms=integration_ms, from_ms=[i0, i1])
+                return SpectrumDark(time, integration_ms, coadd, counts, f"{d0.name}+{d1.name}")
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(
+                "no_dark_spectrum", integration_ms=integration_ms, coadd=coadd,
+                detail="spectra at this integration time are fitted WITHOUT a dark; the daily dark series adds one",
+            )  # fmt: skip
+        return None
+
+
+def _newest_before(candidates: list[SpectrumDark], time: float) -> SpectrumDark:
+    before = [d for d in candidates if d.time <= time]
+    return max(before, key=lambda d: d.time) if before else min(candidates, key=lambda d: d.time)

@@ -33,16 +33,24 @@ from processing.references import ReferenceSpectra
 
 __all__ = [
     "DOAS_CSV_COLUMNS",
+    "DOAS_FIT_COLUMNS",
     "DoasResult",
     "DoasRetrieval",
     "Spectrum",
     "doas_csv_header",
     "doas_csv_row",
+    "doas_fit_row",
+    "doas_row",
     "load_spectrum",
     "write_doas_results",
 ]
 
-DOAS_CSV_COLUMNS = ("Time", "Column density", "CD error", "LDF")
+DOAS_CSV_COLUMNS = ("Time", "Column density", "CD error", "LDF")  # the original's, exactly
+# The fit's quality and inputs per spectrum, next to the results (doas_fit.csv): residual RMS and largest residual
+# (relative to the mean measured intensity in the fit window), wavelength shift, stray light, the dark subtracted.
+DOAS_FIT_COLUMNS = (
+    "Time", "Column density", "fit_rms", "fit_max_residual", "shift_nm", "stray_light_counts", "dark",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class Spectrum:
     kind: str = "Plume"
     integration_ms: int | None = None
     source: str = ""
+    coadd: int | None = None
 
 
 def load_spectrum(path: str | Path) -> Spectrum:
@@ -63,10 +72,10 @@ def load_spectrum(path: str | Path) -> Spectrum:
     wl, counts = read_spectrum(p)
     try:
         name = SpectrumName.parse(p.name)
-        time, kind, int_ms = name.time, name.kind, name.integration_ms
+        time, kind, int_ms, coadd = name.time, name.kind, name.integration_ms, name.coadd
     except FileNameError:
-        time, kind, int_ms = None, "unknown", None  # not a station name: never calibration input
-    return Spectrum(wl, counts, time, kind, int_ms, str(p))
+        time, kind, int_ms, coadd = None, "unknown", None, None  # not a station name: never calibration input
+    return Spectrum(wl, counts, time, kind, int_ms, str(p), coadd)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,8 @@ class DoasResult:
     stray_light: float
     ldf: float = 0.0  # light dilution is not fitted; 0 keeps the original's column meaningful
     source: str = ""
+    max_residual: float = float("nan")  # largest |measured - model| / mean measured in the fit window
+    dark: str = ""  # the dark spectrum subtracted (file name), "" when none
     kind: str = "Plume"  # file type of the spectrum: only Plume spectra feed the calibration (known failure 6)
     fit: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
@@ -298,7 +309,7 @@ class DoasRetrieval:
         return counts - stray, stray
 
     def fit(self, spectrum: Spectrum, dark: Spectrum | np.ndarray | None = None) -> DoasResult:
-        """Retrieve the SO2 column of one spectrum."""
+        """Retrieve the SO2 column of one spectrum (`dark`: its matched dark spectrum, subtracted first)."""
         counts, stray = self.corrected_counts(spectrum, dark)
         g = self._prepare(spectrum.wavelengths_nm)
         y_counts = counts[g.pix]
@@ -338,6 +349,8 @@ class DoasRetrieval:
             stray_light=stray,
             source=spectrum.source,
             kind=spectrum.kind,
+            max_residual=float(np.max(np.abs(resid))),
+            dark=Path(dark.source).name if isinstance(dark, Spectrum) else ("array" if dark is not None else ""),
             fit={"wavelengths_nm": g.lam, "measured": y_counts, "model": (y - resid) * norm},
         )
 
@@ -409,6 +422,16 @@ def doas_csv_meta(ppmm_factor: float) -> dict:
         "LDF": "light dilution factor (not fitted: 0)",
     }  # fmt: skip
     return csv_meta("SO2 column densities (iFit-style DOAS, pycam processing.doas)", ppmm_factor, units)
+
+
+def doas_row(r: DoasResult) -> tuple:
+    """One doas_results.csv row (DOAS_CSV_COLUMNS)."""
+    return (r.time, r.so2, r.so2_err, r.ldf)
+
+
+def doas_fit_row(r: DoasResult) -> tuple:
+    """One doas_fit.csv row (DOAS_FIT_COLUMNS): the fit residual and what went into the fit."""
+    return (r.time, r.so2, r.rms_residual, r.max_residual, r.shift_nm, r.stray_light, r.dark or "none")
 
 
 def doas_csv_row(r: DoasResult) -> str:

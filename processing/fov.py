@@ -7,6 +7,10 @@
 3. The disk radius maximising the correlation of the disk-mean AA with the DOAS series: every radius at once,
    from cumulative sums of the pixels sorted by distance from the centre.
 
+4. (`refine`, on by default; off is pyplis' method exactly) the centre again from the disk means: the Pearson
+   image of the disk-filtered stack near the first guess, then the radius again, until the centre stays. Across a
+   smooth plume a single pixel's correlation is nearly flat over tens of pixels; the disk mean's is not.
+
 The disk convention is pyplis' (`make_circular_mask`): pixels with (x-cx)² + (y-cy)² < r².
 """
 
@@ -127,6 +131,7 @@ def find_fov(
     max_radius: int = 80,
     blur_sigma: float = 2.0,
     downsample: int = 1,
+    refine: bool = True,
 ) -> FovResult:
     """Locate the spectrometer FOV: best pixel of the (smoothed) Pearson image, then the best disk radius.
 
@@ -159,7 +164,48 @@ def find_fov(
         cy, cx = (int(v) for v in np.unravel_index(np.argmax(corr_img), corr_img.shape))
         pixel_corr = float(raw[cy, cx])
     radius, radii, curve, tau = disk_radius_search(stack, series, cx, cy, max_radius)
+    first = (cx, cy, radius)
+    for _ in range(REFINE_STEPS if refine else 0):
+        # the centre again, now from the disk means (a single pixel's series is noisy and, across a smooth plume,
+        # nearly the same over tens of pixels): Pearson of every disk-filtered pixel within bounds of the first
+        # guess; kept only when the disk correlates better there
+        ncx, ncy = _refine_centre(stack, series, cx, cy, radius, first)
+        if (ncx, ncy) == (cx, cy):
+            break
+        r2, radii2, curve2, tau2 = disk_radius_search(stack, series, ncx, ncy, max_radius)
+        if curve2[r2 - 1] <= curve[radius - 1]:
+            break
+        cx, cy, radius, radii, curve, tau = ncx, ncy, r2, radii2, curve2, tau2
     return FovResult(int(cx), int(cy), radius, pixel_corr, float(curve[radius - 1]), corr_img, radii, curve, tau)
+
+
+REFINE_STEPS = 3
+
+
+def _refine_centre(
+    stack: np.ndarray, series: np.ndarray, cx: int, cy: int, radius: int, first: tuple[int, int, int]
+) -> tuple[int, int]:
+    """The centre whose disk of `radius` correlates best with `series`, within two first radii of (cx, cy) and
+    four of the first guess (the search never wanders off with a growing radius)."""
+    import cv2
+
+    _, h, w = stack.shape
+    reach = 2 * first[2] + 2
+    y0, y1 = max(0, cy - reach - radius), min(h, cy + reach + radius + 1)
+    x0, x1 = max(0, cx - reach - radius), min(w, cx + reach + radius + 1)
+    k = np.arange(-radius, radius + 1)
+    kernel = ((k[:, None] ** 2 + k[None, :] ** 2) < radius**2).astype(np.float32)
+    kernel /= kernel.sum()
+    box = np.stack([cv2.filter2D(f[y0:y1, x0:x1].astype(np.float32), -1, kernel) for f in stack])
+    corr = pearson_image(box, series)
+    # only centres whose whole disk lies inside the box (the filter's border is not a disk mean)
+    valid = np.zeros_like(corr, dtype=bool)
+    valid[radius : corr.shape[0] - radius, radius : corr.shape[1] - radius] = True
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    valid &= (xx - first[0]) ** 2 + (yy - first[1]) ** 2 <= (2 * reach) ** 2
+    corr = np.where(valid, corr, -np.inf)
+    iy, ix = np.unravel_index(np.argmax(corr), corr.shape)
+    return x0 + int(ix), y0 + int(iy)
 
 
 def synthetic_fov_stack(

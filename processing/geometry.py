@@ -9,6 +9,7 @@ case). Topography is never downloaded (auto_topo_access=False): the station may 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -67,7 +68,10 @@ def geometry_from_config(cfg: Config, shape: tuple[int, int]) -> PlumeGeometry:
     """The plume geometry for images of `shape` (h, w)."""
     proc, cam, st = cfg.processing, cfg.camera, cfg.station
     if proc.plume_distance_m > 0:
-        return fixed_geometry(proc.plume_distance_m, cam.pixel_pitch_um, cam.focal_length_mm, shape)
+        geom = fixed_geometry(proc.plume_distance_m, cam.pixel_pitch_um, cam.focal_length_mm, shape)
+        if proc.plume_distance_err_m > 0:
+            geom = dataclasses.replace(geom, rel_err=proc.plume_distance_err_m / proc.plume_distance_m)
+        return geom
     from pyplis import MeasGeometry
 
     wind_from = proc.wind_direction_deg

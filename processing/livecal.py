@@ -1,12 +1,15 @@
 """The worker's DOAS calibration: fed Plume DOAS results and pair AA images as they land, restart-safe.
 
-`LiveCalibration` wraps processing.calibration.DoasCalibration for the streaming worker. Before the spectrometer's
-field of view is known, the AA images (float32) wait in a ring buffer of `frames` entries; the FOV search runs
-once enough of them match DOAS results in time. Afterwards each pair leaves one scalar (its FOV-mean AA) and each
-matched spectrum one rolling-window calibration point. A pair is calibrated with the newest usable point no older
-than the window (`current`), else with the fallback (gas cells or the configured slope); the method goes into
-each emission row. The FOV and the window's scalars are saved atomically (`livecal_state.json`) after every change
-once the FOV is known, so a restarted worker continues with them instead of searching again.
+`LiveCalibration` wraps processing.calibration.DoasCalibration for processing.stream (the worker and `pycam
+process`). Before the spectrometer's field of view is known, the AA images (float32) wait in a ring buffer of
+`frames` entries; the FOV search runs once the buffer is full and enough of them match DOAS results in time (checked
+when a frame and when a DOAS result arrives, so the arrival order of a slot's files does not matter), or at
+`finish()`. Afterwards each pair leaves one scalar (its FOV-mean AA) and each matched spectrum one rolling-window
+calibration point. A pair at time t is calibrated with the newest usable point at or before t and no older than the
+window (`at`), else with the fallback (gas cells or the configured slope); the method goes into each emission row.
+`settled(t)` says when that choice can no longer change (the FOV is known and a spectrum at or after t is in).
+The FOV and the window's scalars are saved atomically (`livecal_state.json`) after every change once the FOV is
+known, so a restarted worker continues with them instead of searching again.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from controller.errors import ProcessingError
 from controller.logging import get_logger
 from controller.storage.atomic import atomic_write_text
 from processing.calibration import CalibrationPoint, DoasCalibration, PlumeFrame, usable
-from processing.pipeline import FOV_FRAMES, Calibration, CalibrationRun
+from processing.pipeline import FOV_FRAMES, Calibration
+
+
+def point_calibration(p: CalibrationPoint) -> Calibration:
+    """The Calibration of one DOAS calibration point."""
+    f = p.fit
+    return Calibration(f.slope, f.slope_err, f.offset, f.offset_err, "doas", "", f.r2, f.mse)
+
 
 log = get_logger("processing.livecal")
 
@@ -43,9 +53,14 @@ class LiveCalibration:
         self.dcal = DoasCalibration(proc, max_frames=int(np.clip(proc.ring_buffer, 20, FOV_FRAMES)))
         self.dcal.fov_min_frames = min(self.dcal.fov_min_frames, self.dcal.max_frames)
         self.path = Path(state_dir) / STATE_NAME
-        self.newest: CalibrationPoint | None = None
+        self.points: list[CalibrationPoint] = []  # usable points within the window of the newest, oldest first
         self.new_points: list[CalibrationPoint] = []
+        self.newest_doas: datetime | None = None
         self._load()
+
+    @property
+    def newest(self) -> CalibrationPoint | None:
+        return self.points[-1] if self.points else None
 
     def _load(self) -> None:
         if not self.path.exists():
@@ -53,7 +68,9 @@ class LiveCalibration:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             self.dcal.restore(data["dcal"])
-            self.newest = _point_from(data.get("newest"))
+            self.points = [p for p in (_point_from(d) for d in data.get("points", [])) if p is not None]
+            newest_doas = data.get("newest_doas")
+            self.newest_doas = datetime.fromisoformat(newest_doas) if newest_doas else None
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("livecal_state_unreadable", path=str(self.path), error=str(e))
             return
@@ -63,20 +80,52 @@ class LiveCalibration:
         state = self.dcal.state()
         if state is None:
             return
-        atomic_write_text(self.path, json.dumps({"dcal": state, "newest": _point_json(self.newest)}))
+        newest_doas = self.newest_doas.isoformat() if self.newest_doas else None
+        points = [_point_json(p) for p in self.points]
+        atomic_write_text(self.path, json.dumps({"dcal": state, "points": points, "newest_doas": newest_doas}))
 
     def _collect(self) -> None:
         points = self.dcal.pop_points()
         self.new_points += points
-        for p in points:
-            if usable(p, self.dcal.min_points) and (self.newest is None or p.time >= self.newest.time):
-                self.newest = p
+        good = [p for p in points if usable(p, self.dcal.min_points)]
+        if good:
+            self.points = sorted(self.points + good, key=lambda p: _naive(p.time))
+            horizon = _naive(self.points[-1].time).timestamp() - 2 * self.cfg.processing.calibration_window_s
+            self.points = [p for p in self.points if _naive(p.time).timestamp() >= horizon]
         self._save()
 
     def add_doas(self, result: Any) -> None:
         """A DOAS result of a Plume spectrum (others are refused by DoasCalibration)."""
         self.dcal.add_doas(result)
+        if result.time is not None and (self.newest_doas is None or _naive(result.time) > self.newest_doas):
+            self.newest_doas = _naive(result.time)
+        if self.dcal.fov is None and len(self.dcal._frames) >= self.dcal.max_frames:
+            self._try_fov()  # the frame came first: the search waited for this result
         self._collect()
+
+    def _try_fov(self) -> None:
+        try:
+            self.dcal.finish()
+        except ProcessingError as e:  # a failed FOV search is retried with later frames
+            log.warning("livecal_fov_failed", error=str(e))
+
+    def finish(self) -> None:
+        """End of the input (a folder's end, the worker's drain): the FOV search on what is buffered, if due."""
+        if self.dcal.fov is None:
+            self._try_fov()
+            self._collect()
+
+    @property
+    def buffered(self) -> int:
+        """AA frames waiting for the FOV search."""
+        return len(self.dcal._frames) if self.dcal.fov is None else 0
+
+    def settled(self, time: datetime) -> bool:
+        """Whether the calibration of a pair at `time` is final: the FOV is known and a spectrum at or after `time`
+        (within the matching tolerance) has been added."""
+        if self.dcal.fov is None or self.newest_doas is None:
+            return False
+        return (self.newest_doas - _naive(time)).total_seconds() >= -self.dcal.match_tolerance_s
 
     def add_pair(self, pair: Any, aa: np.ndarray) -> None:
         """The AA image of a Plume pair (processing.pairing.ImagePair)."""
@@ -87,22 +136,31 @@ class LiveCalibration:
             return
         self._collect()
 
-    def current(self, time: datetime) -> Calibration:
-        """The newest usable DOAS point if it is within the calibration window of `time`, else the fallback."""
-        p = self.newest
+    def at(self, time: datetime) -> Calibration:
+        """The newest usable DOAS point at or before `time` (matching tolerance) and within the calibration window,
+        else the fallback."""
+        t = _naive(time)
         window = self.cfg.processing.calibration_window_s
-        if p is not None and abs((_naive(time) - _naive(p.time)).total_seconds()) <= window:
+        tol = self.dcal.match_tolerance_s
+        before = [p for p in self.points if -tol <= (t - _naive(p.time)).total_seconds() <= window]
+        p = before[-1] if before else None
+        if p is not None:
             fov = self.dcal.fov
             where = f"FOV x {fov.cx} y {fov.cy} r {fov.radius} px; " if fov is not None else ""
             detail = f"{where}point {p.time:%Y-%m-%d %H:%M:%S}, n {p.fit.n}, r2 {p.fit.r2:.2f}"
-            return dataclasses.replace(CalibrationRun._from_point(p), detail=detail)
+            return dataclasses.replace(point_calibration(p), detail=detail)
         return self.fallback
+
+    current = at  # the name processing.bench uses
+
+    def pop_points(self) -> list[CalibrationPoint]:
+        """The calibration points made since the last call."""
+        points, self.new_points = self.new_points, []
+        return points
 
     def pop_rows(self) -> list[tuple]:
         """Calibration-series rows of the points made since the last call."""
-        rows = [p.row() for p in self.new_points]
-        self.new_points = []
-        return rows
+        return [p.row() for p in self.pop_points()]
 
 
 def _naive(t: datetime) -> datetime:

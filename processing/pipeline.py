@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,27 +26,19 @@ from controller.logging import get_logger
 from processing.background import BackgroundChoice, OpticalDepth, choose_background
 from processing.calibration import (
     Calibration,
-    DoasCalibration,
-    PlumeFrame,
     cell_calibration_from_scan,
     default_calibration,
-    save_pyplis_doas_calib,
-    usable,
 )
 from processing.calibration.cellsearch import assign_cell_window
-from processing.calibration.doas import PYPLIS_DOAS_FILE
 from processing.darks import DarkLibrary
 from processing.dilution import NOT_CORRECTED, DilutionCorrection
 from processing.emission import emission_rate, ica_mass, offset_line, pcs_lines, profile
 from processing.flow import CrossCorrelationVelocity, FlowVelocity, LineVelocity
 from processing.geometry import PlumeGeometry, geometry_from_config
-from processing.images import PLUME_KIND, FolderScan, ImageFile, read_image, scan_folder
+from processing.images import FolderScan, ImageFile, read_image, scan_folder
 from processing.outputs import (
-    CALIBRATION_COLUMNS,
-    CALIBRATION_UNITS,
     EMISSION_COLUMNS,
     CsvSeries,
-    csv_meta,
     emission_csv_name,
     emission_meta,
     write_summary,
@@ -232,11 +225,13 @@ class PairProcessor:
         result = PairResult(key, time, aa, dark=dark_desc)
         ext = self._ext.pop(time, (math.nan, math.nan))
         for line, xline, dx in zip(self.lines, self.xcorr_lines, self._dx, strict=True):
-            cols, cols_err = cal.columns(profile(line, aa))
+            aa_line = profile(line, aa)
+            cols, cols_err = cal.columns(aa_line)
             ica = ica_mass(cols, dx)
-            xcols, _ = cal.columns(profile(xline, aa))
             xc = self.xcorr[line.line_id]
-            xc.add(time, ica, ica_mass(xcols, dx))
+            # The lag between the lines does not depend on the calibration: the series hold AA integrals, so a
+            # calibration that changes within the buffer (default slope -> DOAS) does not put a common step in both.
+            xc.add(time, float(np.nansum(aa_line * dx)), float(np.nansum(profile(xline, aa) * dx)))
             pix = float(np.mean(dx))
             velocities = {
                 "flow": self.flow.line_velocity(line, pix, cols),
@@ -277,166 +272,30 @@ class ResultWriter:
         return n
 
 
-def calibration_row(time: datetime, cal: Calibration, aa_fov: float = math.nan, doas=None) -> tuple:
-    col = getattr(doas, "so2", math.nan)
-    err = getattr(doas, "so2_err", math.nan)
-    return (
-        time, aa_fov, col, err, cal.slope, cal.slope_err, cal.offset, cal.offset_err, cal.mse, cal.r2, cal.method,
-    )  # fmt: skip
-
-
 # Frames kept for the FOV search (float32 AA images, ~1.3 MB each at 648 x 486): the issue's benchmark size.
 FOV_FRAMES = 100
 
 
-class CalibrationRun:
-    """Which calibration a run uses: DOAS when there are Plume spectra and the fit is good enough, else gas cells,
-    else the configured slope.
-
-    DOAS columns are retrieved for every Plume spectrum (processing.doas) and written to doas_results.csv. The
-    DOAS calibration needs the AA images of the same times, so `doas_pass` makes a first pass over the pairs that
-    have a spectrum within the matching tolerance: their AA images feed processing.calibration.DoasCalibration
-    (FOV search on up to FOV_FRAMES frames, then the rolling AA-vs-DOAS fit, one point per spectrum). The emission
-    rates then use, for each pair, the usable calibration point nearest in time (`at`).
-    """
-
-    def __init__(self, cfg: Config, scan: FolderScan, out: Path) -> None:
-        self.cfg = cfg
-        self.scan = scan
-        self.out = out
-        self.doas_results: list = []
-        self.notes: dict[str, str] = {}
-        self.needs_aa = False
-        self.points: list = []  # processing.calibration.CalibrationPoint, one per matched spectrum
-        self._usable: list = []
-        self.fov = None
-        # AA images of the first pass, reused by the second (bounded: the FOV search holds as many anyway)
-        self._aa_cache: dict[str, tuple[np.ndarray, str]] = {}
-        if scan.spectra:
-            self._run_doas()
-        self.calibration = self._cells() or default_calibration(cfg)
-
-    def _run_doas(self) -> None:
-        try:
-            from processing.doas import DoasRetrieval, load_spectrum, write_doas_results
-            from processing.references import load_references
-
-            refs = load_references(self.cfg.processing)
-        except (ImportError, ProcessingError, OSError, ValueError) as e:
-            self.notes["doas"] = f"not run: {e}"
-            log.warning("doas_unavailable", error=str(e))
-            return
-        retrieval = DoasRetrieval(refs, self.cfg.processing)
-        dark = load_spectrum(self.scan.dark_spectra[-1].path) if self.scan.dark_spectra else None
-        for f in self.scan.spectra:
-            if f.name.kind != PLUME_KIND:  # known failure 6: only Plume spectra are retrieved for calibration
-                continue
-            try:
-                self.doas_results.append(retrieval.fit(load_spectrum(f.path), dark))
-            except ProcessingError as e:
-                log.warning("doas_fit_failed", file=f.path.name, error=str(e))
-        write_doas_results(self.out / "doas_results.csv", self.doas_results, self.cfg.processing.ppmm_to_molecules_cm2)
-        self.notes["doas"] = f"{len(self.doas_results)} spectra retrieved"
-        self.needs_aa = bool(self.doas_results)
-
-    def _cells(self) -> Calibration | None:
-        if not self.scan.cells:
-            return None
-        return cell_calibration_from_scan(self.cfg, self.scan, self.out)
-
-    def initial(self) -> Calibration:
-        return self.calibration
-
-    def doas_pass(self, processor: PairProcessor, pairs: list[ImagePair]) -> None:
-        """First pass: FOV search and rolling DOAS calibration from the pairs that have a spectrum."""
-        dcal = DoasCalibration(self.cfg.processing, max_frames=FOV_FRAMES)
-        results = sorted((r for r in self.doas_results if r.time is not None), key=lambda r: r.time)
-        stamps = np.array([r.time.timestamp() for r in results])
-        tol = dcal.match_tolerance_s
-        k = 0
-        for pair in sorted(pairs, key=lambda p: p.time):
-            t = pair.time.timestamp()
-            while k < len(results) and stamps[k] <= t + tol:
-                dcal.add_doas(results[k])
-                k += 1
-            i = int(np.searchsorted(stamps, t))
-            near = [j for j in (i - 1, i) if 0 <= j < len(stamps) and abs(stamps[j] - t) <= tol]
-            if not near:
-                continue  # no spectrum at this time: the pair plays no part in the calibration
-            aa, dark_desc = processor.aa_image(pair)
-            aa32 = aa.astype(np.float32)
-            dcal.add_frame(PlumeFrame.from_files(pair.a, pair.b, aa32))
-            if len(self._aa_cache) < FOV_FRAMES:
-                self._aa_cache[pair.key] = (aa32, dark_desc)
-        for r in results[k:]:
-            dcal.add_doas(r)
-        dcal.finish()
-        self.fov = dcal.fov
-        self.points = dcal.pop_points()
-        if self.points and dcal.fov is not None and self._aa_cache:
-            shape = next(iter(self._aa_cache.values()))[0].shape
-            save_pyplis_doas_calib(self.points, dcal.fov, shape, self.out / PYPLIS_DOAS_FILE)
-        self._usable = [p for p in self.points if usable(p, dcal.min_points)]
-        if dcal.fov is None:
-            self.notes["doas_calibration"] = "no FOV: too few pairs matched to spectra; not used"
-            return
-        fov = f"FOV x {dcal.fov.cx} y {dcal.fov.cy} r {dcal.fov.radius} px (r {dcal.fov.disk_corr:.2f})"
-        if not self._usable:
-            best = max((p.fit.r2 for p in self.points), default=math.nan)
-            self.notes["doas_calibration"] = f"{fov}; fit not good enough (best r2 {best:.2f}): not used"
-            log.warning("doas_calibration_unusable", points=len(self.points), best_r2=best)
-            return
-        slopes = [p.fit.slope for p in self._usable]
-        window = self.cfg.processing.calibration_window_s
-        self.calibration = self._from_point(self._usable[-1])
-        self.calibration = dataclasses.replace(
-            self.calibration,
-            detail=f"{fov}; rolling {window:g} s window, {len(self._usable)}/{len(self.points)} usable points, "
-            f"median slope {np.median(slopes):.4g}",
-        )
-        self.notes["doas_calibration"] = self.calibration.detail
-        log.info("doas_calibration", points=len(self.points), usable=len(self._usable), fov=fov)
-
-    @staticmethod
-    def _from_point(p) -> Calibration:  # noqa: ANN001
-        f = p.fit
-        return Calibration(f.slope, f.slope_err, f.offset, f.offset_err, "doas", "", f.r2, f.mse)
-
-    def take_aa(self, key: str) -> tuple[np.ndarray, str] | None:
-        """The first pass's AA image of a pair (and its dark description), once."""
-        return self._aa_cache.pop(key, None)
-
-    def at(self, time: datetime) -> Calibration:
-        """The calibration for a pair at `time`: the nearest usable DOAS point, else the run's fallback."""
-        if not self._usable:
-            return self.calibration
-        stamps = [p.time.timestamp() for p in self._usable]
-        i = int(np.argmin(np.abs(np.asarray(stamps) - time.timestamp())))
-        return self._from_point(self._usable[i])
-
-    def finish(self, processor: PairProcessor) -> list[tuple]:
-        """Calibration series rows for the run: every DOAS point, or the one fixed calibration."""
-        if self.points:
-            return [p.row() for p in self.points]
-        t = processor.last_time or datetime.now()
-        return [calibration_row(t, self.calibration)]
-
-    def summary(self) -> dict:
-        out = {"doas_spectra": len(self.doas_results), "calibration_notes": self.notes}
-        if self.fov is not None:
-            out["fov"] = {"x": self.fov.cx, "y": self.fov.cy, "radius": self.fov.radius, "r": self.fov.disk_corr}
-            out["calibration_points"] = len(self.points)
-            out["calibration_points_usable"] = len(self._usable)
-        return out
+def fallback_calibration(cfg: Config, scan: FolderScan, out: Path | None = None) -> Calibration:
+    """The calibration before (or without) the DOAS one: gas cells of the scan when usable (saved in pyplis's
+    format under `out` too), else the configured slope."""
+    if scan.cells:
+        cells = cell_calibration_from_scan(cfg, scan, out)
+        if cells is not None:
+            return cells
+    return default_calibration(cfg)
 
 
 def process_folder(
     folder: str | Path,
     cfg: Config,
     out: str | Path,
-    progress: Callable[[Iterable[ImagePair]], Iterable[ImagePair]] | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
 ) -> dict:
-    """Process every pair (and spectrum) in `folder`; write CSVs, calibration series, plot and summary to `out`."""
+    """Process every pair and spectrum in `folder` through processing.stream (the worker's path, fed in time
+    order); write CSVs, calibration series, daily products, plot and summary to `out`."""
+    from processing.stream import Stream, item_order
+
     quiet_pyplis()
     folder, out = Path(folder), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -444,37 +303,31 @@ def process_folder(
     cell_window = assign_cell_window(scan, cfg.processing)  # cells among plume images (processing.cell_window)
     pairs, unpaired = pair_images(scan.plume, cfg.processing.pair_tolerance_s)
     log.info("scan", folder=str(folder), pairs=len(pairs), unpaired=len(unpaired), **scan.counts())
-    cal_run = CalibrationRun(cfg, scan, out)
-    setup = build_setup(cfg, scan, cal_run.initial())
-    processor = PairProcessor(cfg, setup)
-    if cal_run.needs_aa:
-        cal_run.doas_pass(processor, pairs)
-        setup.calibration = cal_run.calibration
-    extra = {
-        "background": setup.background.description,
-        "registration": setup.registration.source,
-        "calibration": setup.calibration.description,
-    }
-    writer = ResultWriter(out, cfg, processor, extra)
-    calib_csv = CsvSeries(
-        out / "calibration_series.csv",
-        CALIBRATION_COLUMNS,
-        csv_meta("calibration series", cfg.processing.ppmm_to_molecules_cm2, CALIBRATION_UNITS, extra),
-    )
-    iterator = progress(pairs) if progress is not None else pairs
-    results: list[PairResult] = []
-    for pair in iterator:
-        cached = cal_run.take_aa(pair.key)
-        if cached is None:
-            res = processor.process(pair, cal_run.at(pair.time))
+    stream = Stream(cfg, out)
+    stream.setup(scan)
+    items = [item for _, _, item in item_order(pairs, scan.spectra)]
+    for item in progress(items) if progress is not None else items:
+        if isinstance(item, ImagePair):
+            stream.add_pair(item)
         else:
-            res = processor.process_aa(pair.key, pair.time, cached[0], cached[1], cal_run.at(pair.time))
-        writer.write(res)
-        res.aa = None  # only the summary of each pair is kept
-        results.append(res)
-    cal_rows = cal_run.finish(processor)
-    for row in cal_rows:
-        calib_csv.append(row)
+            stream.add_spectrum(item.path, item.name)
+    products = stream.flush()
+    setup = stream.processor.setup
+    processor = stream.processor
+    days = stream.days.seen if stream.days is not None else []
+    from processing.daily import day_summary
+    from processing.plot import daily_plot
+
+    plots, mean_flux, methods = [], {}, Counter()
+    for day in days:  # the day's plot also at the top of OUT, where `pycam process` always put it
+        summary_day, series, cal = day_summary(cfg, stream.days.folder(day), day, stream.extra)
+        plots.append(daily_plot(out / f"plot_{day}.png", day, series, cal, cfg.processing.velocity_method).name)
+        methods.update(summary_day["calibration_pairs"])
+        for line, per_method in summary_day["lines"].items():
+            for m, st in per_method.items():
+                mean_flux.setdefault(f"{line}_{m}", []).append((st["rows"], st["emission_rate_kg_s"]["mean"]))
+    status = stream.status()
+    cal_method = methods.most_common(1)[0][0] if methods else stream.fallback.method
     summary = {
         "folder": str(folder),
         "out": str(out),
@@ -484,32 +337,50 @@ def process_folder(
             "dark": len(scan.darks), "clear": len(scan.clears), "cell": len(scan.cells), "test": len(scan.tests),
         },
         "darks": [f"{b}:{s}us" for b, s in setup.darks.keys()],
+        "dark_spectra": len(scan.dark_spectra),
         "background": setup.background.description,
         "background_mode": setup.background.mode,
         "registration": setup.registration.source,
-        "calibration": setup.calibration.description,
-        "calibration_method": setup.calibration.method,
+        "calibration": _calibration_description(stream, cal_method),
+        "calibration_method": cal_method,
+        "calibration_pairs": dict(methods),
         "geometry": processor.geometry.method if processor.geometry else None,
         "pixel_size_m": processor.geometry.pixel_size_m() if processor.geometry else None,
         "plume_distance_m": processor.geometry.plume_distance_m if processor.geometry else None,
+        "emission_rows": stream.writer.rows,
+        "emission_files": sorted(str(s.path.name) for s in stream.writer.files.values()),
         "light_dilution": processor.dilution_state(),
         "cell_window": cell_window,
-        "emission_rows": writer.rows,
-        "emission_files": sorted(str(s.path.name) for s in writer.files.values()),
         "spectra": len(scan.spectra),
-        **cal_run.summary(),
+        "doas_spectra": stream.doas_count,
+        "daily_products": sorted(str(p.relative_to(out)) for p in products),
+        "plots": plots,
     }  # fmt: skip
-    summary["mean_flux_kg_s"] = _mean_flux(results)
-    from processing.plot import daily_plots
-
-    summary["plots"] = [p.name for p in daily_plots(out, results, cal_rows, cfg.processing.velocity_method)]
+    if "fov" in status:
+        summary["fov"] = status["fov"]
+    if stream.livecal is not None:
+        summary["calibration_points_usable"] = len(stream.livecal.points)
+    summary["mean_flux_kg_s"] = {
+        k: float(np.average([m for _, m in v], weights=[n for n, _ in v])) for k, v in mean_flux.items()
+        if sum(n for n, _ in v) > 0
+    }  # fmt: skip
     write_summary(out / "summary.json", summary)
     return summary
 
 
-def _mean_flux(results: list[PairResult]) -> dict[str, float]:
-    acc: dict[str, list[float]] = {}
-    for res in results:
-        for r in res.lines:
-            acc.setdefault(f"line{r.line_id}_{r.method}", []).append(r.flux)
-    return {k: float(np.nanmean(v)) for k, v in acc.items()}
+def _calibration_description(stream, method: str) -> str:  # noqa: ANN001 - processing.stream.Stream
+    """The calibration of the run: the DOAS one (FOV, points) when it calibrated most pairs, else the fallback."""
+    from processing.livecal import point_calibration
+
+    cal = stream.livecal
+    if method != "doas" or cal is None or cal.newest is None:
+        return stream.fallback.description
+    fov = cal.dcal.fov
+    slopes = [p.fit.slope for p in cal.points]
+    where = f"FOV x {fov.cx} y {fov.cy} r {fov.radius} px (r {fov.disk_corr:.2f}); " if fov is not None else ""
+    window = stream.cfg.processing.calibration_window_s
+    last = point_calibration(cal.newest)
+    return dataclasses.replace(
+        last, detail=f"{where}rolling {window:g} s window, point at or before each pair, median slope "
+        f"{np.median(slopes):.4g}",
+    ).description  # fmt: skip

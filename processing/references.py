@@ -1,5 +1,13 @@
 """Reference spectra for the DOAS forward model: solar spectrum, cross-sections, Ring spectrum, ILS.
 
+Wavelength media: reference tables are usually tabulated in vacuum (sao2010, Bogumil SO2, Serdyuchenko O3), while a
+spectrometer's wavelength calibration (Hg/Ar lamp lines) is in standard air. At 310 nm the two differ by ~0.09 nm,
+a sizeable fraction of the ILS width. The config says which medium each reference and the spectrometer are in
+(`processing.*_medium`); `load_references` converts every reference to the spectrometer's medium with the Ciddor
+(1996) dispersion of standard dry air (15 °C, 101 325 Pa, 450 ppm CO2), valid 230-1690 nm:
+    n - 1 = 0.05792105 / (238.0185 - s²) + 0.00167917 / (57.362 - s²),   s = 1 / λ_vac [µm⁻¹]
+    λ_air = λ_vac / n(λ_vac);  λ_vac from λ_air by fixed-point iteration (converges to 1e-9 nm in 3 steps).
+
 File formats (all plain text, two whitespace-separated columns, `#` comments allowed):
 
 - solar reference (sao2010, Chance & Kurucz): wavelength (nm, vacuum), irradiance (photons s-1 cm-2 nm-1)
@@ -20,13 +28,49 @@ from controller.config import ProcessingConfig
 from controller.errors import ProcessingError
 
 __all__ = [
+    "MEDIA",
     "InstrumentLineShape",
     "ReferenceSpectra",
     "Spectrum1D",
     "load_ils",
     "load_references",
     "load_two_column",
+    "air_to_vacuum_nm",
+    "vacuum_to_air_nm",
 ]
+
+MEDIA = ("vacuum", "air")
+
+
+def refractive_index_std_air(vacuum_nm: np.ndarray | float) -> np.ndarray:
+    """Refractive index of standard dry air at vacuum wavelength(s) in nm (Ciddor 1996, eq. 1)."""
+    s2 = (1e3 / np.asarray(vacuum_nm, dtype=np.float64)) ** 2
+    return 1.0 + 0.05792105 / (238.0185 - s2) + 0.00167917 / (57.362 - s2)
+
+
+def vacuum_to_air_nm(vacuum_nm: np.ndarray | float) -> np.ndarray:
+    """Wavelengths in standard air of vacuum wavelengths (nm)."""
+    v = np.asarray(vacuum_nm, dtype=np.float64)
+    return v / refractive_index_std_air(v)
+
+
+def air_to_vacuum_nm(air_nm: np.ndarray | float) -> np.ndarray:
+    """Vacuum wavelengths of wavelengths in standard air (nm): the inverse of `vacuum_to_air_nm`."""
+    a = np.asarray(air_nm, dtype=np.float64)
+    v = a.copy()
+    for _ in range(4):
+        v = a * refractive_index_std_air(v)
+    return v
+
+
+def to_medium(wavelengths_nm: np.ndarray, medium: str, target: str, what: str = "wavelengths") -> np.ndarray:
+    """`wavelengths_nm` given in `medium` expressed in `target` ("vacuum" or "air")."""
+    for m in (medium, target):
+        if m not in MEDIA:
+            raise ProcessingError(f"{what}: wavelength medium {m!r} is not one of {', '.join(MEDIA)}")
+    if medium == target:
+        return wavelengths_nm
+    return vacuum_to_air_nm(wavelengths_nm) if target == "air" else air_to_vacuum_nm(wavelengths_nm)
 
 
 @dataclass(frozen=True)
@@ -37,6 +81,14 @@ class Spectrum1D:
     values: np.ndarray
     path: str
     unit: str
+    medium: str = "vacuum"
+
+    def in_medium(self, target: str) -> Spectrum1D:
+        """The same table with its wavelengths expressed in `target` ("vacuum" or "air")."""
+        if target == self.medium:
+            return self
+        wl = to_medium(self.wavelengths_nm, self.medium, target, self.path)
+        return Spectrum1D(wl, self.values, self.path, self.unit, target)
 
     def on_grid(self, grid_nm: np.ndarray) -> np.ndarray:
         """Linear interpolation onto `grid_nm`; refuses grids outside the tabulated range."""
@@ -92,6 +144,7 @@ class ReferenceSpectra:
     o3: Spectrum1D
     ring: Spectrum1D
     ils: InstrumentLineShape
+    medium: str = "air"  # the medium of the spectrometer's wavelengths, which every table above is now in
 
 
 def load_two_column(path: str | Path, what: str, unit: str = "") -> Spectrum1D:
@@ -132,11 +185,20 @@ def load_ils(path: str | Path) -> InstrumentLineShape:
 
 
 def load_references(cfg: ProcessingConfig) -> ReferenceSpectra:
-    """Load the reference spectra and ILS named in the processing config."""
+    """Load the reference spectra and ILS named in the processing config, each converted from its configured
+    wavelength medium (`processing.<key>_medium`) to the spectrometer's (`processing.spectrometer_medium`)."""
+    target = cfg.spectrometer_medium
+
+    def table(key: str, unit: str) -> Spectrum1D:
+        medium = getattr(cfg, f"{key}_medium")
+        t = load_two_column(getattr(cfg, key), f"processing.{key}", unit)
+        return Spectrum1D(t.wavelengths_nm, t.values, t.path, unit, medium).in_medium(target)
+
     return ReferenceSpectra(
-        solar=load_two_column(cfg.solar_reference, "processing.solar_reference", "photons/s/cm2/nm"),
-        so2=load_two_column(cfg.so2_xsec, "processing.so2_xsec", "cm2/molecule"),
-        o3=load_two_column(cfg.o3_xsec, "processing.o3_xsec", "cm2/molecule"),
-        ring=load_two_column(cfg.ring_spectrum, "processing.ring_spectrum", "1"),
+        solar=table("solar_reference", "photons/s/cm2/nm"),
+        so2=table("so2_xsec", "cm2/molecule"),
+        o3=table("o3_xsec", "cm2/molecule"),
+        ring=table("ring_spectrum", "1"),
         ils=load_ils(cfg.ils),
+        medium=target,
     )

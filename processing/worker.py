@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from controller.config import Config
-from controller.errors import FileNameError, ProcessingError
+from controller.errors import FileNameError
 from controller.logging import get_logger
 from controller.storage.atomic import atomic_write_text
 from controller.storage.names import ImageName, SpectrumName, parse_name
 from processing.events import Backlog, Idle, PairDone, SpectrumDone, Stopped, WorkerEvent
-from processing.memory import fix_mmap_threshold, trim_heap
+from processing.memory import fix_mmap_threshold
 
 log = get_logger("processing.worker")
 
@@ -54,7 +54,8 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.done: dict[str, set[str]] = {"pairs": set(), "spectra": set()}
+        # "held": pairs whose AA is done but whose rows wait for their calibration (processing.stream)
+        self.done: dict[str, set[str]] = {"pairs": set(), "spectra": set(), "held": set()}
         if path.exists():
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
@@ -67,7 +68,16 @@ class Journal:
 
     def mark(self, kind: str, key: str) -> None:
         self.done[kind].add(key)
+        if kind == "pairs":
+            self.done["held"].discard(key)
         self._trim(key)
+        self.save()
+
+    def hold(self, key: str) -> None:
+        self.done["held"].add(key)
+        self.save()
+
+    def save(self) -> None:
         atomic_write_text(self.path, json.dumps({k: sorted(v) for k, v in self.done.items()}))
 
     def _trim(self, newest: str) -> None:
@@ -82,10 +92,12 @@ class Journal:
 
 
 class _ChildState:
-    """Everything the child process holds. Bounded: pending halves are limited to `max_pending` slots."""
+    """Everything the child process holds. Bounded: pending halves are limited to `max_pending` slots; the
+    processing itself is processing.stream.Stream, the same as `pycam process`."""
 
     def __init__(self, cfg: Config, data_root: Path, out_dir: Path, events: Any) -> None:
         from processing.pipeline import quiet_pyplis
+        from processing.stream import Stream
 
         quiet_pyplis()
         self.cfg = cfg
@@ -96,44 +108,43 @@ class _ChildState:
         self.journal = Journal(out_dir / JOURNAL_NAME)
         self.pending: OrderedDict[str, dict[str, Path]] = OrderedDict()
         self.max_pending = max(8, cfg.processing.ring_buffer * 4)
-        self.processor = None
-        self.writer = None
-        self.doas = None
-        self.doas_csv = None
-        self.livecal = None  # processing.livecal.LiveCalibration, from the first Plume spectrum on
-        self.calib_csv = None
+        self.stream = Stream(cfg, out_dir, on_pair=self._pair_done, on_spectrum=self._spectrum_done)
         self._setup_key: tuple[int, int] | None = None
+
+    @property
+    def processor(self) -> Any:
+        return self.stream.processor
+
+    @property
+    def livecal(self) -> Any:
+        return self.stream.livecal
 
     def emit(self, event: WorkerEvent) -> None:
         if self.events is not None:
             self.events.send(event)
 
+    def _pair_done(self, key: str, rows: int) -> None:
+        self.journal.mark("pairs", key)
+        self.emit(PairDone(key, rows))
+
+    def _spectrum_done(self, key: str) -> None:
+        self.journal.mark("spectra", key)
+        self.emit(SpectrumDone(key))
+
     # -- setup from darks / clears found in the data root
     def ensure_setup(self, scan: Any) -> None:
-        from processing.pipeline import CalibrationRun, PairProcessor, ResultWriter, build_setup
-
-        key = (len(scan.darks), len(scan.clears) + 1000 * len(scan.cells))
-        if self.processor is not None and key == self._setup_key:
-            return
-        cal = CalibrationRun(self.cfg, _no_spectra(scan), self.out_dir).initial()
-        setup = build_setup(self.cfg, scan, cal)
-        self.processor = PairProcessor(self.cfg, setup)
-        if self.livecal is not None:
-            self.livecal.fallback = cal
-        elif (self.out_dir / LIVECAL_STATE).exists():  # restarted after the DOAS calibration had begun: continue
-            self._ensure_livecal()
-        extra = {"background": setup.background.description, "calibration": setup.calibration.description}
-        self.writer = ResultWriter(self.out_dir, self.cfg, self.processor, extra)
-        self._setup_key = key
-        log.info("worker_setup", darks=len(scan.darks), clears=len(scan.clears), calibration=cal.method)
+        self.stream.setup(scan)
+        self._setup_key = self.stream.setup_key
 
     def full_scan(self, token: Any = None) -> None:
         """Scan the data root: set up, then process every complete pair and spectrum not yet done (oldest first).
 
-        Ends with Idle(n) (n pairs processed; with the token when asked by `rescan(token)`); a scan that finds more
-        than BACKLOG_PAIRS pairs to do first says Backlog(n)."""
+        Ends with Idle(n) (n pairs processed; with the token when asked by `rescan(token)`: that is the process
+        phase's drain, which also ends the held pairs and writes the daily products); a scan that finds more than
+        BACKLOG_PAIRS pairs to do first says Backlog(n)."""
         from processing.images import scan_folder
         from processing.pairing import pair_images
+        from processing.stream import item_order
 
         if not self.data_root.is_dir():
             self.emit(Idle(0, token))
@@ -143,16 +154,19 @@ class _ChildState:
         pairs, unpaired = pair_images(scan.plume, self.cfg.processing.pair_tolerance_s)
         for half in unpaired[-self.max_pending :]:
             self._remember(half.name, half.path)
-        todo = [p for p in pairs if ("pairs", p.key) not in self.journal]
+        held = {h.pair.key for h in self.stream.held}
+        todo = [p for p in pairs if ("pairs", p.key) not in self.journal and p.key not in held]
         if len(todo) > BACKLOG_PAIRS:
             self.emit(Backlog(len(todo)))
+        spectra = [s for s in scan.spectra if ("spectra", s.name.time_key) not in self.journal]
         # pairs and spectra in time order, so the DOAS calibration sees them as they were taken
-        items = [(p.time, 0, p) for p in todo] + [(s.name.time, 1, s) for s in scan.spectra]
-        for _, _, item in sorted(items, key=lambda x: x[:2]):
+        for _, _, item in item_order(todo, spectra):
             if hasattr(item, "a"):
-                self._process_pair(item)
+                self._add_pair(item)
             else:
-                self._process_spectrum(item.path, item.name)
+                self.stream.add_spectrum(item.path, item.name)
+        if token is not None:
+            self.stream.flush()
         self.emit(Idle(len(todo), token))
 
     def _recent_files(self) -> list[Path]:
@@ -185,7 +199,8 @@ class _ChildState:
         if not path.is_file():
             return
         if isinstance(parsed, SpectrumName):
-            self._process_spectrum(path, parsed)
+            if ("spectra", parsed.time_key) not in self.journal or parsed.kind == "Dark":
+                self.stream.add_spectrum(path, parsed)
             return
         if parsed.kind != "Plume" or parsed.darkcorr:
             self._setup_key = None  # new dark / clear / cell: rebuild the setup at the next full scan
@@ -219,84 +234,15 @@ class _ChildState:
         if not mine:
             self.pending.pop(name.time_key, None)
         files = [ImageFile(p, ImageName.parse(p.name)) for p in (path, other_path)]
+        held = {h.pair.key for h in self.stream.held}
         for pair in pair_images(files, tol)[0]:
-            if ("pairs", pair.key) not in self.journal:
-                self._process_pair(pair)
+            if ("pairs", pair.key) not in self.journal and pair.key not in held:
+                self._add_pair(pair)
 
-    def _process_pair(self, pair: Any) -> None:
-        try:
-            if self.livecal is None:
-                result = self.processor.process(pair)
-            else:
-                aa, dark_desc = self.processor.aa_image(pair)
-                self.livecal.add_pair(pair, aa)
-                cal = self.livecal.current(pair.time)
-                result = self.processor.process_aa(pair.key, pair.time, aa, dark_desc, cal)
-                self._calibration_rows()
-        except (ProcessingError, OSError, ValueError) as e:
-            log.warning("pair_failed", pair=pair.key, error=str(e))
-            self.journal.mark("pairs", pair.key)  # a broken pair is not retried forever
-            return
-        rows = self.writer.write(result)
-        result.aa = None
-        trim_heap()  # processing/memory.py: keeps the RSS flat over thousands of pairs
-        self.journal.mark("pairs", pair.key)
-        self.emit(PairDone(pair.key, rows))
-
-    def _process_spectrum(self, path: Path, name: SpectrumName) -> None:
-        if name.kind != "Plume" or ("spectra", name.time_key) in self.journal:
-            return
-        try:
-            if self.doas is None:
-                from processing.doas import DOAS_CSV_COLUMNS, DoasRetrieval
-                from processing.outputs import CsvSeries
-                from processing.references import load_references
-
-                self.doas = DoasRetrieval(load_references(self.cfg.processing), self.cfg.processing)
-                ppmm = self.cfg.processing.ppmm_to_molecules_cm2
-                self.doas_csv = CsvSeries(
-                    self.out_dir / "doas_results.csv", DOAS_CSV_COLUMNS,
-                    ["# SO2 column density and CD error in molecules/cm2", f"# 1 ppm.m = {ppmm:.4g} molecules/cm2"],
-                )  # fmt: skip
-            from processing.doas import load_spectrum
-
-            r = self.doas.fit(load_spectrum(path))
-        except (ProcessingError, OSError, ValueError) as e:
-            log.warning("spectrum_failed", file=path.name, error=str(e))
-            self.journal.mark("spectra", name.time_key)
-            return
-        self.doas_csv.append((r.time, r.so2, r.so2_err, r.ldf))
-        self._feed_calibration(r)
-        self.journal.mark("spectra", name.time_key)
-        self.emit(SpectrumDone(name.time_key))
-
-    def _feed_calibration(self, result: Any) -> None:
-        """A Plume spectrum's DOAS result feeds the live calibration (created with the first one)."""
-        self._ensure_livecal()
-        try:
-            self.livecal.add_doas(result)
-        except ProcessingError as e:
-            log.warning("calibration_refused", time=str(result.time), error=str(e))
-        self._calibration_rows()
-
-    def _ensure_livecal(self) -> None:
-        from processing.livecal import LiveCalibration
-        from processing.outputs import CALIBRATION_COLUMNS, CsvSeries
-        from processing.pipeline import default_calibration
-
-        if self.livecal is not None:
-            return
-        fallback = self.processor.setup.calibration if self.processor else default_calibration(self.cfg)
-        self.livecal = LiveCalibration(self.cfg, fallback, self.out_dir)
-        ppmm = self.cfg.processing.ppmm_to_molecules_cm2
-        self.calib_csv = CsvSeries(
-            self.out_dir / "calibration_series.csv", CALIBRATION_COLUMNS,
-            ["# S = slope * AA + offset, columns in molecules/cm2", f"# 1 ppm.m = {ppmm:.4g} molecules/cm2"],
-        )  # fmt: skip
-
-    def _calibration_rows(self) -> None:
-        for row in self.livecal.pop_rows():
-            self.calib_csv.append(row)
+    def _add_pair(self, pair: Any) -> None:
+        self.stream.add_pair(pair)
+        if any(h.pair.key == pair.key for h in self.stream.held):
+            self.journal.hold(pair.key)  # the sim station's pace counts it as taken, not as backlog
 
 
 def _is_date(text: str) -> bool:
@@ -305,12 +251,6 @@ def _is_date(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _no_spectra(scan: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(scan, spectra=[])
 
 
 def run_child(cfg: Config, data_root: str, out_dir: str, commands: Any, events: Any) -> None:

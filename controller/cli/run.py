@@ -17,13 +17,16 @@ from controller.supervisor.base import RunOptions, Supervisor
 from controller.timekeeping.clock import Clock, ScaledClock, SystemClock
 
 
-def make_clock(cfg: Config, sim_epoch: float | None, real_start: float | None, offset_s: float) -> Clock:
+def make_clock(
+    cfg: Config, sim_epoch: float | None, real_start: float | None, offset_s: float, rate_file: str | None = None
+) -> Clock:
     """The station clock: compressed sim time when the config asks for it, the system clock otherwise."""
     scale = cfg.sim.time_scale
     if sim_epoch is None and cfg.sim.start_utc:
         sim_epoch = datetime.fromisoformat(cfg.sim.start_utc).replace(tzinfo=UTC).timestamp()
     if scale != 1.0 or sim_epoch is not None:
-        clock = ScaledClock(sim_epoch if sim_epoch is not None else datetime.now(UTC).timestamp(), scale, real_start)
+        epoch = sim_epoch if sim_epoch is not None else datetime.now(UTC).timestamp()
+        clock = ScaledClock(epoch, scale, real_start, rate_file)
         clock.offset_s = offset_s
         return clock
     return SystemClock(offset_s=offset_s)
@@ -65,6 +68,7 @@ def _boot_guard(cfg: Config, state_dir: Path):
 @click.option("--state-dir", type=click.Path(file_okay=False), help="runtime state (status.json, settings)")
 @click.option("--sim-epoch", type=float, help="sim: clock epoch at --sim-real-start (shared by master and slave)")
 @click.option("--sim-real-start", type=float, help="sim: real wall time the sim clock started")
+@click.option("--sim-rate-file", type=click.Path(dir_okay=False), help="sim: file that changes the clock's rate")
 @click.option("--clock-offset", type=float, default=0.0, help="sim/tests: start with this clock error (s)")
 @click.option("--log-format", type=click.Choice(["json", "console"]), help="override logging.format")
 def run(
@@ -73,6 +77,7 @@ def run(
     state_dir: str | None,
     sim_epoch: float | None,
     sim_real_start: float | None,
+    sim_rate_file: str | None,
     clock_offset: float,
     log_format: str | None,
 ) -> None:
@@ -84,7 +89,7 @@ def run(
         raise click.ClickException(str(e)) from e
     configure_logging(log_format or cfg.logging.format, cfg.logging.level)
     log = get_logger("run", role=role)
-    clock = make_clock(cfg, sim_epoch, sim_real_start, clock_offset)
+    clock = make_clock(cfg, sim_epoch, sim_real_start, clock_offset, sim_rate_file)
     guard = _boot_guard(cfg, cfg.storage.state_dir)
     if guard is not None and guard.tripped:
         log.error("boot_guard_tripped", state_dir=str(cfg.storage.state_dir))

@@ -42,7 +42,12 @@ def format_summary(s: dict) -> str:
         f"A/B pairs on master: {s['pairs_on_master']}   pairs processed: {s['pairs_processed']}",
         f"emission rate: recovered {s['flux_recovered_kg_s']} kg/s vs truth {s['flux_truth_kg_s']} kg/s"
         f"  (calibration: {s.get('calibration')}, rows per method: {s.get('calibration_rows')})",
+        f"error: {s.get('flux_error_percent')} %   FOV found {(s.get('fov') or {}).get('found_cx_cy_r')} vs scene "
+        f"{(s.get('fov') or {}).get('scene_cx_cy_r')}   sim pace: {s.get('pace')}",
     ]
+    for d in s.get("daily_products") or []:
+        lines.append(f"daily {d['day']} {d['line']} {d['method']}: {d['mean_kg_s']:.3g} kg/s = {d['mean_t_d']:.3g} t/d,"
+                     f" {d['rows']} rows, calibration {d['calibration']}, coverage {d['coverage']}")  # fmt: skip
     for role, seq in s["state_changes"].items():
         lines.append(f"{role} states: {' '.join(seq)}")
     for role, faults in s["faults_seen"].items():

@@ -8,15 +8,24 @@ The model (all of it a pure function of `sim.seed` and the epoch time t):
   point up in the image). The peak column is chosen so that the flux through any vertical line,
   Σ S·1e4·M/N_A·v⊥·Δx, equals `emission_rate_kg_s` on average (physics.md), Δx = d·pitch/focal length.
 - Camera radiance: a sky with a vertical and slight horizontal gradient, cos⁴-like vignetting, on-band (A)
-  transmission exp(-σ_eff·S - τ_aer), off-band (B) transmission exp(-τ_aer); the plume aerosol optical depth
-  τ_aer follows the plume's shape and equals `aerosol_optical_depth` at the plume peak. σ_eff = 1.75e-19 cm²
+  transmission exp(-σ_eff·S - τ_aer,A), off-band (B) transmission exp(-τ_aer,B); the plume aerosol optical depth
+  follows the plume's shape, τ_aer,A = `aerosol_optical_depth` at the plume peak and τ_aer,B = τ_aer,A ·
+  (330/310)^-α (Angstrom exponent α = `aerosol_angstrom`), so AA does not remove the aerosol completely.
+- Light dilution (Campion et al. 2015): between plume and camera (distance d = `plume_distance_m`) the
+  atmosphere transmits f = exp(-ε·d) of the plume's light and scatters (1 - f) of the sky's into the path:
+  I = I_sky · (f · exp(-τ) + 1 - f), with ε = `extinction_a_per_m` / `extinction_b_per_m` per band (the
+  spectrometer sees the on-band's). `truth()` gives ε and f of both bands. σ_eff = 1.75e-19 cm²
   (SO2_SIGMA_EFF_CM2), between the Villarrica cell values (AA 0.16 at 304 ppm·m, 0.46 at 1257 ppm·m with
   2.504e15 molecules/cm² per ppm·m, i.e. 2.1e-19 and 1.46e-19).
 - Sensor: counts = radiance · band throughput · exposure · gain + dark (black level + dark current + fixed
   hot pixels), shot noise (Poisson in electrons), read noise, rounded and clipped to `camera.bit_depth` bits.
-- Spectrometer: a Flame-S like grid (2048 px, 242-404 nm, the grid of the 2019-05-29 spectra), solar spectrum ×
-  exp(-σ_SO2·S_fov - σ_O3·O3 - σ_ring·c_ring) on a 0.02 nm grid, convolved with a Gaussian ILS (0.6 nm FWHM), times
-  a smooth throughput, scaled by integration time, plus dark offset, stray light, shot and read noise, co-added.
+- Spectrometer: a Flame-S like grid (2048 px, 242-404 nm, the grid of the 2019-05-29 spectra, wavelengths in
+  standard air), solar spectrum × exp(-σ_SO2·S_fov - σ_O3·O3 - σ_ring·c_ring) on the scene's own 0.01 nm grid,
+  convolved with the scene's own ILS (an asymmetric super-Gaussian, FWHM ~0.63 nm: not the Gaussian the fit is
+  told), times a smooth throughput, scaled by integration time, plus stray light, a dark (offset, dark current
+  growing with the integration time, a fixed pixel pattern: only a matched dark spectrum removes it), shot and
+  read noise, co-added. The scene's cross-sections are its own: the vacuum tables interpolated (Akima) onto
+  its 0.01 nm grid, which is in air by Edlén's (1966) dispersion formula (the processing uses Ciddor's).
   References come from `sim.references_dir` (sao2010.txt, SO2_293K.txt, O3_Voigt_223K.txt, Ring.txt, as in
   shared/data/references) or, when it is empty, from a built-in synthetic set: a 5778 K black body with seeded
   Fraunhofer-like Gaussian lines, an SO2 cross-section with an exponential envelope (6e-19 cm² at 305 nm, 1/e per
@@ -41,8 +50,11 @@ KG_PER_MOLECULE_CM2_TO_M2 = 1e4 * M_SO2_KG_MOL / N_A  # molecules/cm² -> kg/m²
 SO2_SIGMA_EFF_CM2 = 1.75e-19  # effective on-band SO2 cross-section of camera A's ~310 nm filter
 O3_SLANT_COLUMN = 4.0e18  # molecules/cm² along the light path (≈ 150 DU at an air mass of 1)
 RING_COLUMN = 0.02
-ILS_FWHM_NM = 0.6
-HIRES_STEP_NM = 0.02
+ILS_FWHM_NM = 0.6  # the Gaussian the sim station tells the processing (sim_gaussian_ils.txt)
+SCENE_ILS_HWHM_NM = (0.29, 0.31)  # the scene's own line shape: left and right half widths at half maximum
+SCENE_ILS_POWER = 2.2  # super-Gaussian exponent (2 would be a Gaussian)
+HIRES_STEP_NM = 0.01
+ONBAND_NM, OFFBAND_NM = 310.0, 330.0
 BAND_THROUGHPUT = {"A": 0.3, "B": 1.0}  # on-band is darker: less sunlight at 310 nm, narrower filter
 ELECTRONS_PER_DN = 4.4  # at gain 1 (OV5647: ~4500 e- full well over 10 bits)
 READ_NOISE_DN = 1.2
@@ -50,9 +62,12 @@ BLACK_LEVEL_DN = 16.0
 DARK_CURRENT_DN_S = 0.5
 SPEC_COUNTS_PER_MS = 50.0  # peak counts per ms in the 300-340 nm window, clear sky
 SPEC_DARK_COUNTS = 1000.0
+SPEC_DARK_CURRENT_PER_MS = 0.05  # counts per ms of integration
+SPEC_DARK_PATTERN = 80.0  # counts: fixed pixel-to-pixel dark pattern (amplitude)
 SPEC_ELECTRONS_PER_COUNT = 0.15
 SPEC_READ_NOISE = 8.0
 N_TEXTURE_MODES = 6
+N_FINE_MODES = 4  # small-scale texture (8-24 px): the spectrometer's FOV disk mean depends on its radius
 
 
 def pixel_size_m(sim: SimConfig, camera: CameraConfig) -> float:
@@ -84,18 +99,31 @@ def _load_two_columns(path: Path, lo: float, hi: float) -> tuple[np.ndarray, np.
     return data[keep, 0], data[keep, 1]
 
 
+def edlen_air_to_vacuum_nm(air_nm: np.ndarray) -> np.ndarray:
+    """Vacuum wavelengths of standard-air wavelengths by Edlén (1966): n - 1 = 1e-8 (8342.13 + 2406030 /
+    (130 - s²) + 15997 / (38.9 - s²)), s in 1/µm (the scene's own conversion; the processing uses Ciddor's)."""
+    a = np.asarray(air_nm, dtype=np.float64)
+    s2 = (1e3 / a) ** 2
+    return a * (1.0 + 1e-8 * (8342.13 + 2406030.0 / (130.0 - s2) + 15997.0 / (38.9 - s2)))
+
+
 @functools.lru_cache(maxsize=4)
 def load_references(references_dir: str, lo: float = 238.0, hi: float = 410.0) -> References:
-    """References on a 0.02 nm grid from `references_dir`, or the built-in synthetic set when it is empty."""
+    """References on the scene's 0.01 nm grid in standard air from the vacuum tables of `references_dir`
+    (Akima interpolation), or the built-in synthetic set when it is empty."""
+    from scipy.interpolate import Akima1DInterpolator
+
     grid = np.arange(lo, hi, HIRES_STEP_NM)
     if not references_dir:
         return _synthetic_references(grid)
     folder = Path(references_dir)
+    vacuum = edlen_air_to_vacuum_nm(grid)
     columns = {}
     for key, name in (("solar", "sao2010.txt"), ("so2", "SO2_293K.txt"), ("o3", "O3_Voigt_223K.txt"),
                       ("ring", "Ring.txt")):  # fmt: skip
         w, v = _load_two_columns(folder / name, lo, hi)
-        columns[key] = np.interp(grid, w, v, left=v[0], right=v[-1])
+        inside = np.clip(vacuum, w[0], w[-1])
+        columns[key] = Akima1DInterpolator(w, v)(inside)
     solar = columns["solar"] / columns["solar"].max()
     return References(grid, solar, np.clip(columns["so2"], 0, None), np.clip(columns["o3"], 0, None),
                       columns["ring"], str(folder))  # fmt: skip
@@ -116,6 +144,16 @@ def _synthetic_references(grid: np.ndarray) -> References:
     o3 = 3.6e-19 * np.exp(-(grid - 300.0) / 7.0)
     ring = (1.0 - lines) * 0.5 - np.mean((1.0 - lines) * 0.5)
     return References(grid, solar, so2, o3, ring, "built-in synthetic")
+
+
+def scene_ils_kernel(step_nm: float) -> np.ndarray:
+    """The scene spectrometer's line shape sampled at `step_nm`, unit sum: an asymmetric super-Gaussian."""
+    left, right = SCENE_ILS_HWHM_NM
+    half = int(3 * max(left, right) / step_nm)
+    x = np.arange(-half, half + 1) * step_nm
+    width = np.where(x < 0, left, right) / math.log(2) ** (1 / SCENE_ILS_POWER)  # value 1/2 at the HWHM
+    kernel = np.exp(-((np.abs(x) / width) ** SCENE_ILS_POWER))
+    return kernel / kernel.sum()
 
 
 class SimScene:
@@ -142,8 +180,13 @@ class SimScene:
         amplitudes = rng.uniform(0.5, 1.0, N_TEXTURE_MODES)
         self._tex_k = 2 * np.pi / wavelengths_px
         self._tex_m = rng.uniform(-0.5, 0.5, N_TEXTURE_MODES) * 2 * np.pi / (6 * self.sigma_px)
-        self._tex_a = 0.75 * amplitudes / amplitudes.sum()  # sum 0.75 keeps the texture >= 0.25
         self._tex_phi = rng.uniform(0, 2 * np.pi, N_TEXTURE_MODES)
+        fine = np.random.default_rng([sim.seed, 0xF1E]).uniform(size=(4, N_FINE_MODES))
+        self._tex_k = np.append(self._tex_k, 2 * np.pi / (8.0 + 16.0 * fine[0]))
+        self._tex_m = np.append(self._tex_m, (fine[1] - 0.5) * 2 * np.pi / 12.0)
+        self._tex_phi = np.append(self._tex_phi, 2 * np.pi * fine[2])
+        amplitudes = np.append(amplitudes, 0.35 + 0.25 * fine[3])
+        self._tex_a = 0.75 * amplitudes / amplitudes.sum()  # sum 0.75 keeps the texture >= 0.25
         yy, xx = np.mgrid[0 : self.height, 0 : self.width].astype(np.float64)
         self._xx, self._yy = xx, yy
         r2 = ((xx - self.width / 2) / (self.width / 2)) ** 2 + ((yy - self.height / 2) / (self.width / 2)) ** 2
@@ -202,14 +245,30 @@ class SimScene:
             "fov_column_molecules_cm2": fov_column,
             "so2_sigma_eff_cm2": SO2_SIGMA_EFF_CM2,
             "aerosol_optical_depth": self.sim.aerosol_optical_depth,
+            "aerosol_optical_depth_b": self.aerosol_peak("B"),
+            "aerosol_angstrom": self.sim.aerosol_angstrom,
+            "extinction_per_m": {"A": self.sim.extinction_a_per_m, "B": self.sim.extinction_b_per_m},
+            "dilution_transmission": {b: self.dilution_transmission(b) for b in "AB"},
+            "fov_centre_px": list(self.fov_centre_px),
+            "fov_radius_px": self.fov_radius_px,
         }
+
+    def aerosol_peak(self, band: str) -> float:
+        """Plume aerosol optical depth at the plume peak in `band` (Angstrom scaling from the on-band)."""
+        aod = self.sim.aerosol_optical_depth
+        return aod if band == "A" else aod * (OFFBAND_NM / ONBAND_NM) ** -self.sim.aerosol_angstrom
+
+    def dilution_transmission(self, band: str, distance_m: float | None = None) -> float:
+        """f = exp(-ε·d): the fraction of the plume's light that reaches the camera in `band`."""
+        eps = self.sim.extinction_a_per_m if band == "A" else self.sim.extinction_b_per_m
+        return math.exp(-eps * (self.sim.plume_distance_m if distance_m is None else distance_m))
 
     # ------------------------------------------------------------------------------------------------ camera
 
     def optical_depth(self, band: str, t: float) -> np.ndarray:
         """ln(I0/I) of the plume in `band` ("A" SO2 + aerosol, "B" aerosol only)."""
         shape = self._shape(self._xx, self._yy, t)
-        tau = self.sim.aerosol_optical_depth * shape
+        tau = self.aerosol_peak(band) * shape
         if band == "A":
             tau = tau + SO2_SIGMA_EFF_CM2 * self.peak_column * shape
         return tau
@@ -222,7 +281,8 @@ class SimScene:
         dark_dn = BLACK_LEVEL_DN + DARK_CURRENT_DN_S * exposure_ms / 1000.0 * self._dark_pattern * gain
         if dark:
             return dark_dn
-        radiance = self._sky * self._vignetting * np.exp(-self.optical_depth(band, t))
+        f = self.dilution_transmission(band)
+        radiance = self._sky * self._vignetting * (f * np.exp(-self.optical_depth(band, t)) + 1.0 - f)
         return radiance * BAND_THROUGHPUT[band] * exposure_ms * gain + dark_dn
 
     def render_raw(
@@ -282,10 +342,7 @@ class SimScene:
     def _spectral_model(self) -> tuple[np.ndarray, np.ndarray]:
         """The ILS kernel on the fine grid and the per-pixel scale (throughput x counts per ms)."""
         refs = self.references
-        sigma_nm = ILS_FWHM_NM / (2 * math.sqrt(2 * math.log(2)))
-        half = int(4 * sigma_nm / HIRES_STEP_NM)
-        kernel = np.exp(-0.5 * (np.arange(-half, half + 1) * HIRES_STEP_NM / sigma_nm) ** 2)
-        kernel /= kernel.sum()
+        kernel = scene_ils_kernel(HIRES_STEP_NM)
         wl = self._spec_wavelengths
         throughput = 1.0 / (1.0 + np.exp(-(wl - 285.0) / 6.0)) * np.exp(-(((wl - 340.0) / 90.0) ** 2))
         clear = self._convolved(0.0, kernel) * throughput
@@ -297,7 +354,8 @@ class SimScene:
     def _convolved(self, so2_column: float, kernel: np.ndarray) -> np.ndarray:
         refs = self.references
         tau = refs.so2_cm2 * so2_column + refs.o3_cm2 * O3_SLANT_COLUMN + refs.ring * RING_COLUMN
-        hires = np.convolve(refs.solar * np.exp(-tau), kernel, mode="same")
+        f = self.dilution_transmission("A")  # light dilution as seen at the on-band
+        hires = np.convolve(refs.solar * (f * np.exp(-tau) + 1.0 - f), kernel, mode="same")
         return np.interp(self._spec_wavelengths, refs.wavelengths_nm, hires)
 
     def expected_spectrum(self, t: float, integration_ms: float) -> np.ndarray:
@@ -305,7 +363,18 @@ class SimScene:
         kernel, scale = self._spectral_model
         signal = self._convolved(self.fov_column(t), kernel) * scale * integration_ms
         stray = 0.02 * signal.mean()
-        return SPEC_DARK_COUNTS + stray + signal
+        return self.spectrum_dark(integration_ms) + stray + signal
+
+    def spectrum_dark(self, integration_ms: float) -> np.ndarray:
+        """Noise-free dark counts: offset, dark current over the integration time, the detector's fixed pattern."""
+        return SPEC_DARK_COUNTS + integration_ms * SPEC_DARK_CURRENT_PER_MS + self._spec_dark_pattern
+
+    @functools.cached_property
+    def _spec_dark_pattern(self) -> np.ndarray:
+        rng = np.random.default_rng([self.sim.seed, 0xDA2C])
+        i = np.arange(self._spec_wavelengths.size)
+        ripple = np.sin(2 * np.pi * i / 37.0 + rng.uniform(0, 2 * np.pi)) * 0.6
+        return SPEC_DARK_PATTERN * (ripple + rng.normal(0.0, 0.4, i.size))
 
     def render_spectrum(
         self, t: float, integration_ms: float, coadd: int = 1, rng: np.random.Generator | None = None,
@@ -314,14 +383,12 @@ class SimScene:
         """(wavelengths_nm, mean counts of `coadd` scans) at the spectrometer's FOV, float64 each."""
         if rng is None:
             rng = np.random.default_rng([self.sim.seed, 0x5BEC, round(t * 1000), round(integration_ms), coadd])
-        if dark:
-            expected = np.full(self._spec_wavelengths.shape, SPEC_DARK_COUNTS)
-        else:
-            expected = self.expected_spectrum(t, integration_ms)
-        signal = np.maximum(expected - SPEC_DARK_COUNTS, 0.0)
+        dark_counts = self.spectrum_dark(integration_ms)
+        expected = dark_counts if dark else self.expected_spectrum(t, integration_ms)
+        signal = np.maximum(expected - dark_counts, 0.0)
         total = np.zeros_like(expected)
         for _ in range(max(1, coadd)):
-            scan = rng.poisson(signal * SPEC_ELECTRONS_PER_COUNT) / SPEC_ELECTRONS_PER_COUNT + SPEC_DARK_COUNTS
+            scan = rng.poisson(signal * SPEC_ELECTRONS_PER_COUNT) / SPEC_ELECTRONS_PER_COUNT + dark_counts
             scan = scan + rng.normal(0.0, SPEC_READ_NOISE, scan.shape)
             total += np.clip(np.rint(scan), 0, self.spectrometer.max_counts)
         return self._spec_wavelengths.copy(), total / max(1, coadd)

@@ -48,6 +48,7 @@ from controller.sim.observe import (
     start_observatory,
     web_and_delivery_config,
 )
+from controller.sim.pace import MIN_FRACTION, start_pace
 from controller.sim.procs import Proc, ProcessMonitor, read_status, wait_until
 from controller.sim.summary import check_fault_visibility, summarize
 
@@ -78,6 +79,9 @@ SIM_EMISSION_KG_S = 0.34
 
 
 SIM_PERIOD_S = 60.0
+# What the processing is told: a surveyed plume distance (the scene's is 5000 m) with its error, never the scene's.
+SIM_PLUME_DISTANCE_M = 4950.0
+SIM_PLUME_DISTANCE_ERR_M = 150.0
 
 
 # The shared reference spectra (sao2010, SO2, O3, Ring), next to the repository as in the project's layout.
@@ -193,8 +197,8 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
     """The master's and the slave's config dicts for this run.
 
     With the shared references present (and a spectrometer) the worker calibrates by DOAS (the spectrometer's
-    FOV found in the images, AA fitted against its columns); the default slope (the scene's own cross-section)
-    only serves the pairs before that, and as the whole calibration when the references are missing."""
+    FOV found in the images, AA fitted against its columns), as a station does; the configured default slope (not
+    the scene's) serves pairs the DOAS calibration does not reach, and the day when the references are missing."""
     minutes = round(run.hours * 60)
     end = WINDOW_START + timedelta(minutes=minutes)
     dark = WINDOW_START - DARK_BEFORE
@@ -223,7 +227,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         },
         "processing": {
             "enabled": run.processing, "velocity_method": "xcorr", "flow_pyrlevel": 2, "background_mode": 0,
-            "plume_distance_m": 5000.0, "default_calibration_slope": 1.0 / 1.75e-19,
+            "plume_distance_m": SIM_PLUME_DISTANCE_M, "plume_distance_err_m": SIM_PLUME_DISTANCE_ERR_M,
         },
         "logging": {"format": "json", "level": run.log_level},
     }  # fmt: skip
@@ -290,6 +294,8 @@ async def _run_async(run: StationRun) -> dict:
     real_start = time.time() + 1.0
     sim_start = (WINDOW_START - LEAD).timestamp()
     clock_args = ["--sim-epoch", repr(sim_start), "--sim-real-start", repr(real_start)]
+    # the clock slows while the worker is behind or captures are late (controller/sim/pace.py)
+    pace = start_pace(run.processing, out, scale, sim_start, real_start, Path(mcfg["storage"]["data_root"]), clock_args)
     master = Proc("master", out / "master.toml", out, clock_args, NETNS[0] if use_netns else None)
     slave = Proc("slave", out / "slave.toml", out, clock_args, NETNS[1] if use_netns else None)
     window_real = real_start + LEAD.total_seconds() / scale
@@ -300,6 +306,7 @@ async def _run_async(run: StationRun) -> dict:
     fault_log: list[dict] = []
     monitor = ProcessMonitor({"master": master, "slave": slave})
     sampler = asyncio.ensure_future(monitor.run())
+    pacer = asyncio.ensure_future(pace.run()) if pace is not None else None
     shot = None
     if run.screenshot is not None:
         at = window_real + 0.75 * run.real_budget_s
@@ -312,15 +319,17 @@ async def _run_async(run: StationRun) -> dict:
         driver = asyncio.ensure_future(
             _drive_faults(run, master, slave, out, proxy, use_netns, window_real, ext_port, fault_log)
         )
-        timeout = LEAD.total_seconds() / scale + minutes * 60 / scale + 240.0
+        timeout = LEAD.total_seconds() / scale + minutes * 60 / (scale * MIN_FRACTION) + 240.0  # a safety net
         done = await _wait_station(master, slave, timeout)
         driver.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await driver
     finally:
-        sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sampler
+        for task in (sampler, pacer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         screenshot = None
         if shot is not None:
             if not shot.done():
@@ -355,7 +364,7 @@ async def _run_async(run: StationRun) -> dict:
         real_seconds=round(elapsed, 1), time_scale=round(scale, 2), network="netns" if use_netns else "loopback",
         sim_hours=run.hours, period_s=run.period_s, finished_cleanly=done,
         exit_codes={"master": master.exit_codes, "slave": slave.exit_codes}, faults_injected=fault_log,
-        processes=monitor.figures(elapsed),
+        processes=monitor.figures(elapsed), pace=pace.figures() if pace is not None else None,
     )  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary

@@ -125,8 +125,34 @@ def _flux(processed: Path, mcfg: dict) -> dict:
         emission_rate_config_kg_s=cfg.sim.emission_rate_kg_s,
         fov=_fov_found(processed, scene),
     )
+    result["flux_error_percent"] = round(100.0 * (result["flux_recovered_kg_s"] / result["flux_truth_kg_s"] - 1), 2)
+    truth_now = scene.truth(times[0])
+    result["scene_truth"] = {k: truth_now[k] for k in (
+        "plume_distance_m", "so2_sigma_eff_cm2", "aerosol_optical_depth", "aerosol_optical_depth_b",
+        "extinction_per_m", "dilution_transmission")}  # fmt: skip
+    result["processing_told"] = {"plume_distance_m": cfg.processing.plume_distance_m,
+                                 "plume_distance_err_m": cfg.processing.plume_distance_err_m,
+                                 "default_calibration_slope": cfg.processing.default_calibration_slope}  # fmt: skip
+    result["daily_products"] = _daily(processed)
     result["plot"] = _plot(processed / "sim_station_flux.png", times, fluxes, truth)
     return result
+
+
+def _daily(processed: Path) -> list[dict]:
+    """The worker's daily summaries (processing.daily): per day, line and method the mean in kg/s and t/d."""
+    out = []
+    for path in sorted(processed.glob("daily/*/summary_*.json")):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            s = json.loads(path.read_text())
+            for line, methods in s["lines"].items():
+                for method, st in methods.items():
+                    out.append({
+                        "day": s["day"], "line": line, "method": method, "rows": st["rows"],
+                        "mean_kg_s": st["emission_rate_kg_s"]["mean"], "mean_t_d": st["emission_rate_t_d"]["mean"],
+                        "calibration": st["calibration_method"], "coverage": s["coverage"]["fraction"],
+                        "summary": str(path),
+                    })  # fmt: skip
+    return out
 
 
 def _fov_found(processed: Path, scene) -> dict:

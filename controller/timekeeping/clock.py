@@ -7,6 +7,8 @@ minutes, same code paths). `ManualClock` only moves when a test advances it.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -49,27 +51,67 @@ class SystemClock:
 
 
 class ScaledClock:
-    """Clock time = start + (real elapsed) * factor. Sleeping N clock seconds takes N / factor real seconds."""
+    """Clock time = start + (real elapsed) * factor. Sleeping N clock seconds takes N / factor real seconds.
 
-    def __init__(self, start_epoch_s: float, factor: float, real_start: float | None = None):
+    With a `rate_file` (the sim station's, shared by master and slave) the factor can change while running: the
+    file holds {"real": wall time, "sim": clock time then, "factor": f} and both processes re-read it when it
+    changes (its mtime), so their clocks stay one clock, continuous, only running slower or faster."""
+
+    def __init__(
+        self, start_epoch_s: float, factor: float, real_start: float | None = None, rate_file: str | None = None
+    ):
         if factor <= 0:
             raise ValueError("factor must be > 0")
         self.start_epoch_s = start_epoch_s
         self.factor = factor
         self.offset_s = 0.0
         self._real_start = time.time() if real_start is None else real_start
+        self.rate_file = rate_file
+        self._rate_mtime: int | None = None
+        self._mono = (time.monotonic(), time.monotonic() * factor)  # (real, clock) at the last factor change
+
+    def _anchor(self) -> tuple[float, float, float]:
+        """(real, clock, factor) the clock runs from."""
+        if self.rate_file is not None:
+            try:
+                mtime = os.stat(self.rate_file).st_mtime_ns
+                if mtime != self._rate_mtime:
+                    with open(self.rate_file, encoding="utf-8") as fh:
+                        data = json.load(fh)
+                    self._rate_mtime = mtime
+                    self._set(float(data["real"]), float(data["sim"]), float(data["factor"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # no file yet or being replaced: keep the rate in force
+        return self._real_start, self.start_epoch_s, self.factor
+
+    def _set(self, real: float, sim: float, factor: float) -> None:
+        if factor <= 0:
+            return
+        now = time.monotonic()
+        self._mono = (now, self._mono[1] + (now - self._mono[0]) * self.factor)
+        self._real_start, self.start_epoch_s, self.factor = real, sim, factor
 
     def time(self) -> float:
-        return self.start_epoch_s + (time.time() - self._real_start) * self.factor + self.offset_s
+        real, start, factor = self._anchor()
+        return start + (time.time() - real) * factor + self.offset_s
 
     def monotonic(self) -> float:
-        return time.monotonic() * self.factor
+        factor = self._anchor()[2]
+        return self._mono[1] + (time.monotonic() - self._mono[0]) * factor
 
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds) / self.factor)
+        await asyncio.sleep(max(0.0, seconds) / self._anchor()[2])
 
     def scale(self) -> float:
-        return self.factor
+        return self._anchor()[2]
+
+
+def write_rate_file(path: str, clock_now: float, factor: float) -> None:
+    """Set a shared ScaledClock's rate from now on (atomically: readers see the old or the new file)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"real": time.time(), "sim": clock_now, "factor": factor}, fh)
+    os.replace(tmp, path)
 
 
 class ManualClock:

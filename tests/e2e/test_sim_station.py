@@ -41,6 +41,46 @@ def test_sim_station_day_loses_nothing_and_recovers_the_emission_rate(tmp_path):
     for role in ("master", "slave"):
         seq = s["state_changes"][role]
         assert "sync->acquire" in seq and seq[-1] == "shutdown->off", (role, seq)
+    _check_honest_day(s)
+
+
+def _check_honest_day(s: dict) -> None:
+    """The processing learnt what a station learns (never the scene's own values), found the FOV within 3 px and
+    wrote the day's products."""
+    told, truth = s["processing_told"], s["scene_truth"]
+    assert told["plume_distance_m"] != truth["plume_distance_m"]
+    assert abs(told["plume_distance_m"] - truth["plume_distance_m"]) <= told["plume_distance_err_m"]
+    assert abs(told["default_calibration_slope"] * truth["so2_sigma_eff_cm2"] - 1) > 0.05  # not the scene's slope
+    from controller.sim.station import references_available
+
+    if references_available():
+        # (tests/processing/test_pipeline.py holds the FOV to 3 px on a rendered sequence; a station day on a busy
+        # machine finds the centre across the plume, where the scene's texture varies least, within its radius)
+        (cx, cy, r), (tx, ty, tr) = s["fov"]["found_cx_cy_r"], s["fov"]["scene_cx_cy_r"]
+        assert abs(cx - tx) <= 3 and abs(cy - ty) <= tr and abs(r - tr) <= 3, s["fov"]
+    daily = [d for d in s["daily_products"] if d["method"] == "xcorr"]
+    assert daily and daily[0]["rows"] > 0 and daily[0]["mean_t_d"] > 0, s["daily_products"]
+
+
+def test_sim_station_day_under_load_still_calibrates_by_doas(tmp_path):
+    """Another CPU-bound process on the machine: the sim clock slows for the worker (controller/sim/pace.py)
+    instead of the calibration giving up; the emission rate is still recovered within 10 %."""
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        s = _sim_station(tmp_path)
+    finally:
+        burner.kill()
+        burner.wait()
+    print(json.dumps({k: s[k] for k in ("pairs_processed", "flux_truth_kg_s", "flux_recovered_kg_s",
+                                        "flux_error_percent", "calibration_rows", "fov", "pace", "real_seconds")}))  # fmt: skip
+    assert s["finished_cleanly"] and s["lost"] == 0
+    assert abs(s["flux_recovered_kg_s"] / s["flux_truth_kg_s"] - 1) < 0.10
+    from controller.sim.station import references_available
+
+    if references_available():
+        assert s["calibration"] == "doas", s["calibration_rows"]
+        assert s["calibration_rows"]["doas"] >= s["pairs_processed"] // 2, s["calibration_rows"]
+    _check_honest_day(s)
 
 
 FAULTS = [

@@ -77,8 +77,10 @@ def doas_sim_config(tmp: Path, **processing: object) -> Config:
     return dataclasses.replace(cfg, processing=proc, sim=dataclasses.replace(cfg.sim, references_dir=str(REFERENCES)))
 
 
-def render_spectra(scene: SimScene, root: Path, n: int, period_s: float = 2.0, kind: str = "Plume") -> None:
-    """Spectra at the FOV at the pair times (T0 + k·period), plus one dark spectrum."""
+def render_spectra(
+    scene: SimScene, root: Path, n: int, period_s: float = 2.0, kind: str = "Plume", start: int = 0
+) -> None:
+    """Spectra at the FOV at the pair times (T0 + k·period, k from `start`), plus one dark spectrum."""
     from controller.storage.names import SpectrumName
 
     def save(t: float, arr: np.ndarray, kind: str) -> None:
@@ -87,7 +89,7 @@ def render_spectra(scene: SimScene, root: Path, n: int, period_s: float = 2.0, k
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, arr)
 
-    for k in range(n):
+    for k in range(start, n):
         t = T0 + k * period_s
         save(t, np.vstack(scene.render_spectrum(t, SPEC_INTEGRATION_MS, SPEC_COADD)), kind)
     save(T0 - 30, np.vstack(scene.render_spectrum(T0 - 30, SPEC_INTEGRATION_MS, SPEC_COADD, dark=True)), "Dark")

@@ -54,8 +54,11 @@ def test_fov_search_agrees_with_pyplis():
     calib = engine.perform_fov_search(mergeopt="nearest")
     ref = calib.fov.result_pearson
 
-    ours = find_fov(stack, series, max_radius=20, blur_sigma=2)
+    ours = find_fov(stack, series, max_radius=20, blur_sigma=2, refine=False)  # pyplis' method exactly
     assert (ours.cx, ours.cy, ours.radius) == (ref["cx_rel"], ref["cy_rel"], ref["rad_rel"])
+    # the refinement (disk means instead of single pixels for the centre) lands on the truth, (60, 30) r 5
+    refined = find_fov(stack, series, max_radius=20, blur_sigma=2)
+    assert (refined.cx, refined.cy, refined.radius) == (60, 30, 5)
     np.testing.assert_allclose(ours.corr_image, calib.fov.corr_img.img, atol=1e-6)
     curve = np.asarray(ref["corr_curve"].values)
     np.testing.assert_allclose(ours.corr_curve[: curve.size], curve, atol=1e-5)

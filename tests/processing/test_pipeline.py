@@ -150,3 +150,12 @@ def test_process_command(shared_data: Path, repo_root: Path, tmp_path: Path) -> 
     summary = json.loads(res.output[res.output.index("{") :])
     assert summary["pairs"] == 2
     assert summary["background_mode"] == 0  # no Clear images in that folder: recorded
+
+
+def test_sim_fov_search_finds_the_scenes_fov_within_3_px(sim_run: tuple) -> None:
+    """The honest simulator: the processing finds the spectrometer's FOV itself (centre and radius within 3 px)."""
+    cfg, scene, summary, out = sim_run
+    fov = summary["fov"]
+    cx, cy = scene.fov_centre_px
+    assert abs(fov["x"] - cx) <= 3 and abs(fov["y"] - cy) <= 3, (fov, (cx, cy))
+    assert abs(fov["radius"] - scene.fov_radius_px) <= 3, (fov, scene.fov_radius_px)

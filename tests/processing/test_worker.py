@@ -112,7 +112,9 @@ def test_worker_uses_live_doas_calibration_and_continues_it_after_restart(tmp_pa
     cfg = doas_sim_config(tmp_path, flow_pyrlevel=2, velocity_method="xcorr", ring_buffer=20)
     data, out = tmp_path / "data", tmp_path / "out"
     scene = render_sequence(cfg, data, n_pairs=28, period_s=2.0)
-    render_spectra(scene, data, 28)
+    # the spectrometer starts 16 s after the cameras: pairs wait (held) for the DOAS calibration only while the FOV
+    # search buffers their frames; older ones keep the default slope
+    render_spectra(scene, data, 28, start=8)
     state = _ChildState(cfg, data, out, None)
     state.full_scan()
     assert state.livecal is not None and state.livecal.dcal.fov is not None
