@@ -385,7 +385,11 @@ class Supervisor:
             self.log.warning("status_write_failed", error=str(e))
 
     async def fault_phase(self) -> None:
-        await self.wait_kick(self.options.fault_retry_s)
+        # The whole retry delay, whatever kicks the loop meanwhile (a fault noted by the failed boot itself kicks
+        # it): only a stop ends the wait early. Waking on every kick retried a persistent failure back-to-back.
+        until = self.clock.monotonic() + self.options.fault_retry_s
+        while not self.stop_requested and (left := until - self.clock.monotonic()) > 0:
+            await self.wait_kick(left)
         if self.stop_requested:
             self.station.fire_if("stop", reason=self.stop_requested)
         else:

@@ -225,3 +225,26 @@ async def test_flat_copy_for_the_original_ftp_client_holds_every_stored_file(sta
     assert {parse_name(n).band for n in stored if n.endswith(".png")} == {"A", "B"}
     assert {p.name for p in flat.iterdir()} == set(stored)
     assert all((flat / n).samefile(p) for n, p in stored.items())  # hard links: no second copy on the disk
+
+
+@run_async
+async def test_a_persistent_boot_failure_retries_once_per_fault_retry_not_in_a_tight_loop(station):
+    """A failed boot notes a fault, which kicks the main loop: the retry wait returned at once and a storage check
+    that keeps failing was retried back-to-back, hundreds of times a second."""
+    pair = station(factor=20.0, storage={"allow_fallback": False, "mount_point": "/nonexistent-ssd"})
+    master = pair.master(fault_retry_s=10.0)
+    task = asyncio.create_task(master.run())
+    try:
+        await wait_for(lambda: len(_boot_failures(master)) >= 3, 120, "three failed boots")
+        times = _boot_failures(master)
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert all(g >= 10.0 for g in gaps), gaps  # clock seconds between attempts: the whole retry delay each
+    finally:
+        master.request_stop("test over")
+        await asyncio.wait_for(task, 120)
+
+
+def _boot_failures(master) -> list[float]:
+    """Clock times the station entered fault from a failed boot (one per attempt)."""
+    faults = master.collect_status()["faults"]
+    return [f["time"] for f in faults if f["kind"] == "boot_failed" and f.get("new") == "fault"]
