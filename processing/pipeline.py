@@ -149,18 +149,23 @@ class PairProcessor:
 
     def _init_shape(self, shape: tuple[int, int]) -> None:
         proc = self.cfg.processing
-        self.geometry = geometry_from_config(self.cfg, shape)
-        self.lines = pcs_lines(proc, shape)
-        self.xcorr_lines = [offset_line(line, proc.pcs_line_gap_px) for line in self.lines]
+        # Everything for this shape first, `self.geometry` (what says it is done) last: lines outside the image are
+        # a ConfigError for every pair (logged, the pair skipped), never a half-set-up processor that crashes the
+        # worker on the next pair.
+        lines = pcs_lines(proc, shape)
+        geometry = geometry_from_config(self.cfg, shape)
+        self.lines = lines
+        self.xcorr_lines = [offset_line(line, proc.pcs_line_gap_px) for line in lines]
         self.xcorr = {
             line.line_id: CrossCorrelationVelocity(
                 proc.pcs_line_gap_px, proc.ring_buffer, min_window_s=proc.xcorr_min_window_s
             )
-            for line in self.lines
+            for line in lines
         }
-        self._dx = [profile(line, self.geometry.col_dist_m) for line in self.lines]
-        self.flow.region_lines = self.lines  # optical flow only around the lines (processing.flow)
+        self._dx = [profile(line, geometry.col_dist_m) for line in lines]
+        self.flow.region_lines = lines  # optical flow only around the lines (processing.flow)
         self.dilution = DilutionCorrection.from_config(self.cfg, shape)
+        self.geometry = geometry
 
     def dilution_state(self) -> dict:
         """Light-dilution correction state for the outputs (coefficients of the latest fit per band)."""

@@ -135,3 +135,21 @@ def test_emission_rate_is_positive_whichever_way_the_line_points() -> None:
         assert means["1"] == pytest.approx(truth, rel=0.25), (method, means, truth)
         # the configured normal of line 1 and 3 points one way, that of line 2 the other: the data say which
         assert crossing[("1", method)] == crossing[("3", method)] != crossing[("2", method)]
+
+
+def test_pcs_lines_outside_the_image_are_a_config_error_on_every_pair_not_a_worker_crash(shared_data):
+    """A small sim frame (160x120) with lines drawn for 648x486: the first pair raised ConfigError, every later
+    one AttributeError (the processor was left half set up), and the worker crashed until it was disabled."""
+    from datetime import datetime
+
+    from processing.images import scan_folder
+    from processing.pipeline import PairProcessor, build_setup
+
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, processing=dataclasses.replace(cfg.processing, pcs_lines=((10, 10, 400, 300),)))
+    scan = scan_folder(shared_data / "pairs-2019-09-18")
+    processor = PairProcessor(cfg, build_setup(cfg, scan))
+    aa = np.zeros((120, 160))
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="outside 160x120"):
+            processor.process_aa("k", datetime(2024, 1, 1), aa)
