@@ -135,13 +135,19 @@ def fit_extinction(radiances: np.ndarray, distances: np.ndarray, ambient: float,
 def correct_tau(tau: np.ndarray, transmission: np.ndarray | float, mask: np.ndarray | None = None) -> np.ndarray:
     """Optical depth after light-dilution correction (module doc): τ_corr = -ln((e^-τ - 1 + T) / T) on `mask`."""
     t = np.clip(np.asarray(transmission), MIN_TRANSMISSION, 1.0)
-    ratio = (np.exp(-tau) - 1.0 + t) / t  # I_corr / I_bg
+    # ratio = (e^-τ - 1 + T) / T = I_corr / I_bg, the same operations in the same order, in place where possible
+    ratio = np.exp(np.negative(tau))
+    ratio -= 1.0
+    ratio = np.asarray(ratio + t)  # dtype and shape of τ and T together
+    ratio /= t
     # darker than the diluting air alone would make it: not plume in front of sky at that distance (terrain, an
     # obstacle): left as it is
     valid = ratio > MIN_TRANSMISSION
     if mask is not None:
         valid &= mask
-    return np.where(valid, -np.log(np.where(valid, ratio, 1.0)), tau)
+    np.log(ratio, out=ratio, where=valid)
+    np.negative(ratio, out=ratio, where=valid)
+    return np.where(valid, ratio, tau)
 
 
 @dataclass(frozen=True)
