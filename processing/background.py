@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from pyplis import Img, PlumeBackgroundModel
+from pyplis import Img, LineOnImage, PlumeBackgroundModel
 from scipy.ndimage import gaussian_filter
 
 from controller.logging import get_logger
@@ -26,6 +26,8 @@ SKY_FIT_ROUNDS = 4
 SKY_CLIP_SIGMA = 1.5
 # floor of the sky spread (optical depth): noise-free or very smooth skies must not clip the sky away
 SKY_MIN_SPREAD = 0.01
+# the background mode whose optical depth is computed here rather than by pyplis (BandBackground._tau_mode5)
+FAST_MODE = 5
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class BandBackground:
         self.model = PlumeBackgroundModel(mode=mode)
         self.sky_side = sky_side
         self._ready = False
+        self._vert_line: LineOnImage | None = None  # mode 5: pyplis's vertical gradient line, built once
 
     def _init_areas(self, plume: Img) -> None:
         # Reference areas are found once, in the first plume image, and kept: the view does not move.
@@ -108,10 +111,12 @@ class BandBackground:
 
     def tau(self, intensity: np.ndarray, time: datetime | None = None) -> np.ndarray:
         """ln(I0/I) as float64, with pyplis's sky-area corrections for the mode."""
-        plume_arr = np.clip(intensity.astype(np.float64), MIN_INTENSITY, None)
-        plume = _img(plume_arr, time)
+        plume_arr = np.maximum(intensity, MIN_INTENSITY, dtype=np.float64)  # one new float64 array
         if not self._ready:
-            self._init_areas(plume)
+            self._init_areas(_img(plume_arr, time))
+        if self.mode == FAST_MODE and self.clear is not None and self.clear.shape == plume_arr.shape:
+            return self._tau_mode5(plume_arr)
+        plume = _img(plume_arr, time)
         if self.mode == 0:
             # Sky pixels: brighter than 90 % of the mean in the reference rectangles (pyplis find_sky_background).
             mean, _, _ = self.model.mean_in_rects(plume_arr)
@@ -122,6 +127,35 @@ class BandBackground:
         else:
             tau = self.model.get_tau_image(plume, _img(self.clear), check_state=False).img
         return np.asarray(tau, dtype=np.float64)
+
+    def _tau_mode5(self, plume: np.ndarray) -> np.ndarray:
+        """pyplis's mode 5 (`get_tau_image` then `correct_tau_curvature_ref_areas`) with its full-image steps done
+        once, in place: the vertical-line polynomial and the two rectangles' means only read their pixels, then each
+        row's and each column's offset are subtracted in the order pyplis does (equal to pyplis's to the last bit,
+        tests/processing/test_images.py). pyplis's own took ~3 ms per band in four passes and six full-image
+        temporaries; this two passes (hand-written for speed: the issue's 3x over the pyplis chain)."""
+        m = self.model
+        h, w = plume.shape
+        tau = np.divide(self.clear, plume, out=plume)  # both >= MIN_INTENSITY: pyplis's r <= 0 guard never fires
+        np.log(tau, out=tau)
+        col = m.ygrad_line_colnum
+        if self._vert_line is None or self._vert_line.x0 != col or self._vert_line.y1 != h:
+            self._vert_line = LineOnImage(col, 0, col, h)
+        profile = self._vert_line.get_line_profile(tau)
+        ygrid = np.linspace(0, h - 1, h, dtype=int)
+        mask = m.ygrad_line_mask
+        if mask is None or len(mask) != h:
+            stop = h if m.ygrad_line_stoprow is None else m.ygrad_line_stoprow
+            mask = (ygrid >= m.ygrad_line_startrow) & (ygrid <= stop)
+        rows = np.poly1d(np.polyfit(ygrid[mask], profile[mask], m.ygrad_line_polyorder))(ygrid)
+        r0, r1 = m.scale_rect, m.xgrad_rect
+        mean0, mean1 = (float((tau[r[1] : r[3], r[0] : r[2]] - rows[r[1] : r[3], None]).mean()) for r in (r0, r1))
+        x0, x1 = 0.5 * (r0[0] + r0[2]), 0.5 * (r1[0] + r1[2])
+        slope = (mean0 - mean1) / float(x0 - x1)
+        cols = (mean1 - slope * x1) + slope * np.linspace(0, w - 1, w, dtype=int)
+        tau -= rows[:, None]
+        tau -= cols
+        return tau
 
     def _tau_surface_fit(self, plume: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Mode 0 with sigma clipping: refit the sky surface without the pixels the last fit shows absorbing.

@@ -94,10 +94,9 @@ class DarkLibrary:
     def correct(self, band: str, shutter_us: int, raw: np.ndarray) -> tuple[np.ndarray, DarkMatch]:
         """Dark-corrected float64 image (never integer: small values may go negative before clipping)."""
         match = self.get(band, shutter_us)
-        img = raw.astype(np.float64)
-        if match.dark is not None and match.dark.shape == img.shape:
-            img = img - match.dark
-        return img, match
+        if match.dark is not None and match.dark.shape == raw.shape:
+            return np.subtract(raw, match.dark, dtype=np.float64), match  # one pass, no float copy of raw first
+        return raw.astype(np.float64), match
 
 
 @dataclass(frozen=True)

@@ -135,13 +135,19 @@ def fit_extinction(radiances: np.ndarray, distances: np.ndarray, ambient: float,
 def correct_tau(tau: np.ndarray, transmission: np.ndarray | float, mask: np.ndarray | None = None) -> np.ndarray:
     """Optical depth after light-dilution correction (module doc): τ_corr = -ln((e^-τ - 1 + T) / T) on `mask`."""
     t = np.clip(np.asarray(transmission), MIN_TRANSMISSION, 1.0)
-    ratio = (np.exp(-tau) - 1.0 + t) / t  # I_corr / I_bg
+    # ratio = (e^-τ - 1 + T) / T = I_corr / I_bg, the same operations in the same order, in place where possible
+    ratio = np.exp(np.negative(tau))
+    ratio -= 1.0
+    ratio = np.asarray(ratio + t)  # dtype and shape of τ and T together
+    ratio /= t
     # darker than the diluting air alone would make it: not plume in front of sky at that distance (terrain, an
     # obstacle): left as it is
     valid = ratio > MIN_TRANSMISSION
     if mask is not None:
         valid &= mask
-    return np.where(valid, -np.log(np.where(valid, ratio, 1.0)), tau)
+    np.log(ratio, out=ratio, where=valid)
+    np.negative(ratio, out=ratio, where=valid)
+    return np.where(valid, ratio, tau)
 
 
 @dataclass(frozen=True)
@@ -288,24 +294,37 @@ class DilutionCorrection:
         if "A" not in self.fits or "B" not in self.fits:
             raise ProcessingError("light dilution: fit both bands before correcting")
         aa = tau_a - tau_b
-        idx = np.flatnonzero(aa > self.aa_min)  # flat indices: take/put are ~2x faster than 2-D boolean masks
-        if np.ndim(plume_distance_m):
-            cols = self._column_distances(plume_distance_m)
-            dist = cols.take(idx % aa.shape[1]) if cols is not None else np.ravel(plume_distance_m).take(idx)
-        else:
-            dist = np.full(idx.size, plume_distance_m)
-        dist = dist.astype(np.float32)
+        flat = aa.reshape(-1)  # a view: aa is a new contiguous array
+        idx = np.flatnonzero(flat > self.aa_min)  # flat indices: take and assignment are ~2x faster than 2-D masks
         a, b = (np.ravel(t).take(idx).astype(np.float32) for t in (tau_a, tau_b))
-        ta, tb = (np.exp(np.float32(-self.fits[band].ext) * dist) for band in "AB")
-        np.put(aa, idx, correct_tau(a, ta) - correct_tau(b, tb))
+        cols = self._column_distances(plume_distance_m) if np.ndim(plume_distance_m) else None
+        if cols is not None:  # T per column (the same float32 values as per pixel), gathered by column
+            col = self._column_of(aa.shape).take(idx)
+            ta, tb = (np.exp(np.float32(-self.fits[band].ext) * cols).take(col) for band in "AB")
+        else:
+            if np.ndim(plume_distance_m):
+                dist = np.ravel(plume_distance_m).take(idx).astype(np.float32)
+            else:
+                dist = np.full(idx.size, plume_distance_m, dtype=np.float32)
+            ta, tb = (np.exp(np.float32(-self.fits[band].ext) * dist) for band in "AB")
+        flat[idx] = correct_tau(a, ta) - correct_tau(b, tb)
         return aa
 
+    def _column_of(self, shape: tuple[int, int]) -> np.ndarray:
+        """Column index of each flat pixel index (int32, made once per shape): no modulo over the plume pixels."""
+        if getattr(self, "_col_of_shape", None) != shape:
+            self._col_of = np.tile(np.arange(shape[1], dtype=np.int32), shape[0])
+            self._col_of_shape = shape
+        return self._col_of
+
     def _column_distances(self, dist_img: np.ndarray) -> np.ndarray | None:
-        """The plume distance per column when it does not vary down the columns (pyplis's geometry), else None."""
+        """The plume distance per column (float32) when it does not vary down the columns (pyplis's geometry), else
+        None."""
         key = id(dist_img)
         if getattr(self, "_cols_key", None) != key:
             col = dist_img[dist_img.shape[0] // 2]
-            self._cols = col if np.allclose(dist_img, col[None, :], rtol=1e-9) else None
+            same = np.allclose(dist_img, col[None, :], rtol=1e-9)
+            self._cols = col.astype(np.float32) if same else None
             self._cols_key = key
         return self._cols
 

@@ -223,12 +223,15 @@ class FlowVelocity:
         if not self.has_flow:
             return NO_VELOCITY
         lvl_line = self._line_at_level(line)
-        roi = lvl_line.get_rotated_roi_mask(self.engine.flow.shape[:2])  # pyplis caches it on the line
-        plume = self.plume_mask(lvl_line)
-        res = self._local_params(roi if plume is None else plume & roi)
+        # the ROI's bounding box: masks and flow vectors are selected there, not over the whole image (the same
+        # pixels in the same order)
+        box, roi = self._roi_box(lvl_line, self.engine.flow.shape[:2])
+        flow = self.engine.flow[box]
+        plume = self.plume_mask(lvl_line, box)
+        res = self._local_params(flow, roi if plume is None else plume & roi)
         if not np.isfinite(res["_len_mu_norm"]) or not np.isfinite(res["_dir_mu"]):
             # too few plume pixels for the histograms: the analysis of the whole ROI
-            res = self._local_params(roi)
+            res = self._local_params(flow, roi)
         if not np.isfinite(res["_len_mu_norm"]) or not np.isfinite(res["_dir_mu"]):
             return NO_VELOCITY
         pix_m = pix_size_m * 2**self.pyrlevel
@@ -240,20 +243,39 @@ class FlowVelocity:
         # the predominant flow direction decides which way the plume crosses: against the normal is as valid
         return LineVelocity(abs(float(v)), float(verr), frac, frac_ica, 1 if v >= 0 else -1)
 
-    def _local_params(self, mask: np.ndarray) -> dict:
+    def _roi_box(self, line: LineOnImage, shape: tuple[int, int]) -> tuple[tuple[slice, slice], np.ndarray]:
+        """The bounding box (slices) of the line's rotated ROI mask at `shape`, and the mask within it; once per
+        line and shape."""
+        key = (id(line), shape)
+        cache = self.__dict__.setdefault("_roi_boxes", {})
+        if key not in cache:
+            roi = line.get_rotated_roi_mask(shape)  # pyplis caches it on the line
+            ys, xs = np.nonzero(roi)
+            if ys.size:
+                box = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
+            else:
+                box = (slice(0, 0), slice(0, 0))
+            cache[key] = (box, roi[box])
+        return cache[key]
+
+    def _local_params(self, flow: np.ndarray, mask: np.ndarray) -> dict:
         """pyplis's local_flow_params analysis without its multi-Gauss fit (processing.flowhist)."""
         s = self.engine.settings
         return local_flow_params(
-            self.engine.flow, mask, self.engine.del_t, s.min_length, s.min_count_frac, SIGMA_TOL,
-            FineBinFarneback.LENGTH_BIN_PX,
-        )  # fmt: skip
+            flow, mask, self.engine.del_t, s.min_length, s.min_count_frac, SIGMA_TOL, FineBinFarneback.LENGTH_BIN_PX
+        )
 
-    def plume_mask(self, line: LineOnImage) -> np.ndarray | None:
-        """Pixels of the line's rotated ROI (flow level) whose AA exceeds PLUME_MASK_FRACTION of its maximum."""
+    def plume_mask(self, line: LineOnImage, box: tuple[slice, slice] | None = None) -> np.ndarray | None:
+        """Pixels of the line's rotated ROI (flow level) whose AA exceeds PLUME_MASK_FRACTION of its maximum; within
+        `box` (the ROI's bounding box, `_roi_box`) when given, else over the whole image."""
         img = self._first
         if img is None:
             return None
-        roi = line.get_rotated_roi_mask(img.shape)
+        if box is None:
+            roi = line.get_rotated_roi_mask(img.shape)
+        else:
+            _, roi = self._roi_box(line, img.shape)
+            img = img[box]
         vals = img[roi]
         vals = vals[np.isfinite(vals)]
         if vals.size == 0:

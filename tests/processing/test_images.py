@@ -12,7 +12,7 @@ from controller.errors import ProcessingError
 from controller.storage.names import ImageName
 from processing.background import BandBackground, choose_background
 from processing.darks import DarkLibrary
-from processing.images import ImageFile, scan_folder
+from processing.images import ImageFile, read_image, scan_folder
 from processing.pairing import pair_images
 from processing.registration import Registration
 
@@ -122,6 +122,35 @@ def test_optical_depth_of_a_synthetic_plume(mode: int) -> None:
     assert tau.dtype == np.float64
     assert abs(tau[120, 80] - 0.3) < 0.05
     assert abs(np.median(tau[5:40, 240:300])) < 0.02
+
+
+def test_mode5_optical_depth_equals_pyplis_get_tau_image(shared_data: Path) -> None:
+    """Our in-place mode 5 (BandBackground._tau_mode5) against pyplis's get_tau_image on a Villarrica plume image
+    and on a synthetic one: the same numbers, not just close."""
+    from pyplis import Img
+
+    from controller.config import Config
+    from processing.pipeline import build_setup
+
+    root = shared_data / "villarrica-2018-03-26"
+    scan = scan_folder(root)
+    setup = build_setup(Config(), scan)
+    h, w = 243, 324
+    yy, xx = np.mgrid[0:h, 0:w]
+    sky = 1000.0 * (1.0 + 0.2 * yy / h + 0.1 * xx / w)
+    synthetic = (sky, sky * np.exp(-0.3 * np.exp(-(((yy - 120) / 20.0) ** 2)) * (xx < 180)))
+    f = next(f for f in scan.plume if f.name.band == "A")
+    real, _ = setup.darks.correct("A", f.name.shutter_us, read_image(f.path))
+    for clear, plume in ((setup.clear["A"], real / (f.name.shutter_us * 1e-6)), synthetic):
+        bb = BandBackground(5, clear, sky_side="right")
+        ours = bb.tau(plume.copy())
+        ref = Img(np.clip(plume, 1e-3, None))
+        ref.edit_log["darkcorr"] = True
+        bg = Img(np.clip(clear, 1e-3, None))
+        bg.edit_log["darkcorr"] = True
+        theirs = bb.model.get_tau_image(ref, bg, check_state=False).img
+        assert ours.dtype == np.float64 and ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
 
 
 def test_registration_keeps_negative_and_fractional_optical_depth() -> None:
