@@ -26,8 +26,8 @@ from controller.config import Config
 from controller.errors import ProcessingError
 from controller.logging import get_logger
 from controller.storage.atomic import atomic_write_text
-from processing.calibration import CalibrationPoint, DoasCalibration, PlumeFrame, usable
-from processing.pipeline import FOV_FRAMES, Calibration
+from processing.calibration import Calibration, CalibrationPoint, DoasCalibration, PlumeFrame, usable
+from processing.pipeline import FOV_FRAMES
 
 
 def point_calibration(p: CalibrationPoint) -> Calibration:

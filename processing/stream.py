@@ -1,7 +1,7 @@
 """The one processing path: pairs and spectra, in the order they come, to emission rates, DOAS results, the
 calibration series and the daily products.
 
-`pycam process` (processing.pipeline.process_folder) feeds a folder's files in time order (a slot's spectrum before
+`pycam process` (processing.folder.process_folder) feeds a folder's files in time order (a slot's spectrum before
 its pair); the worker (processing.worker) feeds files as they land. Both call the same `Stream`, so the same files
 give the same rows. What could make them differ is handled here, not in either caller:
 

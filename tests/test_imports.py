@@ -62,10 +62,6 @@ def test_opening_sim_devices_imports_no_vendor_library():
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("controller", "states", "processing")
-# Cycles still being removed by another change; each is reported by name (and the mark goes when it is fixed).
-KNOWN_CYCLES = {
-    ("controller.timekeeping.chrony", "controller.timekeeping.clocksource"),  # field: chrony's lazy run_command
-}
 
 
 def module_graph(root=ROOT, packages=PACKAGES) -> dict[str, set[str]]:
@@ -148,14 +144,8 @@ def import_cycles(graph: dict[str, set[str]]) -> list[tuple[str, ...]]:
 
 
 def test_no_import_cycles_in_the_project():
-    cycles = [c for c in import_cycles(module_graph()) if c not in KNOWN_CYCLES]
+    cycles = import_cycles(module_graph())
     assert cycles == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
-
-
-@pytest.mark.xfail(reason="KNOWN_CYCLES: being removed by other changes (named in the failure)", strict=False)
-def test_no_known_import_cycle_is_left():
-    left = [c for c in import_cycles(module_graph()) if c in KNOWN_CYCLES]
-    assert left == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in left)
 
 
 def test_the_cycle_check_finds_a_cycle(tmp_path):

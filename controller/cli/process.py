@@ -31,7 +31,7 @@ from controller.errors import PycamError
 def process_cmd(folder: Path, config_path: Path | None, out: Path, as_json: bool) -> None:
     """Process a folder of images and spectra (original layout or flat) to SO2 emission rates."""
     from controller.logging import configure_logging
-    from processing.pipeline import process_folder
+    from processing.folder import process_folder
 
     try:
         cfg = load_config(config_path) if config_path else Config()

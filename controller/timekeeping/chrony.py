@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from controller.errors import ProtocolError
+from controller.timekeeping.commands import run_command
 
 Runner = Callable[[Sequence[str]], str | None]
 
@@ -123,11 +124,7 @@ class ChronyReader:
     name = "chrony"
 
     def __init__(self, runner: Runner | None = None, host: str = ""):
-        if runner is None:
-            from controller.timekeeping.clocksource import run_command
-
-            runner = run_command
-        self.runner = runner
+        self.runner = runner if runner is not None else run_command
         self.host = host
 
     def _chronyc(self, *args: str) -> str | None:

@@ -11,8 +11,6 @@ Also the pure NTP arithmetic the slave uses to measure its offset to the master 
 from __future__ import annotations
 
 import calendar
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 from controller.errors import ProtocolError
 from controller.timekeeping.chrony import ChronyReader, parse_tracking_csv
+from controller.timekeeping.commands import run_command
 
 Runner = Callable[[Sequence[str]], str | None]
 
@@ -54,17 +53,6 @@ def robust_offset(samples: Iterable[tuple[float, float]], keep: float = 0.5) -> 
 
 
 # ------------------------------------------------------------------------------------------------------- commands
-
-
-def run_command(cmd: Sequence[str], timeout_s: float = 5.0) -> str | None:
-    """stdout of a command, or None when it is not installed, fails or hangs."""
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout_s, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
 
 
 # ----------------------------------------------------------------------------------------------------------- RTC

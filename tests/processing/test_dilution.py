@@ -150,8 +150,8 @@ def test_configuration_errors_name_the_key():
 def test_villarrica_rates_with_and_without_light_dilution(repo_root, shared_data, tmp_path):
     """The closing note's figures: Villarrica emission rates corrected vs uncorrected (printed by pytest -s)."""
     from controller.config import load_config
+    from processing.folder import process_folder
     from processing.outputs import read_meta, read_series
-    from processing.pipeline import process_folder
 
     cfg = load_config(repo_root / "conf" / "villarrica.toml")
     assert cfg.processing.dilution_lines

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from processing.folder import process_folder
 from processing.outputs import read_series
-from processing.pipeline import process_folder
 from processing.worker import _ChildState
 from tests.processing.sim_frames import doas_sim_config, render_sequence, render_spectra
 

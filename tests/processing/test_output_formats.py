@@ -86,7 +86,7 @@ def test_doas_csv_loads_with_the_originals_loader_times_in_utc(tmp_path: Path):
 
 def test_every_csv_of_a_processing_run_loads_with_pandas_defaults(repo_root: Path, shared_data: Path, tmp_path):
     from controller.config import load_config
-    from processing.pipeline import process_folder
+    from processing.folder import process_folder
 
     cfg = load_config(repo_root / "conf" / "villarrica.toml")
     out = tmp_path / "out"

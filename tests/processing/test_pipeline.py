@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from controller.config import load_config
+from processing.folder import process_folder
 from processing.outputs import EMISSION_COLUMNS, meta_path, read_series
-from processing.pipeline import process_folder
 from tests.processing.sim_frames import T0, doas_sim_config, render_sequence, render_spectra
 
 
