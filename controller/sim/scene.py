@@ -111,11 +111,11 @@ def edlen_air_to_vacuum_nm(air_nm: np.ndarray) -> np.ndarray:
 def load_references(references_dir: str, lo: float = 238.0, hi: float = 410.0) -> References:
     """References on the scene's 0.01 nm grid in standard air from the vacuum tables of `references_dir`
     (Akima interpolation), or the built-in synthetic set when it is empty."""
-    from scipy.interpolate import Akima1DInterpolator
-
     grid = np.arange(lo, hi, HIRES_STEP_NM)
     if not references_dir:
         return _synthetic_references(grid)
+    from scipy.interpolate import Akima1DInterpolator  # only for real reference tables (the sim station's)
+
     folder = Path(references_dir)
     vacuum = edlen_air_to_vacuum_nm(grid)
     columns = {}

@@ -49,8 +49,11 @@ def describe_source(source: Any) -> str:
             return f"chrony unavailable ({source.get('error', '')})"
         if not source.get("synchronised"):
             return f"chrony not synchronised (selected: {source.get('selected')})"
-        return (f"chrony synchronised to {source.get('selected') or source.get('reference')} "
-                f"(stratum {source.get('stratum')}, leap {source.get('leap_status')})")  # fmt: skip
+        known = [
+            f"{k} {source[key]}" for k, key in (("stratum", "stratum"), ("leap", "leap_status")) if source.get(key)
+        ]
+        detail = f" ({', '.join(known)})" if known else ""
+        return f"chrony synchronised to {source.get('selected') or source.get('reference')}{detail}"
     if "best" in source:
         return f"best={source.get('best')} synchronised={source.get('synchronised')}"
     return str(source)

@@ -65,8 +65,12 @@ def clock_line(clock: dict) -> str:
 def clock_sources(clock: dict) -> list[str]:
     src = clock.get("source") if isinstance(clock.get("source"), dict) else {}
     sources = src.get("sources") or {}
-    if isinstance(sources, list):  # chrony's sources (the slave)
-        return [f"  {s.get('name')}: {s.get('state')}" for s in sources if isinstance(s, dict)]
+    if isinstance(sources, list):  # chrony's servers (the slave)
+        return [
+            f"  server {s.get('name')}: {s.get('state')}" + (f", stratum {s['stratum']}" if s.get("stratum") else "")
+            for s in sources
+            if isinstance(s, dict)
+        ]
     out = []
     for name, s in sorted(sources.items()):
         if not isinstance(s, dict):

@@ -58,5 +58,5 @@ def test_status_text_of_a_slave_with_chrony_servers_as_a_list_does_not_crash(tmp
     (tmp_path / "status.json").write_text(json.dumps(data))
     result = CliRunner().invoke(status_cmd, ["--state-dir", str(tmp_path)])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "clock: source chrony (synchronised to 169.254.231.1); offset -1.1 ms" in result.output
+    assert "clock: chrony synchronised to 169.254.231.1; offset -1.1 ms" in result.output
     assert "server 169.254.231.1: selected, stratum 10" in result.output
