@@ -55,6 +55,44 @@ def _wait(predicate, timeout_s: float) -> bool:
     return False
 
 
+class SupervisorPair:
+    """The master and slave supervisors as `pycam run` processes (what systemd starts), logs in `work`; `start`
+    waits until both acquire. A context manager: the processes are killed and the logs closed on exit."""
+
+    def __init__(self, work: Path, configs: tuple[Path, Path]):
+        self.work = work
+        self.configs = dict(zip(("master", "slave"), configs, strict=True))
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._logs: dict = {}
+        self.states = {r: work / r / "state" for r in self.configs}
+
+    def __enter__(self) -> SupervisorPair:
+        cmd = [sys.executable, "-c", "from controller.cli import main; main()", "run"]
+        for role, path in self.configs.items():
+            self._logs[role] = open(self.work / f"{role}.log", "wb")  # noqa: SIM115 - closed in __exit__
+            self.procs[role] = subprocess.Popen([*cmd, "--role", role, "--config", str(path)],
+                                                stdout=self._logs[role], stderr=subprocess.STDOUT)  # fmt: skip
+        return self
+
+    def acquiring(self, timeout_s: float) -> bool:
+        return _wait(lambda: all(read_status(d).get("state") == "acquire" for d in self.states.values()), timeout_s)
+
+    def stop(self) -> None:
+        """SIGTERM both and wait for their clean exit."""
+        for p in self.procs.values():
+            p.terminate()
+        for p in self.procs.values():
+            p.wait(60)
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for fh in self._logs.values():
+            fh.close()
+
+
 def _device_cpu(status: dict) -> float:
     return sum(float(d.get("device_cpu_s") or 0.0) for d in (status.get("devices") or {}).values())
 
@@ -118,58 +156,49 @@ def run_supervisor_bench(seconds: float = 60.0, period_s: float = 4.0, work_dir:
         shutil.rmtree(work / sub, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     mpath, spath = _configs(work, period_s)
-    cmd = [sys.executable, "-c", "from controller.cli import main; main()", "run"]
-    procs = {}
-    logs = {}
     try:
-        for role, path in (("master", mpath), ("slave", spath)):
-            logs[role] = open(work / f"{role}.log", "wb")  # noqa: SIM115 - closed in finally
-            procs[role] = subprocess.Popen([*cmd, "--role", role, "--config", str(path)], stdout=logs[role],
-                                           stderr=subprocess.STDOUT)  # fmt: skip
-        states = {r: work / r / "state" for r in procs}
-        if not _wait(lambda: all(read_status(d).get("state") == "acquire" for d in states.values()), 60):
-            return {"error": "the supervisors did not reach acquire", "status": {r: read_status(d) for r, d in
-                    states.items()}}  # fmt: skip
-        time.sleep(2 * period_s)  # warm-up: first slots, auto settings, imports done
-        ps = {r: psutil.Process(p.pid) for r, p in procs.items()}
-        t0 = time.monotonic()
-        cpu0 = {r: p.cpu_times() for r, p in ps.items()}
-        dev0 = {r: _device_cpu(read_status(states[r])) for r in ps}
-        time.sleep(seconds)
-        wall = time.monotonic() - t0
-        cpu1 = {r: p.cpu_times() for r, p in ps.items()}
-        dev1 = {r: _device_cpu(read_status(states[r])) for r in ps}
-        # The machine's load during the window: CPU time per unit of work grows on a crowded machine.
-        result: dict = {"seconds": round(wall, 1), "period_s": period_s, "load_average_1m": round(os.getloadavg()[0], 2),
-                        "cpu_percent_one_core": {}}  # fmt: skip
-        for r in ps:
-            used = (cpu1[r].user + cpu1[r].system) - (cpu0[r].user + cpu0[r].system)
-            # The status file is written every few seconds: the device figure lags by at most one write.
-            device = max(0.0, dev1[r] - dev0[r])
-            result["cpu_percent_one_core"][r] = {
-                "total": round(100 * used / wall, 3),
-                "sim_devices": round(100 * device / wall, 3),
-                "supervisor": round(100 * max(0.0, used - device) / wall, 3),
-            }
-        result["cpu_target_percent"] = CPU_TARGET_PERCENT
-        result["cpu_meets_target"] = all(
-            v["supervisor"] < CPU_TARGET_PERCENT for v in result["cpu_percent_one_core"].values()
-        )
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            p.wait(60)
+        with SupervisorPair(work, (mpath, spath)) as pair:
+            if not pair.acquiring(60):
+                return {"error": "the supervisors did not reach acquire",
+                        "status": {r: read_status(d) for r, d in pair.states.items()}}  # fmt: skip
+            time.sleep(2 * period_s)  # warm-up: first slots, auto settings, imports done
+            result = _cpu_figures(pair, seconds, period_s)
+            pair.stop()
         result["ab_spread"] = _spread(work)
         result["png"] = png_figures()
         if work_dir:
             result["work_dir"] = str(work)
         return result
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for fh in logs.values():
-            fh.close()
         if work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _cpu_figures(pair: SupervisorPair, seconds: float, period_s: float) -> dict:
+    """Each supervisor's CPU over `seconds` of acquisition, the simulated devices' rendering subtracted."""
+    states = pair.states
+    ps = {r: psutil.Process(p.pid) for r, p in pair.procs.items()}
+    t0 = time.monotonic()
+    cpu0 = {r: p.cpu_times() for r, p in ps.items()}
+    dev0 = {r: _device_cpu(read_status(states[r])) for r in ps}
+    time.sleep(seconds)
+    wall = time.monotonic() - t0
+    cpu1 = {r: p.cpu_times() for r, p in ps.items()}
+    dev1 = {r: _device_cpu(read_status(states[r])) for r in ps}
+    # The machine's load during the window: CPU time per unit of work grows on a crowded machine.
+    result: dict = {"seconds": round(wall, 1), "period_s": period_s, "load_average_1m": round(os.getloadavg()[0], 2),
+                    "cpu_percent_one_core": {}}  # fmt: skip
+    for r in ps:
+        used = (cpu1[r].user + cpu1[r].system) - (cpu0[r].user + cpu0[r].system)
+        # The status file is written every few seconds: the device figure lags by at most one write.
+        device = max(0.0, dev1[r] - dev0[r])
+        result["cpu_percent_one_core"][r] = {
+            "total": round(100 * used / wall, 3),
+            "sim_devices": round(100 * device / wall, 3),
+            "supervisor": round(100 * max(0.0, used - device) / wall, 3),
+        }
+    result["cpu_target_percent"] = CPU_TARGET_PERCENT
+    result["cpu_meets_target"] = all(
+        v["supervisor"] < CPU_TARGET_PERCENT for v in result["cpu_percent_one_core"].values()
+    )
+    return result

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -20,8 +18,8 @@ import urllib.request
 from pathlib import Path
 
 from controller.acquisition import CaptureJournal
-from controller.bench.supervisor import _configs, _wait
-from controller.sim.station import read_status, write_toml
+from controller.bench.supervisor import SupervisorPair, _configs
+from controller.sim.station import write_toml
 
 PATHS = ("", "api/status", "api/emissions", "img/A.png", "img/B.png", "img/AA.png", "metrics")
 
@@ -94,27 +92,18 @@ def run_web_bench(seconds: float = 40.0, period_s: float = 2.0, clients: int = 4
     mcfg["web"] = {"enabled": True, "bind": "127.0.0.1", "port": port}
     write_toml(mpath, mcfg)
     base = f"http://127.0.0.1:{port}/"
-    cmd = [sys.executable, "-c", "from controller.cli import main; main()", "run"]
-    procs, logs = {}, {}
     try:
-        for role, path in (("master", mpath), ("slave", spath)):
-            logs[role] = open(work / f"{role}.log", "wb")  # noqa: SIM115 - closed in finally
-            procs[role] = subprocess.Popen([*cmd, "--role", role, "--config", str(path)], stdout=logs[role],
-                                           stderr=subprocess.STDOUT)  # fmt: skip
-        states = {r: work / r / "state" for r in procs}
-        if not _wait(lambda: all(read_status(d).get("state") == "acquire" for d in states.values()), 90):
-            return {"error": "the supervisors did not reach acquire"}
-        time.sleep(2 * period_s)  # warm-up, as the supervisor benchmark
-        t0 = time.time()
-        time.sleep(seconds)
-        t1 = time.time()
-        with _Load(base, clients) as load:
+        with SupervisorPair(work, (mpath, spath)) as pair:
+            if not pair.acquiring(90):
+                return {"error": "the supervisors did not reach acquire"}
+            time.sleep(2 * period_s)  # warm-up, as the supervisor benchmark
+            t0 = time.time()
             time.sleep(seconds)
-        t2 = time.time()
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            p.wait(60)
+            t1 = time.time()
+            with _Load(base, clients) as load:
+                time.sleep(seconds)
+            t2 = time.time()
+            pair.stop()
         return {
             "seconds_per_phase": seconds, "period_s": period_s, "clients": clients,
             "without_page_load": _timing(work, t0, t1),
@@ -122,10 +111,4 @@ def run_web_bench(seconds: float = 40.0, period_s: float = 2.0, clients: int = 4
                                "requests_per_s": round(load.ok / (t2 - t1), 1), "mb_served": round(load.bytes / 2**20, 1)},
         }  # fmt: skip
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for fh in logs.values():
-            fh.close()
         shutil.rmtree(work, ignore_errors=True)

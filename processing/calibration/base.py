@@ -7,8 +7,11 @@ cells, DOAS). This module imports nothing of the pipeline: processing.pipeline i
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -125,3 +128,15 @@ def weighted_linear_fit(
     return LinearFit(
         float(slope), float(errs[0]), float(offset), float(errs[1]), r2, float(np.mean(resid**2)), int(x.size)
     )
+
+
+def save_pyplis_fits(data: Any, path: Path) -> Path:
+    """Save a pyplis calibration object (`save_as_fits`) as `path`, written whole before it takes the name."""
+    from astropy.io.fits.verify import VerifyWarning
+
+    tmp = path.with_name(path.stem.replace(".", "_") + "_tmp.fts")  # pyplis cuts the name at its first dot
+    with warnings.catch_warnings():  # pyplis's header keys (pos_x_abs, ...) are long: astropy says so each time
+        warnings.simplefilter("ignore", VerifyWarning)
+        data.save_as_fits(str(tmp.parent), tmp.name)
+    tmp.replace(path)  # a calibration file is refreshed (not station data: that is never replaced)
+    return path

@@ -14,20 +14,18 @@ the points show.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from astropy.io.fits.verify import VerifyWarning
 
 from controller.config import Config
 from controller.errors import ProcessingError
 from controller.logging import get_logger
 from controller.storage.names import cell_ppmm
-from processing.calibration.base import Calibration, LinearFit
+from processing.calibration.base import Calibration, LinearFit, save_pyplis_fits
 from processing.darks import DarkLibrary
 from processing.images import FolderScan, ImageFile, read_image, scan_folder
 
@@ -280,9 +278,4 @@ def save_pyplis_cell_calib(cal: CellCalibration, path: str | Path) -> Path:
         calib_id="aa",
         senscorr_mask=Img(np.ones((1, 1))),
     )
-    tmp = path.with_name(path.stem.replace(".", "_") + "_tmp.fts")  # pyplis cuts the name at its first dot
-    with warnings.catch_warnings():  # pyplis's header keys (pos_x_abs, ...) are long: astropy says so each time
-        warnings.simplefilter("ignore", VerifyWarning)
-        data.save_as_fits(str(tmp.parent), tmp.name)
-    tmp.replace(path)
-    return path
+    return save_pyplis_fits(data, path)

@@ -7,7 +7,6 @@ failed): the inputs are typed (`PlumeFrame`, `DoasResult.kind`) and anything els
 from __future__ import annotations
 
 import math
-import warnings
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,12 +14,11 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from astropy.io.fits.verify import VerifyWarning
 
 from controller.config import ProcessingConfig
 from controller.errors import ProcessingError
 from controller.logging import get_logger
-from processing.calibration.base import LinearFit, weighted_linear_fit
+from processing.calibration.base import LinearFit, save_pyplis_fits, weighted_linear_fit
 from processing.doas import DoasResult
 from processing.fov import FovResult, find_fov
 from processing.images import PLUME_KIND, ImageFile
@@ -320,9 +318,4 @@ def save_pyplis_doas_calib(
         senscorr_mask=Img(np.ones((1, 1))),
         fov=pyplis_fov,
     )
-    tmp = path.with_name(path.stem.replace(".", "_") + "_tmp.fts")  # pyplis cuts the name at its first dot
-    with warnings.catch_warnings():  # pyplis's header keys (pos_x_abs, ...) are long: astropy says so each time
-        warnings.simplefilter("ignore", VerifyWarning)
-        data.save_as_fits(str(tmp.parent), tmp.name)
-    tmp.replace(path)
-    return path
+    return save_pyplis_fits(data, path)
