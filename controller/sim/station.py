@@ -50,6 +50,7 @@ from controller.sim.observe import (
 )
 from controller.sim.pace import MIN_FRACTION, start_pace
 from controller.sim.procs import Proc, ProcessMonitor, read_status, wait_until
+from controller.sim.scene import ILS_FWHM_NM
 from controller.sim.summary import check_fault_visibility, summarize
 
 log = get_logger("sim.station")
@@ -168,8 +169,6 @@ def _free_port(host: str = "127.0.0.1") -> int:
 def write_scene_ils(path: Path) -> Path:
     """The sim spectrometer's instrument line shape (a Gaussian of the scene's FWHM) as an ILS file."""
     import numpy as np
-
-    from controller.sim.scene import ILS_FWHM_NM
 
     sigma = ILS_FWHM_NM / (2 * np.sqrt(2 * np.log(2)))
     x = np.arange(-2.0, 2.0001, 0.01)

@@ -30,6 +30,7 @@ from controller.acquisition.naming import capture_seconds
 from controller.config import Config
 from controller.errors import PycamError
 from controller.logging import get_logger
+from controller.storage.atomic import atomic_write_text
 from controller.supervisor.disk import DiskService
 from controller.supervisor.faultlog import FaultLog
 from controller.supervisor.services import ServiceContext, ServiceGroup, cancel, link_status
@@ -375,8 +376,6 @@ class Supervisor:
         return self.exit_code
 
     def _write_exit(self) -> None:
-        from controller.storage.atomic import atomic_write_text
-
         data = self.status.snapshot()
         data["exited"] = True
         try:
@@ -385,8 +384,7 @@ class Supervisor:
             self.log.warning("status_write_failed", error=str(e))
 
     async def fault_phase(self) -> None:
-        # The whole retry delay, whatever kicks the loop meanwhile (a fault noted by the failed boot itself kicks
-        # it): only a stop ends the wait early. Waking on every kick retried a persistent failure back-to-back.
+        # The whole delay whatever kicks the loop (the failed boot's own fault does): only a stop ends it early.
         until = self.clock.monotonic() + self.options.fault_retry_s
         while not self.stop_requested and (left := until - self.clock.monotonic()) > 0:
             await self.wait_kick(left)
