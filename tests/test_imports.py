@@ -157,3 +157,15 @@ def test_the_cycle_check_finds_a_cycle(tmp_path):
     (pkg / "b.py").write_text("def f():\n    from pkg.a import x\n")
     (pkg / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import a\n")
     assert import_cycles(module_graph(tmp_path, ("pkg",))) == [("pkg.a", "pkg.b")]
+
+
+def test_the_layout_stays_readable():
+    """Issue 9: no module over 500 lines, at most 15 modules at the top of controller/ (the rest in packages)."""
+    long = [
+        f"{p.relative_to(ROOT)}: {n} lines"
+        for pkg in PACKAGES
+        for p in sorted((ROOT / pkg).rglob("*.py"))
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500
+    ]
+    assert long == []
+    assert len(list((ROOT / "controller").glob("*.py"))) <= 15
