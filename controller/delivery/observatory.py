@@ -55,8 +55,9 @@ class Observatory:
         self.netns = f"pycam-obs{tag}"
         self.veth = (f"pvs{tag}"[:15], f"pvo{tag}"[:15])  # station end, observatory end
         pid = os.getpid() + 7919 * n
-        net = f"10.{100 + (pid >> 8) % 150}.{pid & 0xFF}"
-        self.addresses = (f"{net}.1", f"{net}.2")  # a /30 per observatory
+        # A link-local /30 per observatory (never a routable private range; the station link uses 169.254.231.x).
+        third, base = 100 + (pid >> 6) % 100, (pid & 0x3F) * 4
+        self.addresses = (f"169.254.{third}.{base + 1}", f"169.254.{third}.{base + 2}")
         self.host = self.addresses[1] if self.use_netns else "127.0.0.1"
         self.port = 22 if self.use_netns else _free_port()
         self.user = getpass.getuser()
