@@ -330,8 +330,9 @@ class DeviceRunner:
             stamp = slot_time if slot_time is not None else self._single_stamp(capture_time)
             name = f"{self.key}@{stamp:.0f}"  # for the log until the real name is known
             try:
-                name, data = await loop.run_in_executor(None, self._encode_named, result, stamp, kind)
-                await self._sink(name, data)
+                record, data = await loop.run_in_executor(None, self._encode_named, result, stamp, kind)
+                name = str(record)
+                await self._sink(record, data)  # the name as a record: the store does not parse it again
             except (StorageError, OSError) as e:
                 self._log.error("capture_store_failed", file=name, error=str(e))
                 self._on_event("store_failed", {"device": self.key, "file": name, "error": str(e)})
@@ -361,18 +362,18 @@ class DeviceRunner:
         names (NoFreeSecond when there is none)."""
         return float(self.names.claim_single(self.key, capture_time))
 
-    def _encode_named(self, result: Any, stamp: float, kind: str) -> tuple[str, bytes]:
+    def _encode_named(self, result: Any, stamp: float, kind: str) -> tuple[ImageName | SpectrumName, bytes]:
         """Encode, after the newest named second is durable (a restart never names that second again)."""
         self.names.persist()
         return self._encode(result, stamp, kind)
 
-    def _encode(self, result: Any, stamp: float, kind: str) -> tuple[str, bytes]:
+    def _encode(self, result: Any, stamp: float, kind: str) -> tuple[ImageName | SpectrumName, bytes]:
         when = _iso_utc(stamp)
         if self.key == "S":
             name = SpectrumName(when, int(result.integration_ms), int(result.coadd), kind)
-            return str(name), encode_spectrum(result.as_array())
+            return name, encode_spectrum(result.as_array())
         name = ImageName(when, self.key, int(round(result.gain)), int(result.exposure_us), kind)
-        return str(name), encode_png16(result.pixels)
+        return name, encode_png16(result.pixels)
 
     async def _auto_adjust(self, result: Any) -> None:
         cfg = self._settings()

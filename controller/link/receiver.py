@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 from controller.errors import ProtocolError, StorageError
 from controller.logging import get_logger
 from controller.storage.atomic import NameTaken, same_content
-from controller.storage.names import parse_name
+from controller.storage.names import ImageName, SpectrumName, parse_name
 
 
 class ChecksumMismatch(ProtocolError):
@@ -29,23 +29,27 @@ class NameConflict(ProtocolError):
     """A different file under a name the master already stored: neither copy may be lost or overwritten."""
 
 
+Name = str | ImageName | SpectrumName  # a record where the name was parsed already
+
+
 class ByteStore(Protocol):
-    def save_bytes(self, name: str, data: bytes) -> Path: ...
+    def save_bytes(self, name: Name, data: bytes) -> Path: ...
 
-    def temp_for(self, name: str) -> Path: ...
+    def temp_for(self, name: Name) -> Path: ...
 
-    def save_file(self, name: str, tmp: str | Path) -> Path: ...
+    def save_file(self, name: Name, tmp: str | Path) -> Path: ...
 
-    def exists(self, name: str) -> bool: ...
+    def exists(self, name: Name) -> bool: ...
 
-    def path_for(self, name: str) -> Path: ...
+    def path_for(self, name: Name) -> Path: ...
 
 
 class Incoming:
     """One file being received: its temp file, its running sha256 and size. Not thread-safe: one writer."""
 
-    def __init__(self, name: str, tmp: Path):
+    def __init__(self, name: str, tmp: Path, record: ImageName | SpectrumName):
         self.name = name
+        self.record = record  # the name parsed once (FileReceiver.begin)
         self.tmp = tmp
         self.size = 0
         self._digest = hashlib.sha256()
@@ -97,8 +101,8 @@ class FileReceiver:
     def begin(self, name: str) -> Incoming:
         """Start receiving `name`. FileNameError for a name that is not a canonical station file name (never a
         path from the network), StorageError when no temp file can be made."""
-        parse_name(name)
-        return Incoming(name, self.store.temp_for(name))
+        record = parse_name(name)  # once: the store gets the record, not the string again
+        return Incoming(name, self.store.temp_for(record), record)
 
     def finish(self, incoming: Incoming, sha256_hex: str) -> Literal["stored", "duplicate"]:
         """Verify and store a received file; its temp file is gone afterwards whatever happens. Raises
@@ -118,11 +122,11 @@ class FileReceiver:
     def _commit(self, incoming: Incoming, digest: str) -> Literal["stored", "duplicate"]:
         name = incoming.name
         try:
-            self.store.save_file(name, incoming.tmp)
+            self.store.save_file(incoming.record, incoming.tmp)
             return "stored"
         except NameTaken:
             pass
-        if same_content(self.store.path_for(name), digest):
+        if same_content(self.store.path_for(incoming.record), digest):
             return "duplicate"
         # The stored file is complete (atomic writes) and was acked once: never overwrite it. The sender keeps
         # its copy aside for a person instead of deleting it.

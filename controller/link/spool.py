@@ -17,7 +17,7 @@ from pathlib import Path
 from controller.errors import StorageError
 from controller.logging import get_logger
 from controller.storage.atomic import TEMP_PREFIX, atomic_create_bytes, link_unique, same_content, temp_path_for
-from controller.storage.names import parse_name
+from controller.storage.names import ImageName, SpectrumName, parse_name
 
 _SEQ_DIGITS = 12
 REJECTED_DIR = "rejected"
@@ -65,10 +65,10 @@ class Spool:
     def _path(self, name: str, seq: int) -> Path:
         return self.dir / f"{seq:0{_SEQ_DIGITS}d}.{name}"
 
-    def add(self, name: str, data: bytes) -> Path:
+    def add(self, name: str | ImageName | SpectrumName, data: bytes) -> Path:
         """Queue a capture under its station file name. A pending file of that name is never replaced: the same
         content again is a no-op (its path), other content is kept in rejected/ under a unique name (that path)."""
-        parse_name(name)
+        name = str(parse_name(name))  # a capture's record is not parsed again; a string from elsewhere is
         with self._write_lock:
             with self._lock:
                 old = self._index.get(name)

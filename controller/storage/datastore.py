@@ -56,14 +56,16 @@ class DataStore:
         self._log = get_logger("storage", root=str(self.root))
         self._tidied: set[Path] = set()  # folders already freed of stale temp files by this process
 
-    def _validated(self, name: str) -> ImageName | SpectrumName:
+    def _validated(self, name: str | ImageName | SpectrumName) -> ImageName | SpectrumName:
+        if isinstance(name, ImageName | SpectrumName):
+            return name  # parsed once where it came in (capture, link), passed on as a record
         if not isinstance(name, str) or name != Path(name).name or "\x00" in name or name.startswith("."):
             raise FileNameError(str(name), "must be a bare file name")
         return parse_name(name)
 
     def path_for(self, name: str | ImageName | SpectrumName) -> Path:
         """root/YYYY-MM-DD/name for a valid station file name."""
-        parsed = self._validated(str(name))
+        parsed = self._validated(name)
         return self.root / parsed.date_folder / str(parsed)
 
     def save_image(self, name: ImageName, pixels: np.ndarray) -> Path:
@@ -108,7 +110,7 @@ class DataStore:
             path = link_unique(tmp, self.root / ASIDE_DIR, str(self._validated(name)))
         finally:
             tmp.unlink(missing_ok=True)
-        self._log.error("file_kept_aside", name=name, path=str(path), why="a different file already has this name")
+        self._log.error("file_kept_aside", name=str(name), path=str(path), why="a different file already has this name")
         return path
 
     def _clean_stale_temps(self, folder: Path) -> None:

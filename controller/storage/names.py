@@ -152,8 +152,11 @@ def _canonical(parsed: _Parsed, name: str) -> _Parsed:
     return parsed
 
 
-def parse_name(name: str) -> ImageName | SpectrumName:
-    """Parse an image or spectrum file name (by its extension). Only the canonical form of a name is accepted."""
+def parse_name(name: str | ImageName | SpectrumName) -> ImageName | SpectrumName:
+    """Parse an image or spectrum file name (by its extension). Only the canonical form of a name is accepted.
+    A name parsed already (a record passed on from where it came in) is returned as it is, not parsed again."""
+    if isinstance(name, ImageName | SpectrumName):
+        return name
     if not isinstance(name, str) or len(name) > MAX_NAME_CHARS:
         raise FileNameError(str(name)[:60], f"not a station file name (longer than {MAX_NAME_CHARS} characters)")
     if name.endswith(".png"):

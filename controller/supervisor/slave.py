@@ -16,6 +16,7 @@ from controller.errors import LinkError
 from controller.link.slave import SlaveLink
 from controller.link.spool import Spool
 from controller.storage.atomic import atomic_write_text
+from controller.storage.names import ImageName, SpectrumName
 from controller.supervisor.actions import SupervisorActions
 from controller.supervisor.base import Supervisor
 from controller.supervisor.disk import DiskService
@@ -119,7 +120,7 @@ class SlaveSupervisor(Supervisor):
         self._stopped_by_master.set()
         self.kick.set()
 
-    async def _store(self, name: str, data: bytes) -> None:
+    async def _store(self, name: ImageName | SpectrumName, data: bytes) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.spool.add, name, data)
         self.link.spool_notify()
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from controller.errors import StorageError
 from controller.storage.atomic import NameTaken
 from controller.storage.datastore import DataStore
+from controller.storage.names import ImageName, SpectrumName
 
+FileName = ImageName | SpectrumName  # a name parsed once where it came in, passed on as a record
 Consumer = Callable[[str], None]
 
 
@@ -28,28 +30,28 @@ class StationStore:
         self.consumers: list[Consumer] = []
         self.saved = 0
 
-    def _refuse_when_paused(self, name: str) -> None:
+    def _refuse_when_paused(self, name: str | FileName) -> None:
         if self._paused():
             raise StorageError(f"{name}: the master's disk is full (acquisition paused); keep it and resend later")
 
-    def _stored(self, name: str) -> None:
+    def _stored(self, name: str | FileName) -> None:
         """Consumers must be thread-safe (called from executor threads; the worker's command queue is)."""
         self.saved += 1
         for consumer in self.consumers:
-            consumer(name)
+            consumer(str(name))
 
     # -- the link's writes (blocking, in an executor thread): refused while paused
-    def save_bytes(self, name: str, data: bytes) -> Path:
+    def save_bytes(self, name: str | FileName, data: bytes) -> Path:
         self._refuse_when_paused(name)
         path = self._store.save_bytes(name, data)
         self._stored(name)
         return path
 
-    def temp_for(self, name: str) -> Path:
+    def temp_for(self, name: str | FileName) -> Path:
         self._refuse_when_paused(name)
         return self._store.temp_for(name)
 
-    def save_file(self, name: str, tmp: str | Path) -> Path:
+    def save_file(self, name: str | FileName, tmp: str | Path) -> Path:
         self._refuse_when_paused(name)
         path = self._store.save_file(name, tmp)
         self._stored(name)
@@ -58,14 +60,14 @@ class StationStore:
     def exists(self, name: str) -> bool:
         return self._store.exists(name)
 
-    def path_for(self, name: str) -> Path:
+    def path_for(self, name: str | FileName) -> Path:
         return self._store.path_for(name)
 
     # -- the capture sink of the master's devices (a capture in flight when the pause came still lands)
-    async def sink(self, name: str, data: bytes) -> None:
+    async def sink(self, name: str | FileName, data: bytes) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._capture, name, data)
 
-    def _capture(self, name: str, data: bytes) -> None:
+    def _capture(self, name: str | FileName, data: bytes) -> None:
         try:
             self._store.save_bytes(name, data)
         except NameTaken:

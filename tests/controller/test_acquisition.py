@@ -30,7 +30,8 @@ class Stored:
     def __init__(self):
         self.names: list[str] = []
 
-    async def __call__(self, name: str, data: bytes) -> None:
+    async def __call__(self, record, data: bytes) -> None:
+        name = str(record)  # the runner hands the parsed name on as a record
         self.names.append(name)
 
 

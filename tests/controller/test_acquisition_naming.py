@@ -27,7 +27,8 @@ class Store:
         self.names: list[str] = []
         self.changed = asyncio.Event()
 
-    async def __call__(self, name: str, data: bytes) -> None:
+    async def __call__(self, record, data: bytes) -> None:
+        name = str(record)  # the runner hands the parsed name on as a record
         assert name not in self.names, f"{name} would be overwritten"
         self.names.append(name)
         self.changed.set()
