@@ -47,9 +47,9 @@ class ByteStore(Protocol):
 class Incoming:
     """One file being received: its temp file, its running sha256 and size. Not thread-safe: one writer."""
 
-    def __init__(self, name: str, tmp: Path, record: ImageName | SpectrumName):
-        self.name = name
+    def __init__(self, record: ImageName | SpectrumName, tmp: Path):
         self.record = record  # the name parsed once (FileReceiver.begin)
+        self.name = str(record)
         self.tmp = tmp
         self.size = 0
         self._digest = hashlib.sha256()
@@ -102,7 +102,7 @@ class FileReceiver:
         """Start receiving `name`. FileNameError for a name that is not a canonical station file name (never a
         path from the network), StorageError when no temp file can be made."""
         record = parse_name(name)  # once: the store gets the record, not the string again
-        return Incoming(name, self.store.temp_for(record), record)
+        return Incoming(record, self.store.temp_for(record))
 
     def finish(self, incoming: Incoming, sha256_hex: str) -> Literal["stored", "duplicate"]:
         """Verify and store a received file; its temp file is gone afterwards whatever happens. Raises

@@ -51,8 +51,6 @@ def clock_line(clock: dict) -> str:
         head = describe_source(src)
     elif src.get("best"):
         head = f"source {src['best']} (synchronised)"
-    elif src.get("source") and src.get("synchronised"):
-        head = f"source {src['source']} (synchronised to {src.get('selected') or src.get('reference') or '?'})"
     elif src:
         head = "no synchronised source"
     else:
