@@ -153,5 +153,5 @@ def soak_cmd(slots, period, rate, fault_every, size, seed, out, netns, as_json) 
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from e
     click.echo(json.dumps(summary, default=str) if as_json else format_soak(summary))
-    ok = summary["lost"] == 0 and summary["duplicates"] == 0 and summary["corrupt"] == 0
+    ok = summary["lost"] == 0 and summary["duplicates"] == 0 and summary["corrupt"] == 0 and summary["overwritten"] == 0
     sys.exit(0 if ok and summary["finished_cleanly"] else 1)

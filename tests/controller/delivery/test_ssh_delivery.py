@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from controller.config import config_from_dict
 from controller.delivery import make_delivery
 from controller.delivery.observatory import Observatory, sshd_available
+from tests.controller.supervisor.conftest import wait_for
 
 pytestmark = pytest.mark.skipif(not sshd_available(), reason="needs openssh-server, ssh-keygen and rsync")
 
@@ -32,14 +32,6 @@ def _config(tmp: Path, obs: Observatory, **delivery):
             ),
         }
     )
-
-
-async def _wait(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def _observatory(tmp: Path, netns: bool) -> Observatory:
@@ -64,13 +56,13 @@ def test_results_and_status_reach_the_observatory_and_stay_local(tmp_path, netns
             svc = make_delivery(cfg, processed)
             await svc.start()
             try:
-                await _wait(lambda: svc.status()["delivered_files"] == 3, 60, "3 files delivered")
+                await wait_for(lambda: svc.status()["delivered_files"] == 3, 60, "3 files delivered")
                 # A file written later is pushed too; a CSV that grew is sent again.
                 (processed / "2024-03-01" / "plot_2024-03-01.png").write_bytes(os.urandom(5000))
                 with open(processed / "emission_rates_line0_flow.csv", "a") as fh:
                     fh.write("2024-03-01 11:00:00,0.3\n")
                 svc.notify()
-                await _wait(
+                await wait_for(
                     lambda: svc.status()["delivered_files"] == 4 and svc.status()["state"] == "idle",
                     60, "the new and the changed file delivered",
                 )  # fmt: skip
@@ -113,14 +105,14 @@ def test_uplink_cut_mid_transfer_resumes_and_the_file_arrives_whole(tmp_path, ne
             svc = make_delivery(cfg, processed)
             await svc.start()
             try:
-                await _wait(lambda: in_flight() > 256 * 1024, 120, "the transfer under way")
+                await wait_for(lambda: in_flight() > 256 * 1024, 120, "the transfer under way")
                 obs.cut()
-                await _wait(lambda: svc.status()["state"] == "backoff", 120, "the run failing on the cut")
+                await wait_for(lambda: svc.status()["state"] == "backoff", 120, "the run failing on the cut")
                 cut_status = svc.status()
                 if netns:  # the server's rsync timed out and kept what it had (the next run resumes from it)
-                    await _wait(partial.exists, 120, "the partial file kept on the server")
+                    await wait_for(partial.exists, 120, "the partial file kept on the server")
                 obs.restore()
-                await _wait(lambda: svc.status()["backlog_files"] == 0 and svc.status()["state"] == "idle", 180,
+                await wait_for(lambda: svc.status()["backlog_files"] == 0 and svc.status()["state"] == "idle", 180,
                             "the queue drained")  # fmt: skip
                 return cut_status, svc.status()
             finally:
@@ -175,7 +167,7 @@ def test_the_last_push_at_stop_ends_although_the_logs_keep_changing(tmp_path):
                     await asyncio.sleep(0.01)
 
             task = asyncio.ensure_future(writer())
-            await _wait(log.exists, 10, "the log")
+            await wait_for(log.exists, 10, "the log")
             (processed / "summary_2024-03-01.json").write_text("{}")  # written just before the stop
             with capture_logs() as events:
                 await asyncio.wait_for(svc.stop(), 120)  # the safety net only
