@@ -99,6 +99,13 @@ class ProcessingConfig:
     dilution_distance_map: str = field(
         default="", metadata={"doc": "light dilution: .npy terrain distance (m) per pixel, NaN off terrain"}
     )
+    dilution_flat_field: str = field(
+        default="",
+        metadata={
+            "doc": "light dilution: .npy relative sensitivity per pixel (vignetting, pyplis's vign_mask) the terrain "
+            "and sky radiances are divided by before the fit (pyplis fits vignetting-corrected images); empty: none"
+        },
+    )
     dilution_ambient_roi: tuple[int, int, int, int] = field(
         default=(0, 0, 40, 20), metadata={"doc": "light dilution: sky region x0, y0, x1, y1 for the ambient radiance"}
     )
