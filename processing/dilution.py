@@ -7,9 +7,9 @@ band is fitted on dark terrain at known distances (pyplis `DilutionCorr.fit`, mo
     I_meas(d) = I0 · exp(-ε d) + I_A · (1 - exp(-ε d))
 
 (I0 the terrain's own radiance, I_A the ambient sky radiance, from a sky region). pyplis fits vignetting-corrected
-images: with `processing.dilution_flat_field` (a .npy of the lens's relative sensitivity) the terrain and sky
-radiances are divided by it first; without one the vignetting between the sky region and the terrain biases ε
-(~30 % on the sim scene's flank, tests/processing/test_dilution_sim.py). Each plume pixel is then corrected
+images: the pipeline divides each image by `processing.flat_field` (the lens's relative sensitivity, `read_flat_field`)
+first; without one the vignetting between the sky region and the terrain biases ε (+5-7 % on the sim scene's flank).
+Each plume pixel is then corrected
 before its optical depth is used (pyplis `correct_img`, Campion eq. 4):
 
     I_corr = (I - I_bg · (1 - T)) / T,    T = exp(-ε · d_plume)
@@ -225,32 +225,26 @@ class TerrainSamples:
         return cls(x.astype(float), y.astype(float), dist[y, x].astype(float), f"distance map {Path(path).name}")
 
 
-def read_flat_field(path: str, shape: tuple[int, int]) -> np.ndarray | None:
-    """processing.dilution_flat_field: relative sensitivity per pixel (float64, > 0), or None when not configured."""
+def read_flat_field(path: str) -> np.ndarray | None:
+    """processing.flat_field: relative sensitivity per pixel (float64, > 0), or None when not configured."""
     if not path:
         return None
     try:
         flat = np.load(path, allow_pickle=False).astype(np.float64)
     except (OSError, ValueError) as e:
-        raise ConfigError("processing.dilution_flat_field", f"{path}: {e}") from e
-    if flat.shape != tuple(shape):
-        raise ConfigError("processing.dilution_flat_field", f"{path} is {flat.shape}, the images {tuple(shape)}")
-    if not (np.all(np.isfinite(flat)) and flat.min() > 0):
-        raise ConfigError("processing.dilution_flat_field", f"{path}: values must be finite and > 0")
+        raise ConfigError("processing.flat_field", f"{path}: {e}") from e
+    if flat.ndim != 2 or not (np.all(np.isfinite(flat)) and flat.min() > 0):
+        raise ConfigError("processing.flat_field", f"{path}: must be a 2-D array of finite values > 0")
     return flat
 
 
 class DilutionCorrection:
     """Fits ε per band on the terrain samples and corrects optical depths (module doc)."""
 
-    def __init__(
-        self, samples: TerrainSamples, ambient_roi: tuple[int, int, int, int], aa_min: float,
-        flat: np.ndarray | None = None,
-    ) -> None:  # fmt: skip
+    def __init__(self, samples: TerrainSamples, ambient_roi: tuple[int, int, int, int], aa_min: float) -> None:
         self.samples = samples
         self.ambient_roi = ambient_roi
         self.aa_min = aa_min
-        self.flat = flat  # relative sensitivity per pixel (vignetting), or None
         self.fits: dict[str, ExtinctionFit] = {}
 
     @staticmethod
@@ -273,12 +267,9 @@ class DilutionCorrection:
         h, w = shape
         if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
             raise ConfigError("processing.dilution_ambient_roi", f"[{x0}, {y0}, {x1}, {y1}] is not a region of {w}x{h}")
-        return cls(
-            samples, (x0, y0, x1, y1), proc.dilution_plume_aa_min, read_flat_field(proc.dilution_flat_field, shape)
-        )
+        return cls(samples, (x0, y0, x1, y1), proc.dilution_plume_aa_min)
 
-    def ambient(self, intensity: np.ndarray, matrix: np.ndarray | None = None, flat: np.ndarray | None = None) -> float:
-        """Mean sky radiance in the ambient region (divided by `flat` there when given)."""
+    def ambient(self, intensity: np.ndarray, matrix: np.ndarray | None = None) -> float:
         x0, y0, x1, y1 = self.ambient_roi
         if matrix is not None:  # the region's corners through the registration (a sky region: no need to be exact)
             xs, ys = (matrix[0, 0] * np.array([x0, x1]) + matrix[0, 1] * np.array([y0, y1]) + matrix[0, 2],
@@ -286,17 +277,13 @@ class DilutionCorrection:
             h, w = intensity.shape
             x0, x1 = (int(np.clip(round(v), 0, w)) for v in sorted(xs))
             y0, y1 = (int(np.clip(round(v), 0, h)) for v in sorted(ys))
-        roi = np.s_[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]
-        return float(np.mean(intensity[roi] if flat is None else intensity[roi] / flat[roi]))
+        return float(np.mean(intensity[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]))
 
     def fit(self, band: str, intensity: np.ndarray, matrix: np.ndarray | None = None) -> ExtinctionFit:
         """ε of `band` from one dark-corrected, exposure-normalised image (kept as the band's current fit); `matrix`:
         the A -> B registration when `intensity` is a B image on its own grid."""
         rads = self.samples.radiances(intensity, matrix)
-        if self.flat is not None:  # vignetting-corrected radiances (the flat sampled where the image is)
-            rads = rads / self.samples.radiances(self.flat, matrix)
-        ambient = self.ambient(intensity, matrix, self.flat)
-        fit = fit_extinction(rads, self.samples.dist_m, ambient, band)
+        fit = fit_extinction(rads, self.samples.dist_m, self.ambient(intensity, matrix), band)
         if band not in self.fits:
             log.info("dilution_fit", band=band, ext_per_m=fit.ext, i0=fit.i0, ambient=fit.ambient, n=fit.n)
         self.fits[band] = fit
@@ -362,7 +349,6 @@ class DilutionCorrection:
             "corrected": bool(self.fits),
             "terrain": self.samples.source,
             "terrain_distance_m": [float(self.samples.dist_m.min()), float(self.samples.dist_m.max())],
-            "flat_field": self.flat is not None,
             "plume_aa_min": self.aa_min,
             **{f"band_{b}": f.as_dict() for b, f in sorted(self.fits.items())},
         }

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from controller.config import Config
-from controller.errors import ProcessingError
+from controller.errors import ConfigError, ProcessingError
 from controller.logging import get_logger
 from processing.background import BackgroundChoice, OpticalDepth, choose_background
 from processing.calibration import (
@@ -27,7 +27,7 @@ from processing.calibration import (
     default_calibration,
 )
 from processing.darks import DarkLibrary
-from processing.dilution import NOT_CORRECTED, DilutionCorrection
+from processing.dilution import NOT_CORRECTED, DilutionCorrection, read_flat_field
 from processing.emission import emission_rate, ica_mass, offset_line, pcs_lines, profile
 from processing.flow import CrossCorrelationVelocity, FlowVelocity, LineVelocity
 from processing.geometry import PlumeGeometry, geometry_from_config
@@ -100,6 +100,7 @@ class Setup:
     clear: dict[str, np.ndarray | None]
     registration: Registration
     calibration: Calibration
+    flat: np.ndarray | None = None  # processing.flat_field (vignetting), divided out of every image
 
 
 def _mean_clear(files: list[ImageFile], darks: DarkLibrary, band: str) -> np.ndarray | None:
@@ -121,7 +122,20 @@ def build_setup(cfg: Config, scan: FolderScan, calibration: Calibration | None =
     choice = choose_background(cfg.processing.background_mode, {b: clear[b] is not None for b in clear})
     reg_path = cfg.processing.registration
     registration = Registration.from_file(reg_path) if reg_path else Registration()
-    return Setup(darks, choice, clear, registration, calibration or default_calibration(cfg))
+    flat = read_flat_field(cfg.processing.flat_field)
+    if flat is not None:
+        clear = {
+            b: None if c is None else _flat_corrected(c, flat, cfg.processing.flat_field) for b, c in clear.items()
+        }
+    return Setup(darks, choice, clear, registration, calibration or default_calibration(cfg), flat)
+
+
+def _flat_corrected(img: np.ndarray, flat: np.ndarray, path: str) -> np.ndarray:
+    """`img` divided by the flat field in place (vignetting corrected)."""
+    if flat.shape != img.shape:
+        raise ConfigError("processing.flat_field", f"{path} is {flat.shape}, the images {img.shape}")
+    img /= flat
+    return img
 
 
 class PairProcessor:
@@ -141,6 +155,10 @@ class PairProcessor:
         self.dilution: DilutionCorrection | None = None
         self._ext: dict[datetime, tuple[float, float]] = {}  # per pair time, from aa_image to process_aa
         self._pool: ThreadPoolExecutor | None = None  # the two bands of a pair in parallel (aa_image)
+        # The last pair's AA as the DOAS calibration needs it: not corrected for light dilution, since the spectrometer
+        # sees the plume through the same air (both diluted alike, their ratio is not; pyplis calibrates uncorrected
+        # images too), then applied to the corrected AA. The AA itself when light dilution is not corrected.
+        self.calibration_aa: np.ndarray | None = None
 
     def _init_shape(self, shape: tuple[int, int]) -> None:
         proc = self.cfg.processing
@@ -172,12 +190,13 @@ class PairProcessor:
         """processing.dilution: ε per band fitted on this pair's terrain (B sampled through the registration), then
         AA from both optical depths corrected."""
         d = self.dilution
+        self.calibration_aa = tau_a - tau_b
         try:
             d.fit("A", intensity["A"])
             d.fit("B", intensity["B"], self.setup.registration.matrix)
         except ProcessingError as e:
             log.warning("dilution_fit_failed", time=str(time), error=str(e))
-            return tau_a - tau_b
+            return self.calibration_aa
         if len(self._ext) > 256:  # pairs whose AA never reached process_aa
             self._ext.clear()
         self._ext[time] = (d.fits["A"].ext, d.fits["B"].ext)
@@ -187,6 +206,8 @@ class PairProcessor:
         """One band of a pair: dark-corrected intensity per second of exposure, optical depth, the dark used."""
         img, match = self.setup.darks.correct(band, f.name.shutter_us, read_image(f.path))
         img *= 1e6 / f.name.shutter_us
+        if self.setup.flat is not None:
+            _flat_corrected(img, self.setup.flat, self.cfg.processing.flat_field)
         return img, self.optical_depth.tau(band, img, time), f"{band}:{match.description}"
 
     def aa_image(self, pair: ImagePair) -> tuple[np.ndarray, str]:
@@ -204,7 +225,8 @@ class PairProcessor:
             if self.geometry is None or self.geometry.shape != tau_a.shape:
                 self._init_shape(tau_a.shape)
             return self._corrected_aa(pair.time, intensity, tau_a, tau_b), " ".join(dark_desc)
-        return tau_a - tau_b, " ".join(dark_desc)
+        self.calibration_aa = tau_a - tau_b
+        return self.calibration_aa, " ".join(dark_desc)
 
     def process(self, pair: ImagePair, calibration: Calibration | None = None) -> PairResult:
         aa, dark_desc = self.aa_image(pair)

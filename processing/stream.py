@@ -12,6 +12,8 @@ give the same rows. What could make them differ is handled here, not in either c
 - The last LOOKBACK AA frames are kept before the first Plume spectrum, so the frame of the slot whose spectrum
   starts the DOAS calibration enters the FOV search however the two arrived.
 - Each spectrum is fitted after subtracting its matched dark spectrum (processing.darks.SpectrumDarks).
+- With light dilution corrected, the DOAS calibration is fitted on the uncorrected AA (the spectra are diluted
+  alike) and applied to the corrected AA (processing.pipeline.PairProcessor.calibration_aa).
 """
 
 from __future__ import annotations
@@ -228,11 +230,13 @@ class Stream:
             self.on_pair(pair.key, 0)  # a broken pair is not retried forever
             return
         aa32 = aa.astype(np.float32)
+        cal_aa = self.processor.calibration_aa  # not corrected for light dilution, as the spectra (pipeline.py)
+        cal32 = aa32 if cal_aa is aa else cal_aa.astype(np.float32)
         if self.livecal is None:
-            self.recent.append((pair, aa32))
+            self.recent.append((pair, cal32))
             self._finish_pair(_Held(pair, aa32, dark_desc))
             return
-        self._add_frame(pair, aa32)
+        self._add_frame(pair, cal32)
         self.held.append(_Held(pair, aa32, dark_desc))
         self._release()
 

@@ -99,11 +99,12 @@ class ProcessingConfig:
     dilution_distance_map: str = field(
         default="", metadata={"doc": "light dilution: .npy terrain distance (m) per pixel, NaN off terrain"}
     )
-    dilution_flat_field: str = field(
+    flat_field: str = field(
         default="",
         metadata={
-            "doc": "light dilution: .npy relative sensitivity per pixel (vignetting, pyplis's vign_mask) the terrain "
-            "and sky radiances are divided by before the fit (pyplis fits vignetting-corrected images); empty: none"
+            "doc": ".npy relative sensitivity per pixel of both cameras (vignetting, pyplis's vign_mask): each image "
+            "is divided by it before its optical depth and the light-dilution fit, as pyplis corrects vignetting; "
+            "empty: none"
         },
     )
     dilution_ambient_roi: tuple[int, int, int, int] = field(
