@@ -73,6 +73,10 @@ SPEC_ELECTRONS_PER_COUNT = 0.15
 SPEC_READ_NOISE = 8.0
 N_TEXTURE_MODES = 6
 N_FINE_MODES = 4  # small-scale texture (8-24 px): the spectrometer's FOV disk mean depends on its radius
+# The sim station's air: at the scene's 5 km, 74 % (on-band) and 80 % (off-band) of the plume's signal reach the
+# cameras (issue 12: 69-78 % at 5 km and 310 nm with pyplis's Etna coefficients)
+SIM_AIR = {"extinction_a_per_m": 6e-5, "extinction_b_per_m": 4.5e-5}
+FLAT_FIELD_NAME = "flat_field.npy"
 
 
 def pixel_size_m(sim: SimConfig, camera: CameraConfig) -> float:
@@ -149,6 +153,15 @@ def _synthetic_references(grid: np.ndarray) -> References:
     o3 = 3.6e-19 * np.exp(-(grid - 300.0) / 7.0)
     ring = (1.0 - lines) * 0.5 - np.mean((1.0 - lines) * 0.5)
     return References(grid, solar, so2, o3, ring, "built-in synthetic")
+
+
+def station_dilution(out: Path, seed: int, size: tuple[int, int]) -> dict:
+    """The `processing` entries a sim station has for light dilution: the scene's dilution lines with distances read
+    off a map, a sky region, and the lens's flat field as a lab measures it (written to `out`) — never ε."""
+    scene = SimScene(SimConfig(seed=seed), CameraConfig(width=size[0], height=size[1]), SpectrometerConfig())
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / FLAT_FIELD_NAME, scene.flat_field())
+    return {**scene.dilution_lines(), "flat_field": str(out / FLAT_FIELD_NAME)}
 
 
 def scene_ils_kernel(step_nm: float) -> np.ndarray:

@@ -50,14 +50,13 @@ from controller.sim.observe import (
 )
 from controller.sim.pace import MIN_FRACTION, start_pace
 from controller.sim.procs import Proc, ProcessMonitor, read_status, wait_until
-from controller.sim.scene import ILS_FWHM_NM
+from controller.sim.scene import ILS_FWHM_NM, SIM_AIR, station_dilution
 from controller.sim.summary import check_fault_visibility, summarize
 
 log = get_logger("sim.station")
 
 
 DAY = datetime(2024, 3, 1, tzinfo=UTC)
-
 
 WINDOW_START = DAY + timedelta(hours=11)
 
@@ -222,11 +221,12 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         "clock": {"backend": "sim", "tolerance_ms": 50.0 * max(1.0, scale / 10), "sync_samples": 5, "resync_s": 600.0},
         "sim": {
             "seed": run.seed, "time_scale": scale, "wind_speed_m_s": SIM_WIND_M_S,
-            "emission_rate_kg_s": SIM_EMISSION_KG_S,
+            "emission_rate_kg_s": SIM_EMISSION_KG_S, **SIM_AIR,
         },
         "processing": {
             "enabled": run.processing, "velocity_method": "xcorr", "flow_pyrlevel": 2, "background_mode": 0,
             "plume_distance_m": SIM_PLUME_DISTANCE_M, "plume_distance_err_m": SIM_PLUME_DISTANCE_ERR_M,
+            **station_dilution(out, run.seed, run.image_size),  # light dilution: what a station knows of its terrain
         },
         "logging": {"format": "json", "level": run.log_level},
     }  # fmt: skip
