@@ -301,11 +301,13 @@ class SimScene:
 
     def flat_field(self, frames: int = 16) -> np.ndarray:
         """The lens's relative sensitivity as a lab measures it (pyplis's vignetting mask): the mean of `frames`
-        frames of a uniform source at ~3/4 of full scale, shot noise included, divided by its maximum (float32)."""
+        frames of a uniform source at ~3/4 of full scale, shot noise included, divided by its mean in the centre
+        (float32)."""
         rng = np.random.default_rng([self.sim.seed, 0xF1A7])
         electrons = 0.75 * ((1 << self.camera.bit_depth) - 1) * ELECTRONS_PER_DN * self._vignetting
         mean = rng.poisson(electrons * frames) / frames
-        return (mean / mean.max()).astype(np.float32)
+        cy, cx = self.height // 2, self.width // 2
+        return (mean / mean[cy - 10 : cy + 11, cx - 10 : cx + 11].mean()).astype(np.float32)
 
     @functools.cached_property
     def _terrain_factor(self) -> dict[str, np.ndarray]:
