@@ -50,7 +50,7 @@ from controller.sim.observe import (
 )
 from controller.sim.pace import MIN_FRACTION, start_pace
 from controller.sim.procs import Proc, ProcessMonitor, read_status, wait_until
-from controller.sim.scene import ILS_FWHM_NM, SIM_AIR, station_dilution
+from controller.sim.scene import ILS_FWHM_NM, station_dilution
 from controller.sim.summary import check_fault_visibility, summarize
 
 log = get_logger("sim.station")
@@ -221,7 +221,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         "clock": {"backend": "sim", "tolerance_ms": 50.0 * max(1.0, scale / 10), "sync_samples": 5, "resync_s": 600.0},
         "sim": {
             "seed": run.seed, "time_scale": scale, "wind_speed_m_s": SIM_WIND_M_S,
-            "emission_rate_kg_s": SIM_EMISSION_KG_S, **SIM_AIR,
+            "emission_rate_kg_s": SIM_EMISSION_KG_S,
         },
         "processing": {
             "enabled": run.processing, "velocity_method": "xcorr", "flow_pyrlevel": 2, "background_mode": 0,
