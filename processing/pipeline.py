@@ -155,10 +155,6 @@ class PairProcessor:
         self.dilution: DilutionCorrection | None = None
         self._ext: dict[datetime, tuple[float, float]] = {}  # per pair time, from aa_image to process_aa
         self._pool: ThreadPoolExecutor | None = None  # the two bands of a pair in parallel (aa_image)
-        # The last pair's AA as the DOAS calibration needs it: not corrected for light dilution, since the spectrometer
-        # sees the plume through the same air (both diluted alike, their ratio is not; pyplis calibrates uncorrected
-        # images too), then applied to the corrected AA. The AA itself when light dilution is not corrected.
-        self.calibration_aa: np.ndarray | None = None
 
     def _init_shape(self, shape: tuple[int, int]) -> None:
         proc = self.cfg.processing
@@ -190,13 +186,12 @@ class PairProcessor:
         """processing.dilution: ε per band fitted on this pair's terrain (B sampled through the registration), then
         AA from both optical depths corrected."""
         d = self.dilution
-        self.calibration_aa = tau_a - tau_b
         try:
             d.fit("A", intensity["A"])
             d.fit("B", intensity["B"], self.setup.registration.matrix)
         except ProcessingError as e:
             log.warning("dilution_fit_failed", time=str(time), error=str(e))
-            return self.calibration_aa
+            return tau_a - tau_b
         if len(self._ext) > 256:  # pairs whose AA never reached process_aa
             self._ext.clear()
         self._ext[time] = (d.fits["A"].ext, d.fits["B"].ext)
@@ -225,8 +220,7 @@ class PairProcessor:
             if self.geometry is None or self.geometry.shape != tau_a.shape:
                 self._init_shape(tau_a.shape)
             return self._corrected_aa(pair.time, intensity, tau_a, tau_b), " ".join(dark_desc)
-        self.calibration_aa = tau_a - tau_b
-        return self.calibration_aa, " ".join(dark_desc)
+        return tau_a - tau_b, " ".join(dark_desc)
 
     def process(self, pair: ImagePair, calibration: Calibration | None = None) -> PairResult:
         aa, dark_desc = self.aa_image(pair)
