@@ -25,10 +25,10 @@ def test_chain_bench_times_ours_and_the_pyplis_chain_side_by_side(shared_data):
     # the two chains compute the same thing: their flow emission rates agree pair by pair (measured: median 3 %,
     # at most 7 %: ε from whole terrain pixels in pyplis's DilutionCorr, its multi-Gauss fit against ours)
     flow = out["flux_vs_pyplis"]["flow"]
-    assert flow["pairs_compared"] >= 8
+    assert flow["pairs_compared"] >= 10
     assert flow["median_rel_diff"] < 0.1 and flow["max_rel_diff"] < 0.25
     lines = out["flux_vs_pyplis"]["per_pair"]  # "<time> <line>_<method> ours/pyplis ...", one per pair
-    assert len(lines) >= 8 and all(" 1_flow " in line or " 2_flow " in line for line in lines)
+    assert len(lines) >= 5 and all(" 1_flow " in line or " 2_flow " in line for line in lines)
 
 
 @pytest.fixture(scope="module")
