@@ -51,14 +51,21 @@ def cell_ppmm(kind: str) -> int | None:
 def format_time(ts: float | datetime) -> str:
     if not isinstance(ts, datetime):
         ts = datetime.fromtimestamp(ts, tz=UTC)
-    return ts.strftime(TIME_FORMAT)
+    if ts.year < 1000:
+        return ts.strftime(TIME_FORMAT)  # never parsed back (four year digits): kept as strftime writes it
+    # TIME_FORMAT written out: a data store's start-up scan formats every name it holds (canonical check)
+    return f"{ts.year}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}{ts.minute:02d}{ts.second:02d}"
 
 
 def _parse_time(text: str, name: str) -> datetime:
+    """TIME_FORMAT read by hand (strptime is most of a parse's cost, and a start-up scan parses every name)."""
     if not _TIME.match(text):
         raise FileNameError(name, f"time field {text[:40]!r} is not YYYY-MM-DDTHHMMSS")
     try:
-        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
+        return datetime(
+            int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[13:15]), int(text[15:17]),
+            tzinfo=UTC,
+        )  # fmt: skip
     except ValueError as e:
         raise FileNameError(name, f"time field {text!r} is not YYYY-MM-DDTHHMMSS") from e
 
@@ -66,6 +73,7 @@ def _parse_time(text: str, name: str) -> datetime:
 class _TimedName:
     """What image and spectrum names share: the capture time, as the time key and the date folder."""
 
+    __slots__ = ()  # records are slotted: a data store's index holds one per stored file
     time: datetime
 
     @property
@@ -74,10 +82,10 @@ class _TimedName:
 
     @property
     def date_folder(self) -> str:
-        return self.time.strftime("%Y-%m-%d")
+        return self.time_key[:10]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageName(_TimedName):
     time: datetime
     band: str  # "A" or "B"
@@ -110,7 +118,7 @@ class ImageName(_TimedName):
         return _canonical(cls(t, FILTER_TO_BAND[fltr], gain, shutter_us, kind, darkcorr), name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpectrumName(_TimedName):
     time: datetime
     integration_ms: int
