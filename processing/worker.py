@@ -26,7 +26,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.config import Config
 from controller.errors import FileNameError
@@ -35,6 +35,9 @@ from controller.storage.atomic import atomic_write_text
 from controller.storage.names import ImageName, SpectrumName, parse_name
 from processing.events import Backlog, Idle, PairDone, SpectrumDone, Stopped, WorkerEvent
 from processing.memory import fix_mmap_threshold
+
+if TYPE_CHECKING:
+    from processing.images import ImageFile
 
 log = get_logger("processing.worker")
 
@@ -106,7 +109,7 @@ class _ChildState:
         self.events = events
         out_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(out_dir / JOURNAL_NAME)
-        self.pending: OrderedDict[str, dict[str, Path]] = OrderedDict()
+        self.pending: OrderedDict[str, dict[str, ImageFile]] = OrderedDict()  # the halves, with their parsed names
         self.max_pending = max(8, cfg.processing.ring_buffer * 4)
         self.stream = Stream(cfg, out_dir, on_pair=self._pair_done, on_spectrum=self._spectrum_done)
         self._setup_key: tuple[int, int] | None = None
@@ -178,9 +181,11 @@ class _ChildState:
             files += [p for p in folder.rglob("*") if p.is_file()]
         return files
 
-    def _remember(self, name: ImageName, path: Path) -> dict[str, Path]:
+    def _remember(self, name: ImageName, path: Path) -> dict[str, ImageFile]:
+        from processing.images import ImageFile
+
         slot = self.pending.setdefault(name.time_key, {})
-        slot[name.band] = path
+        slot[name.band] = ImageFile(path, name)
         self.pending.move_to_end(name.time_key)
         while len(self.pending) > self.max_pending:
             self.pending.popitem(last=False)
@@ -221,19 +226,19 @@ class _ChildState:
         match = None
         for key, slot in self.pending.items():
             if other in slot:
-                dt = abs(ImageName.parse(slot[other].name).time.timestamp() - t)
+                dt = abs(slot[other].name.time.timestamp() - t)
                 if dt <= tol and (match is None or dt < match[0]):
                     match = (dt, key)
         if match is None:
             return
-        other_path = self.pending[match[1]].pop(other)
+        other_half = self.pending[match[1]].pop(other)
         if not self.pending[match[1]]:
             del self.pending[match[1]]
         mine = self.pending.get(name.time_key, {})
         mine.pop(name.band, None)
         if not mine:
             self.pending.pop(name.time_key, None)
-        files = [ImageFile(p, ImageName.parse(p.name)) for p in (path, other_path)]
+        files = [ImageFile(path, name), other_half]  # parsed once, where the name came in
         held = {h.pair.key for h in self.stream.held}
         for pair in pair_images(files, tol)[0]:
             if ("pairs", pair.key) not in self.journal and pair.key not in held:

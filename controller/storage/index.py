@@ -94,7 +94,7 @@ class StoreIndex:
             except FileNameError:
                 foreign.append(f"{entry.name}/{name}")
                 continue
-            if record.date_folder != entry.name or not item.is_file(follow_symlinks=False):
+            if name[:10] != entry.name or not item.is_file(follow_symlinks=False):  # (a canonical name's date)
                 foreign.append(f"{entry.name}/{name}")  # misplaced, or a folder with a file's name
                 continue
             records.add(record)
@@ -129,7 +129,7 @@ class StoreIndex:
             return sorted(self._days)
 
     def day(self, day: str) -> list[FileName]:
-        """The records of one date folder, in time order (then by name)."""
+        """The records of one date folder, in time order (`_order`)."""
         self.scan()
         with self._lock:
             records = list(self._days.get(day, ()))
@@ -175,7 +175,10 @@ class StoreIndex:
 
 
 def _order(record: FileName) -> tuple:
-    return (record.time, str(record))
+    """Time order; within a second the spectrum, then A, then B (as their names sort), then by type."""
+    if isinstance(record, ImageName):
+        return (record.time, record.band, record.kind, record.darkcorr, record.gain, record.shutter_us)
+    return (record.time, "", record.kind, False, record.integration_ms, record.coadd)
 
 
 def _latest(images: list[ImageName]) -> dict[str, ImageName]:

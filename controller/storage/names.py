@@ -7,6 +7,7 @@ Spectra: {time:%Y-%m-%dT%H%M%S}_{int_ms}ss_{coadd}coadd_{type}.npy
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -22,13 +23,14 @@ PLAIN_TYPES = ("Plume", "Dark", "Clear", "Test")
 MAX_DIGITS = 9
 MAX_NAME_CHARS = 128
 _NUMBER = f"(?:0|[1-9][0-9]{{0,{MAX_DIGITS - 1}}})"
+_NUMBER_RE = re.compile(_NUMBER)
 _CELL = re.compile(rf"^({_NUMBER})ppmm$")
 _TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{6}$")
 
 
 def _number(field: str, suffix: str, name: str, what: str) -> int:
     """The integer of a `<N><suffix>` field in canonical form, else FileNameError naming the field."""
-    if field.endswith(suffix) and re.fullmatch(_NUMBER, field[: -len(suffix)]):
+    if field.endswith(suffix) and _NUMBER_RE.fullmatch(field[: -len(suffix)]):
         return int(field[: -len(suffix)])
     raise FileNameError(
         name, f"{what} field {field[:40]!r} is not <integer>{suffix} (ASCII digits, no leading zeros, <= {MAX_DIGITS})"
@@ -114,7 +116,7 @@ class ImageName(_TimedName):
             raise FileNameError(name, f"filter field {fltr!r} is not fltrA or fltrB")
         gain = _number(gain_s, "ag", name, "gain")
         shutter_us = _number(ss_s, "ss", name, "shutter")
-        _check_kind(kind, name)
+        kind = _check_kind(kind, name)
         return _canonical(cls(t, FILTER_TO_BAND[fltr], gain, shutter_us, kind, darkcorr), name)
 
 
@@ -139,16 +141,17 @@ class SpectrumName(_TimedName):
         t = _parse_time(time_s, name)
         integration_ms = _number(ss_s, "ss", name, "integration")
         coadd = _number(co_s, "coadd", name, "co-add")
-        _check_kind(kind, name)
+        kind = _check_kind(kind, name)
         return _canonical(cls(t, integration_ms, coadd, kind), name)
 
 
 _Parsed = TypeVar("_Parsed", ImageName, SpectrumName)
 
 
-def _check_kind(kind: str, name: str) -> None:
+def _check_kind(kind: str, name: str) -> str:
+    """The capture type, interned: a data store's index holds a record per stored file, most of one type."""
     try:
-        check_type(kind)
+        return sys.intern(check_type(kind))
     except ValueError as e:
         raise FileNameError(name, str(e)) from e
 
