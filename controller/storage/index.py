@@ -57,9 +57,16 @@ class StoreIndex:
                 t0 = time.perf_counter()
                 self._days = {}
                 foreign: list[str] = []
-                if self.root.is_dir():
-                    for entry in os.scandir(self.root):
+                try:
+                    entries = list(os.scandir(self.root)) if self.root.is_dir() else []
+                except OSError as e:
+                    entries = []
+                    self._log.error("data_root_unreadable", error=str(e))  # nothing known: nothing deleted
+                for entry in entries:
+                    try:
                         self._scan_entry(entry, foreign)
+                    except OSError as e:  # that folder's files stay unknown: never processed or deleted from here
+                        self._log.error("date_folder_unreadable", folder=entry.name, error=str(e))
                 self._scanned = True
                 self.foreign, self.foreign_count = foreign[:FOREIGN_EXAMPLES], len(foreign)
                 figures = {**self.counts(), "seconds": round(time.perf_counter() - t0, 3)}
