@@ -105,7 +105,8 @@ class StoreIndex:
                 foreign.append(f"{entry.name}/{name}")  # misplaced, or a folder with a file's name
                 continue
             records.add(record)
-        self._days[entry.name] = records
+        if records:
+            self._days[entry.name] = records
 
     # ---------------------------------------------------------------------------------- kept current
 

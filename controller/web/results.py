@@ -1,5 +1,6 @@
-"""What the status page shows from disk: the newest A/B images (and a quick-look AA), the day's products written by
-the processing worker (plot PNG, summary JSON, emission-rate CSVs) and the DOAS column series.
+"""What the status page shows from disk: the newest A/B images (and a quick-look AA; which ones, the data store's
+index says: no listing or parsing of the date folders here), the day's products written by the processing worker
+(plot PNG, summary JSON, emission-rate CSVs) and the DOAS column series.
 
 Everything here reads files and runs OpenCV: the web service calls it in an executor, never on the event loop.
 """
