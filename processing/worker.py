@@ -26,7 +26,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from controller.config import Config
 from controller.errors import FileNameError
@@ -35,9 +35,6 @@ from controller.storage.atomic import atomic_write_text
 from controller.storage.names import ImageName, SpectrumName, parse_name
 from processing.events import Backlog, Idle, PairDone, SpectrumDone, Stopped, WorkerEvent
 from processing.memory import fix_mmap_threshold
-
-if TYPE_CHECKING:
-    from processing.images import ImageFile
 
 log = get_logger("processing.worker")
 
@@ -109,7 +106,7 @@ class _ChildState:
         self.events = events
         out_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(out_dir / JOURNAL_NAME)
-        self.pending: OrderedDict[str, dict[str, ImageFile]] = OrderedDict()  # the halves, with their parsed names
+        self.pending: OrderedDict[str, dict[str, Any]] = OrderedDict()  # slot -> band -> ImageFile (name parsed)
         self.max_pending = max(8, cfg.processing.ring_buffer * 4)
         self.stream = Stream(cfg, out_dir, on_pair=self._pair_done, on_spectrum=self._spectrum_done)
         self._setup_key: tuple[int, int] | None = None
@@ -145,6 +142,7 @@ class _ChildState:
         Ends with Idle(n) (n pairs processed; with the token when asked by `rescan(token)`: that is the process
         phase's drain, which also ends the held pairs and writes the daily products); a scan that finds more than
         BACKLOG_PAIRS pairs to do first says Backlog(n)."""
+        from processing.calibration.cellsearch import live_cell_window
         from processing.images import scan_folder
         from processing.pairing import pair_images
         from processing.stream import item_order
@@ -153,10 +151,11 @@ class _ChildState:
             self.emit(Idle(0, token))
             return
         scan = scan_folder(self.data_root, self._recent_files())
+        live_cell_window(scan, self.cfg.processing)  # cells among plume images, as `pycam process` finds them
         self.ensure_setup(scan)
         pairs, unpaired = pair_images(scan.plume, self.cfg.processing.pair_tolerance_s)
         for half in unpaired[-self.max_pending :]:
-            self._remember(half.name, half.path)
+            self._remember(half)
         held = {h.pair.key for h in self.stream.held}
         todo = [p for p in pairs if ("pairs", p.key) not in self.journal and p.key not in held]
         if len(todo) > BACKLOG_PAIRS:
@@ -181,18 +180,18 @@ class _ChildState:
             files += [p for p in folder.rglob("*") if p.is_file()]
         return files
 
-    def _remember(self, name: ImageName, path: Path) -> dict[str, ImageFile]:
-        from processing.images import ImageFile
-
-        slot = self.pending.setdefault(name.time_key, {})
-        slot[name.band] = ImageFile(path, name)
-        self.pending.move_to_end(name.time_key)
+    def _remember(self, half: Any) -> None:
+        """Keep an unpaired half (a processing.images ImageFile: its name parsed once, where it came in)."""
+        key = half.name.time_key
+        self.pending.setdefault(key, {})[half.name.band] = half
+        self.pending.move_to_end(key)
         while len(self.pending) > self.max_pending:
             self.pending.popitem(last=False)
-        return slot
 
     def on_stored(self, name: str) -> None:
         """A file was stored under the data root: process what it completes."""
+        from processing.calibration.cellsearch import in_cell_window
+
         try:
             parsed = parse_name(name)
         except FileNameError as e:
@@ -207,8 +206,9 @@ class _ChildState:
             if ("spectra", parsed.time_key) not in self.journal or parsed.kind == "Dark":
                 self.stream.add_spectrum(path, parsed)
             return
-        if parsed.kind != "Plume" or parsed.darkcorr:
-            self._setup_key = None  # new dark / clear / cell: rebuild the setup at the next full scan
+        if parsed.kind != "Plume" or parsed.darkcorr or in_cell_window(self.cfg.processing, parsed.time):
+            # new dark / clear / cell (named, or in processing.cell_window): rebuild the setup at the next full scan
+            self._setup_key = None
             return
         self._add_half(parsed, path)
 
@@ -219,7 +219,8 @@ class _ChildState:
         if self.processor is None or self._setup_key is None:
             self.full_scan()
             return
-        self._remember(name, path)
+        half = ImageFile(path, name)
+        self._remember(half)
         tol = self.cfg.processing.pair_tolerance_s
         t = name.time.timestamp()
         other = "B" if name.band == "A" else "A"
@@ -238,7 +239,7 @@ class _ChildState:
         mine.pop(name.band, None)
         if not mine:
             self.pending.pop(name.time_key, None)
-        files = [ImageFile(path, name), other_half]  # parsed once, where the name came in
+        files = [half, other_half]
         held = {h.pair.key for h in self.stream.held}
         for pair in pair_images(files, tol)[0]:
             if ("pairs", pair.key) not in self.journal and pair.key not in held:
