@@ -1,7 +1,11 @@
 """`run_processing_bench()`: figures for `pycam bench processing --json`.
 
-- ms per pair for the whole chain (read PNGs, dark, optical depth, registration, flow, lines, CSV rows) on the
-  Villarrica pairs (target < 150 ms, so a Raspberry Pi 4 keeps up at 1 Hz);
+- ms per pair for the whole chain (read PNGs, dark, optical depth, registration, light dilution, flow, lines, CSV
+  rows) on the Villarrica pairs (target < 150 ms, so a Raspberry Pi 4 keeps up at 1 Hz), CPU and wall, mean and p95;
+  side by side in the same run, pair by pair, the same chain from pyplis primitives (controller/bench/pyplis_chain.py:
+  the same steps, the same flow region and plume pixels, pyplis's DilutionCorr, its multi-Gauss histogram fit and
+  its cross-correlation), the speed ratio (also without pyplis's cross-correlation, ours kept in: the conservative
+  figure) and both chains' emission rates compared pair by pair;
 - the field-of-view search for 100 full-size frames (P1's bench_fov; target < 2 s);
 - ms per spectrum of the DOAS fit (P1's bench_doas);
 - peak memory of a worker-like child process over N pairs (replays of the Villarrica pairs at 1 s spacing;
@@ -243,6 +247,11 @@ def run_processing_bench(data_dir: str | Path | None = None, memory_pairs: int =
         "speed_ratio_vs_pyplis_wall": out["chain"].get("speed_ratio_wall"),
         "speed_ratio_vs_pyplis_cpu_without_its_xcorr": out["chain"].get("speed_ratio_cpu_pyplis_without_xcorr"),
         "p95_over_mean": out["chain"].get("p95_over_mean"),
+        "cpu_p95_over_mean": out["chain"].get("cpu_p95_over_mean"),
+        "flow_rate_vs_pyplis_median_rel_diff": out["chain"]
+        .get("flux_vs_pyplis", {})
+        .get("flow", {})
+        .get("median_rel_diff"),
         "fov_search_100_frames_s": out["fov_search"]["fov_search_s"],
         "doas_ms_per_spectrum": out["doas"].get("doas_ms_per_spectrum"),
         "worker_peak_rss_mb": memory.get("vm_hwm_mb") or memory.get("ru_maxrss_mb"),
