@@ -74,9 +74,9 @@ SPEC_READ_NOISE = 8.0
 N_TEXTURE_MODES = 6
 N_FINE_MODES = 4  # small-scale texture (8-24 px): the spectrometer's FOV disk mean depends on its radius
 # Hazy air: at the scene's 5 km, 74 % (on-band) and 80 % (off-band) of the plume's signal reach the cameras (issue
-# 12: 69-78 % at 5 km and 310 nm with pyplis's Etna coefficients). Not yet the sim station's: the DOAS columns and
-# the corrected AA agree (tests/processing/test_dilution_sim.py), but the FOV search on diluted frames lands ~20 px
-# off the plume axis with a 14 px radius for the scene's 10 (+22 % on a 24-pair sequence).
+# 12: 69-78 % at 5 km and 310 nm with pyplis's Etna coefficients). Not yet the sim station's: on a station day in
+# this air ε is fitted within 1 % and the DOAS columns are right (1.06 of the truth, LDF 0.26), but the FOV search on
+# diluted frames lands off the plume axis (394, 232, r 4 for 389, 219, r 10), so the flux is +21 %.
 SIM_AIR = {"extinction_a_per_m": 6e-5, "extinction_b_per_m": 4.5e-5}
 FLAT_FIELD_NAME = "flat_field.npy"
 
