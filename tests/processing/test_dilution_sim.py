@@ -213,3 +213,16 @@ def test_doas_columns_are_the_plumes_own_and_match_the_corrected_aa(tmp_path: Pa
     assert ratios[True] == pytest.approx(1.0, abs=0.10), ratios
     assert ratios[False] < 0.75, ratios
     assert slopes[True] == pytest.approx(1.0, abs=0.10), slopes
+
+
+def test_spectra_without_any_pair_are_still_fitted_undiluted(tmp_path: Path) -> None:
+    """Spectra wait for the cameras' first light-dilution fit; when no pair ever comes they are fitted at the end
+    of the input with T = 1 (LDF 0), none lost."""
+    base = doas_sim_config(tmp_path, flow_pyrlevel=2, velocity_method="xcorr")
+    cfg = diluted_config(tmp_path, corrected=True)
+    cfg = dataclasses.replace(cfg, processing=dataclasses.replace(
+        base.processing, **{k: getattr(cfg.processing, k) for k in DILUTION_KEYS}), sim=base.sim)  # fmt: skip
+    render_spectra(SimScene(cfg.sim, cfg.camera, cfg.spectrometer), tmp_path / "data", 3)
+    process_folder(tmp_path / "data", cfg, tmp_path / "out")
+    doas = read_series(tmp_path / "out" / "doas_results.csv")
+    assert len(doas["Time"]) == 3 and np.all(np.asarray(doas["LDF"]) == 0.0), doas
