@@ -70,7 +70,7 @@ def test_spectrometer_dilution_acts_on_the_plume_absorption_only():
 
 
 def test_station_is_told_lines_flat_field_and_never_the_extinction(tmp_path: Path):
-    told = station_dilution(tmp_path, seed=3, size=(648, 486))
+    told = station_dilution(tmp_path, seed=3, size=(648, 486), flat_field=True)
     assert not {"extinction_a_per_m", "extinction_b_per_m"} & set(told)
     flat = read_flat_field(told["flat_field"])
     scene = scene_for(seed=3)
