@@ -229,9 +229,9 @@ class Stream:
         from processing.dilution import DilutionCorrection
 
         proc = self.processor
-        if proc is None or not DilutionCorrection.configured(self.cfg.processing):
+        if not DilutionCorrection.configured(self.cfg.processing):
             return 1.0
-        if proc.geometry is None:
+        if proc is None or proc.geometry is None:
             return None
         fit = proc.dilution.fits.get("A") if proc.dilution is not None else None
         return 1.0 if fit is None else float(fit.transmission(proc.geometry.plume_distance_m))

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SKYLINE_Y0 = 0.78  # skyline height at the left edge (fraction of the image height)
-SKYLINE_X1 = 0.45  # the skyline meets the bottom edge here (fraction of the width)
+SKYLINE_Y0 = 0.86  # skyline height at the left edge (fraction of the image height)
+SKYLINE_X1 = 0.30  # the skyline meets the bottom edge here (fraction of the width)
 NEAR_M, FAR_M = 2000.0, 10000.0  # terrain distance at the bottom of the left edge and on the skyline
 ALBEDO = {"A": 0.06, "B": 0.09}  # the flank's radiance relative to the horizon sky, without the air in between
 LINE_X = (0.02, 0.07, 0.12)  # the dilution lines' columns (fractions of the width)
 LINE_MARGIN_PX = 3  # the lines keep this far from the skyline and the image edge
 LINE_DISTANCE_ERROR = 0.03  # relative error of a distance read off a map (uniform, seeded)
-AMBIENT_ROWS = (0.71, 0.76)  # the sky region an operator picks above the flank (fractions of the height)
+AMBIENT_ROWS = (0.79, 0.84)  # the sky region an operator picks above the flank (fractions of the height)
 
 
 @dataclass(frozen=True)
@@ -84,4 +84,4 @@ def make_terrain(width: int, height: int) -> Terrain:
     mask = yy > skyline
     depth = np.clip((yy - skyline) / ((1.0 - SKYLINE_Y0) * height), 0.0, 1.0)
     distance = np.where(mask, FAR_M - (FAR_M - NEAR_M) * depth, np.nan)
-    return Terrain(mask, distance, min(int(round(SKYLINE_Y0 * height)), height - 1))
+    return Terrain(mask, distance, min(max(int(SKYLINE_Y0 * height) - 1, 0), height - 1))  # the sky's last row

@@ -204,7 +204,7 @@ def test_doas_columns_are_the_plumes_own_and_match_the_corrected_aa(tmp_path: Pa
         truth = np.array([scene.fov_column(t) for t in times])
         ratios[corrected] = float(np.median(np.array(doas["Column density"]) / truth))
         t_a = float(np.exp(-summary["light_dilution"]["band_A"]["ext_per_m"] * 4950.0)) if corrected else 1.0
-        assert np.allclose(doas["LDF"], 1.0 - t_a, atol=0.01), doas["LDF"]  # ε is fitted on each pair
+        assert np.allclose(doas["LDF"], 1.0 - t_a, atol=0.02), doas["LDF"]  # ε is fitted on each pair
         aa = {t.timestamp(): img for t, img in _aa_images(cfg, run / "data")}
         fov = scene.fov_mask()
         aa_fov = np.array([aa[t][fov].mean() for t in times])
