@@ -98,7 +98,7 @@ def disk_radius_search(
     """Radius r in 1..max maximising corr(mean AA in disk(r), series). Returns (r, radii, corr, series_r)."""
     stack, series = _check(stack, series)
     t, h, w = stack.shape
-    rmax = int(min(max_radius, cx, cy, w - cx, h - cy))
+    rmax = int(min(max_radius, cx, cy, w - 1 - cx, h - 1 - cy))
     if rmax < 1:
         raise ProcessingError(f"FOV centre ({cx}, {cy}) lies on the image border of {w}x{h}")
     y0, y1, x0, x1 = cy - rmax, cy + rmax + 1, cx - rmax, cx + rmax + 1
