@@ -57,14 +57,9 @@ log = get_logger("sim.station")
 
 
 DAY = datetime(2024, 3, 1, tzinfo=UTC)
-
 WINDOW_START = DAY + timedelta(hours=11)
-
 LEAD = timedelta(minutes=10)  # sim time from boot to the window: sync and the dark series fit in it
-
-
 DARK_BEFORE = timedelta(minutes=5)
-
 NETNS_PORTS = (12345, 12347)  # link and control port of a run in network namespaces
 
 
@@ -93,8 +88,9 @@ REFERENCE_FILES = {
 SIM_ILS_NAME = "sim_gaussian_ils.txt"
 
 
-# The cross-correlation speed's ring buffer (processing.ring_buffer): about 20 min of 60 s slots.
-SIM_RING_BUFFER = 20
+# The cross-correlation speed's ring buffer (processing.ring_buffer): about 20 min of 60 s slots; no speed before
+# it spans 15 min (the lag between its lines is ~3 min; 8 slots read it short: 0.7 m/s for 0.27 seen).
+SIM_RING_BUFFER, SIM_XCORR_MIN_WINDOW_S = 20, 900.0
 
 
 # The DOAS calibration's FOV search waits for this many pairs matched to spectra (processing.fov_frames), each slot's
@@ -227,6 +223,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         "processing": {
             "enabled": run.processing, "velocity_method": "xcorr", "flow_pyrlevel": 2, "background_mode": 0,
             "plume_distance_m": SIM_PLUME_DISTANCE_M, "plume_distance_err_m": SIM_PLUME_DISTANCE_ERR_M,
+            "xcorr_min_window_s": SIM_XCORR_MIN_WINDOW_S,
         },
         "logging": {"format": "json", "level": run.log_level},
     }  # fmt: skip
