@@ -176,7 +176,9 @@ def find_fov(
     return FovResult(int(cx), int(cy), radius, pixel_corr, float(curve[radius - 1]), corr_img, radii, curve, tau)
 
 
-JOINT_RADII = 40  # the joint centre/radius search tries radii 1..this (capped by max_radius)
+JOINT_RADII = 40  # the joint centre/radius search tries radii up to this (capped by max_radius): every one to 12,
+# then steps of ~12 % (the exact radius is searched again at the centre found)
+JOINT_RADII_STEPS = (*range(1, 13), 14, 16, 18, 20, 23, 26, 29, 33, 37, 40)
 JOINT_REACH = (12, 40)  # centres within 3 first radii of the first guess, at least/at most this many pixels
 
 
@@ -196,7 +198,7 @@ def _joint_centre(
     t, h, w = stack.shape
     reach = int(np.clip(3 * radius, *JOINT_REACH))
     best = (-np.inf, cx, cy)
-    for r in range(1, min(JOINT_RADII, max_radius) + 1):
+    for r in (r for r in JOINT_RADII_STEPS if r <= min(JOINT_RADII, max_radius)):
         # centres whose disk (pixels closer than r) lies inside the image: r - 1 <= c <= size - r
         ya, yb = max(r - 1, cy - reach), min(h - r, cy + reach)
         xa, xb = max(r - 1, cx - reach), min(w - r, cx + reach)
@@ -204,7 +206,7 @@ def _joint_centre(
             break
         crop = stack[:, ya - r + 1 : yb + r, xa - r + 1 : xb + r]
         kernel = _disk_kernel(r)[1:-1, 1:-1] if r > 1 else np.ones((1, 1), np.float32)
-        means = np.stack([cv2.filter2D(f.astype(np.float32), -1, kernel) for f in crop])
+        means = np.stack([cv2.filter2D(f, -1, kernel) for f in crop.astype(np.float32, copy=False)])
         means = means[:, r - 1 : means.shape[1] - r + 1, r - 1 : means.shape[2] - r + 1]
         corr = pearson_image(means, series)
         iy, ix = np.unravel_index(np.argmax(corr), corr.shape)
