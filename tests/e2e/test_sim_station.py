@@ -45,7 +45,7 @@ def test_sim_station_day_loses_nothing_and_recovers_the_emission_rate(tmp_path):
 
 
 def _check_honest_day(s: dict) -> None:
-    """The processing learnt what a station learns (never the scene's own values), found the FOV near the scene's
+    """The processing learnt what a station learns (never the scene's own values), found the scene's FOV itself
     and wrote the day's products."""
     told, truth = s["processing_told"], s["scene_truth"]
     assert told["plume_distance_m"] != truth["plume_distance_m"]
