@@ -7,13 +7,16 @@
 3. The disk radius maximising the correlation of the disk-mean AA with the DOAS series: every radius at once,
    from cumulative sums of the pixels sorted by distance from the centre.
 
-4. (`refine`, on by default; off is pyplis' method exactly) centre and radius together from the disk means: the
-   Pearson image of the disk-filtered stack for every radius up to JOINT_RADII, every centre within reach of the
-   first guess; the best disk's centre kept, then its exact radius (3.). Across a smooth plume a single pixel's
-   correlation is nearly flat over tens of pixels, and with a noisy DOAS series the radius found at a wrong centre
-   is wrong too (on a sim station day the alternating refinement ended 5-12 px across the plume, radius 2-7 for 10).
+4. (`refine`, on by default; off is pyplis' method exactly) the centre again from the disk means: the Pearson
+   image of the disk-filtered stack near the first guess, then the radius again, until the centre stays. Across a
+   smooth plume a single pixel's correlation is nearly flat over tens of pixels; the disk mean's is not.
 
 The disk convention is pyplis' (`make_circular_mask`): pixels with (x-cx)² + (y-cy)² < r².
+
+How close the FOV comes is set by the data more than by the method: across a smooth plume disks a few pixels
+apart correlate almost equally, so the DOAS noise decides between them. On a sim station day 20 pairs of single
+spectra (3-4 % noise) gave 5-12 px off across the plume; 100 pairs of co-added spectra give 0-1 px
+(tests/processing/test_fov_station.py; processing.fov_frames sets the search's buffer).
 """
 
 from __future__ import annotations
@@ -167,52 +170,48 @@ def find_fov(
         cy, cx = (int(v) + 1 for v in np.unravel_index(np.argmax(inner), inner.shape))
         pixel_corr = float(raw[cy, cx])
     radius, radii, curve, tau = disk_radius_search(stack, series, cx, cy, max_radius)
-    if refine:
-        # centre and radius together from the disk means (a single pixel's series is noisy and, across a smooth
-        # plume, nearly the same over tens of pixels; the disk mean's is not): every centre within reach of the
-        # first guess and every radius up to JOINT_RADII, the best kept; then the exact radius at that centre
-        cx, cy = _joint_centre(stack, series, cx, cy, radius, max_radius)
-        radius, radii, curve, tau = disk_radius_search(stack, series, cx, cy, max_radius)
+    first = (cx, cy, radius)
+    for _ in range(REFINE_STEPS if refine else 0):
+        # the centre again, now from the disk means (a single pixel's series is noisy and, across a smooth plume,
+        # nearly the same over tens of pixels): Pearson of every disk-filtered pixel within bounds of the first
+        # guess; kept only when the disk correlates better there
+        ncx, ncy = _refine_centre(stack, series, cx, cy, radius, first)
+        if (ncx, ncy) == (cx, cy):
+            break
+        r2, radii2, curve2, tau2 = disk_radius_search(stack, series, ncx, ncy, max_radius)
+        if curve2[r2 - 1] <= curve[radius - 1]:
+            break
+        cx, cy, radius, radii, curve, tau = ncx, ncy, r2, radii2, curve2, tau2
     return FovResult(int(cx), int(cy), radius, pixel_corr, float(curve[radius - 1]), corr_img, radii, curve, tau)
 
 
-JOINT_RADII = 40  # the joint centre/radius search tries radii up to this (capped by max_radius): every one to 12,
-# then steps of ~12 % (the exact radius is searched again at the centre found)
-JOINT_RADII_STEPS = (*range(1, 13), 14, 16, 18, 20, 23, 26, 29, 33, 37, 40)
-JOINT_REACH = (12, 40)  # centres within 3 first radii of the first guess, at least/at most this many pixels
+REFINE_STEPS = 3
 
 
-def _disk_kernel(radius: int) -> np.ndarray:
-    k = np.arange(-radius, radius + 1)
-    kernel = ((k[:, None] ** 2 + k[None, :] ** 2) < radius**2).astype(np.float32)
-    return kernel / kernel.sum()
-
-
-def _joint_centre(
-    stack: np.ndarray, series: np.ndarray, cx: int, cy: int, radius: int, max_radius: int
+def _refine_centre(
+    stack: np.ndarray, series: np.ndarray, cx: int, cy: int, radius: int, first: tuple[int, int, int]
 ) -> tuple[int, int]:
-    """The centre of the disk (any radius up to JOINT_RADII) whose mean correlates best with `series`, among the
-    centres within reach of (cx, cy) whose whole disk lies in the image."""
+    """The centre whose disk of `radius` correlates best with `series`, within two first radii of (cx, cy) and
+    four of the first guess (the search never wanders off with a growing radius)."""
     import cv2
 
-    t, h, w = stack.shape
-    reach = int(np.clip(3 * radius, *JOINT_REACH))
-    best = (-np.inf, cx, cy)
-    for r in (r for r in JOINT_RADII_STEPS if r <= min(JOINT_RADII, max_radius)):
-        # centres whose disk (pixels closer than r) lies inside the image: r - 1 <= c <= size - r
-        ya, yb = max(r - 1, cy - reach), min(h - r, cy + reach)
-        xa, xb = max(r - 1, cx - reach), min(w - r, cx + reach)
-        if ya > yb or xa > xb:
-            break
-        crop = stack[:, ya - r + 1 : yb + r, xa - r + 1 : xb + r]
-        kernel = _disk_kernel(r)[1:-1, 1:-1] if r > 1 else np.ones((1, 1), np.float32)
-        means = np.stack([cv2.filter2D(f, -1, kernel) for f in crop.astype(np.float32, copy=False)])
-        means = means[:, r - 1 : means.shape[1] - r + 1, r - 1 : means.shape[2] - r + 1]
-        corr = pearson_image(means, series)
-        iy, ix = np.unravel_index(np.argmax(corr), corr.shape)
-        if corr[iy, ix] > best[0]:
-            best = (float(corr[iy, ix]), xa + int(ix), ya + int(iy))
-    return best[1], best[2]
+    _, h, w = stack.shape
+    reach = 2 * first[2] + 2
+    y0, y1 = max(0, cy - reach - radius), min(h, cy + reach + radius + 1)
+    x0, x1 = max(0, cx - reach - radius), min(w, cx + reach + radius + 1)
+    k = np.arange(-radius, radius + 1)
+    kernel = ((k[:, None] ** 2 + k[None, :] ** 2) < radius**2).astype(np.float32)
+    kernel /= kernel.sum()
+    box = np.stack([cv2.filter2D(f[y0:y1, x0:x1].astype(np.float32), -1, kernel) for f in stack])
+    corr = pearson_image(box, series)
+    # only centres whose whole disk lies inside the box (the filter's border is not a disk mean)
+    valid = np.zeros_like(corr, dtype=bool)
+    valid[radius : corr.shape[0] - radius, radius : corr.shape[1] - radius] = True
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    valid &= (xx - first[0]) ** 2 + (yy - first[1]) ** 2 <= (2 * reach) ** 2
+    corr = np.where(valid, corr, -np.inf)
+    iy, ix = np.unravel_index(np.argmax(corr), corr.shape)
+    return x0 + int(ix), y0 + int(iy)
 
 
 def synthetic_fov_stack(

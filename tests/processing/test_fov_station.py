@@ -85,16 +85,16 @@ def test_station_day_fov_within_3_px_with_the_sim_stations_fov_frames(seed):
 
 def test_station_day_twenty_single_spectra_is_what_failed():
     """The situation that failed: 20 pairs with single spectra. pyplis' Pearson method (best smoothed pixel, then
-    the radius) lands more than 3 px off the scene's FOV; so does the joint disk search with so few noisy points
-    (it is the data, not only the method: hence more pairs and co-added spectra)."""
+    the radius) lands more than 3 px off the scene's FOV, and so may the refined search with so few noisy points
+    (it is the data, not the method: hence more pairs and co-added spectra)."""
     scene, _, stack, columns = station_day(20, 3, SINGLE_NOISE)
     pyplis_way = find_fov(stack, columns, refine=False)
-    joint = find_fov(stack, columns)
-    off_pyplis, off_joint = (
+    refined = find_fov(stack, columns)
+    off_pyplis, off_refined = (
         _off(scene, pyplis_way.cx, pyplis_way.cy, pyplis_way.radius),
-        _off(scene, joint.cx, joint.cy, joint.radius),
+        _off(scene, refined.cx, refined.cy, refined.radius),
     )
-    print(f"20 single spectra: pyplis' method {off_pyplis} px off (x, y, r), joint search {off_joint}")
+    print(f"20 single spectra: pyplis' method {off_pyplis} px off (x, y, r), refined search {off_refined}")
     assert max(off_pyplis) > 3
 
 
