@@ -12,6 +12,11 @@
    smooth plume a single pixel's correlation is nearly flat over tens of pixels; the disk mean's is not.
 
 The disk convention is pyplis' (`make_circular_mask`): pixels with (x-cx)² + (y-cy)² < r².
+
+How close the FOV comes is set by the data more than by the method: across a smooth plume disks a few pixels
+apart correlate almost equally, so the DOAS noise decides between them. On a sim station day 20 pairs of single
+spectra (3-4 % noise) gave 5-12 px off across the plume; 100 pairs of co-added spectra give 0-1 px
+(tests/processing/test_fov_station.py; processing.fov_frames sets the search's buffer).
 """
 
 from __future__ import annotations
@@ -98,7 +103,7 @@ def disk_radius_search(
     """Radius r in 1..max maximising corr(mean AA in disk(r), series). Returns (r, radii, corr, series_r)."""
     stack, series = _check(stack, series)
     t, h, w = stack.shape
-    rmax = int(min(max_radius, cx, cy, w - cx, h - cy))
+    rmax = int(min(max_radius, cx, cy, w - 1 - cx, h - 1 - cy))
     if rmax < 1:
         raise ProcessingError(f"FOV centre ({cx}, {cy}) lies on the image border of {w}x{h}")
     y0, y1, x0, x1 = cy - rmax, cy + rmax + 1, cx - rmax, cx + rmax + 1
@@ -161,7 +166,8 @@ def find_fov(
     else:
         raw = pearson_image(stack, series)
         corr_img = gaussian_filter(raw, blur_sigma) if blur_sigma > 0 else raw
-        cy, cx = (int(v) for v in np.unravel_index(np.argmax(corr_img), corr_img.shape))
+        inner = corr_img[1:-1, 1:-1]  # a centre on the border has no disk (the radius search refuses it)
+        cy, cx = (int(v) + 1 for v in np.unravel_index(np.argmax(inner), inner.shape))
         pixel_corr = float(raw[cy, cx])
     radius, radii, curve, tau = disk_radius_search(stack, series, cx, cy, max_radius)
     first = (cx, cy, radius)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,14 @@ def point_calibration(p: CalibrationPoint) -> Calibration:
 
 log = get_logger("processing.livecal")
 
+
+def fov_frames(proc: Any) -> int:
+    """Frames the FOV search waits for: `processing.fov_frames`, or (0) the ring buffer within 20..FOV_FRAMES."""
+    return int(proc.fov_frames) if proc.fov_frames else int(np.clip(proc.ring_buffer, 20, FOV_FRAMES))
+
+
 STATE_NAME = "livecal_state.json"
+MAX_POINTS = 20_000  # calibration points kept at most (scalars), whatever the pairs ask for
 
 
 class LiveCalibration:
@@ -49,13 +57,14 @@ class LiveCalibration:
         self.cfg = cfg
         self.fallback = fallback
         # the pre-FOV frame buffer is the worker's largest memory user (1.3 MB per 648 x 486 frame): the configured
-        # ring buffer, at least what the FOV search needs, at most the issue's 100-frame benchmark size
-        self.dcal = DoasCalibration(proc, max_frames=int(np.clip(proc.ring_buffer, 20, FOV_FRAMES)))
+        # FOV frames, or the ring buffer within what the FOV search needs and the issue's 100-frame benchmark size
+        self.dcal = DoasCalibration(proc, max_frames=fov_frames(proc))
         self.dcal.fov_min_frames = min(self.dcal.fov_min_frames, self.dcal.max_frames)
         self.path = Path(state_dir) / STATE_NAME
-        self.points: list[CalibrationPoint] = []  # usable points within the window of the newest, oldest first
+        self.points: list[CalibrationPoint] = []  # usable points the pairs still to come may ask for, oldest first
         self.new_points: list[CalibrationPoint] = []
         self.newest_doas: datetime | None = None
+        self.asked: datetime | None = None  # the latest pair time `at` was asked for
         self._load()
 
     @property
@@ -90,8 +99,13 @@ class LiveCalibration:
         good = [p for p in points if usable(p, self.dcal.min_points)]
         if good:
             self.points = sorted(self.points + good, key=lambda p: _naive(p.time))
-            horizon = _naive(self.points[-1].time).timestamp() - 2 * self.cfg.processing.calibration_window_s
-            self.points = [p for p in self.points if _naive(p.time).timestamp() >= horizon]
+            window = self.cfg.processing.calibration_window_s
+            horizon = _naive(self.points[-1].time).timestamp() - 2 * window
+            if self.asked is not None:  # pairs come in time order: none asks for a point before this one's window
+                horizon = min(horizon, self.asked.timestamp() - window - self.dcal.match_tolerance_s)
+            else:  # the pairs held for the FOV search are still to ask (the search's buffer may span hours)
+                horizon = -math.inf
+            self.points = [p for p in self.points if _naive(p.time).timestamp() >= horizon][-MAX_POINTS:]
         self._save()
 
     def add_doas(self, result: Any) -> None:
@@ -130,7 +144,8 @@ class LiveCalibration:
     def add_pair(self, pair: Any, aa: np.ndarray) -> None:
         """The AA image of a Plume pair (processing.pairing.ImagePair)."""
         try:
-            self.dcal.add_frame(PlumeFrame.from_files(pair.a, pair.b, aa.astype(np.float32)))
+            # no copy of a float32 image: the stream holds the same array for the pair's rows
+            self.dcal.add_frame(PlumeFrame.from_files(pair.a, pair.b, aa.astype(np.float32, copy=False)))
         except ProcessingError as e:  # a failed FOV search is retried with later frames
             log.warning("livecal_frame_refused", pair=pair.key, error=str(e))
             return
@@ -140,6 +155,7 @@ class LiveCalibration:
         """The newest usable DOAS point at or before `time` (matching tolerance) and within the calibration window,
         else the fallback."""
         t = _naive(time)
+        self.asked = t if self.asked is None else max(self.asked, t)
         window = self.cfg.processing.calibration_window_s
         tol = self.dcal.match_tolerance_s
         before = [p for p in self.points if -tol <= (t - _naive(p.time)).total_seconds() <= window]

@@ -52,6 +52,14 @@ class ProcessingConfig:
     )
     calibration_window_s: float = field(default=1800.0, metadata=value_range(10, 86_400))
     ring_buffer: int = field(default=64, metadata=value_range(2, 100_000))
+    fov_frames: int = field(
+        default=0,
+        metadata=value_range(
+            0, 1000,
+            "Plume pairs matched to DOAS spectra the spectrometer's FOV search waits for: more give a surer FOV "
+            "with noisy spectra (1.3 MB each at 648x486, held until the search); 0: ring_buffer, within 20-100",
+        ),
+    )  # fmt: skip
     xcorr_min_window_s: float = field(
         default=20.0,
         metadata=value_range(0, 86_400, XCORR_MIN_WINDOW_DOC),

@@ -57,16 +57,9 @@ log = get_logger("sim.station")
 
 
 DAY = datetime(2024, 3, 1, tzinfo=UTC)
-
 WINDOW_START = DAY + timedelta(hours=11)
-
-
 LEAD = timedelta(minutes=10)  # sim time from boot to the window: sync and the dark series fit in it
-
-
 DARK_BEFORE = timedelta(minutes=5)
-
-
 NETNS_PORTS = (12345, 12347)  # link and control port of a run in network namespaces
 
 
@@ -74,9 +67,7 @@ NETNS_PORTS = (12345, 12347)  # link and control port of a run in network namesp
 # the same image motion the processing is validated on, with 30x fewer slots to render and process.
 SIM_WIND_M_S = 0.27
 
-
 SIM_EMISSION_KG_S = 0.34
-
 
 SIM_PERIOD_S = 60.0
 # What the processing is told: a surveyed plume distance (the scene's is 5000 m) with its error, never the scene's.
@@ -97,9 +88,15 @@ REFERENCE_FILES = {
 SIM_ILS_NAME = "sim_gaussian_ils.txt"
 
 
-# The DOAS calibration's FOV search runs on this many pairs (the worker's pre-FOV ring buffer): about 20 min of
-# 60 s slots, so most of a station day is DOAS-calibrated.
-SIM_RING_BUFFER = 20
+# The cross-correlation speed's ring buffer (processing.ring_buffer): about 20 min of 60 s slots; no speed before
+# it spans 15 min (the lag between its lines is ~3 min; 8 slots read it short: 0.7 m/s for 0.27 seen).
+SIM_RING_BUFFER, SIM_XCORR_MIN_WINDOW_S = 20, 900.0
+
+
+# The DOAS calibration's FOV search waits for this many pairs matched to spectra (processing.fov_frames), each slot's
+# spectrum co-adds SIM_SPECTRA_COADD scans: with 20 single spectra (3-4 % column noise) the FOV was 5-12 px off across
+# the plume, with 100 still up to 10 px; co-added, 60-100 find it within 3 px (tests/processing/test_fov_station.py).
+SIM_FOV_FRAMES, SIM_SPECTRA_COADD = 100, 10
 
 
 @dataclass
@@ -215,7 +212,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
             "dark_time_utc": dark.strftime("%H:%M"), "shutdown_after_process": True,
         },
         # FRS drives the spectrometer's own slots: the sim's spectra come on the camera slots (one per pair).
-        "spectrometer": {"backend": "sim", "frame_rate_hz": round(1.0 / run.period_s, 6)},
+        "spectrometer": {"backend": "sim", "frame_rate_hz": round(1.0 / run.period_s, 6), "coadd": SIM_SPECTRA_COADD},
         "gpio": {"backend": "mock"},
         "power": {"hello_timeout_s": 120.0, "wake_retries": 2, "stop_timeout_s": 600.0},
         "clock": {"backend": "sim", "tolerance_ms": 50.0 * max(1.0, scale / 10), "sync_samples": 5, "resync_s": 600.0},
@@ -226,6 +223,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         "processing": {
             "enabled": run.processing, "velocity_method": "xcorr", "flow_pyrlevel": 2, "background_mode": 0,
             "plume_distance_m": SIM_PLUME_DISTANCE_M, "plume_distance_err_m": SIM_PLUME_DISTANCE_ERR_M,
+            "xcorr_min_window_s": SIM_XCORR_MIN_WINDOW_S,
             **station_dilution(out, run.seed, run.image_size),  # light dilution: what a station knows of its terrain
         },
         "logging": {"format": "json", "level": run.log_level},
@@ -233,7 +231,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
     doas = doas_settings(out) if run.processing and run.spectrometer else None
     if doas is not None:
         common["sim"].update(doas[0])
-        common["processing"].update(doas[1], ring_buffer=SIM_RING_BUFFER)
+        common["processing"].update(doas[1], ring_buffer=SIM_RING_BUFFER, fov_frames=SIM_FOV_FRAMES)
     cfgs = []
     for role, shutter in (("master", 6000), ("slave", 2000)):
         d = json.loads(json.dumps(common))

@@ -171,6 +171,10 @@ class DoasCalibration:
 
     def _trim(self, now: datetime) -> None:
         horizon = self._horizon_s()
+        if self.fov is None and self._frames:
+            # the FOV search matches every buffered frame: its DOAS results stay however old (a buffer longer than
+            # the calibration window otherwise searched only its last window's frames)
+            horizon = max(horizon, (now - self._frames[0].time).total_seconds() + self.match_tolerance_s)
         for q, key in ((self._doas, lambda r: r.time), (self._aa_fov, lambda p: p[0])):
             while q and (now - key(q[0])).total_seconds() > horizon:
                 q.popleft()

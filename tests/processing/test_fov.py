@@ -81,3 +81,20 @@ def test_bench_fov_reports_figures():
     out = bench_fov(n_frames=20, shape=(96, 128))
     assert out["found"][:2] == pytest.approx(out["truth"][:2], abs=2)
     assert out["fov_search_s"] > 0 and out["target_s"] == 2.0
+
+
+def test_radius_search_next_to_the_right_or_bottom_border_stays_in_the_image():
+    """A centre one pixel from the right/bottom border: the largest radius used to index past the image."""
+    stack, series = synthetic_fov_stack(10, (20, 30), (28, 18), 2, seed=4)
+    radius, radii, curve, tau = disk_radius_search(stack, series, 28, 18)
+    assert radius == 1 and list(radii) == [1] and tau.shape == (10,)
+    radius, radii, _, _ = disk_radius_search(stack, series, 26, 10)
+    assert radii[-1] == 3  # 30 - 1 - 26
+
+
+def test_fov_whose_best_pixel_lies_on_the_border_is_not_refused():
+    """The smoothed correlation's maximum on the image's edge has no disk: the first guess stays one pixel in."""
+    stack, series = synthetic_fov_stack(30, (40, 60), (59, 20), 4, seed=6)
+    res = find_fov(stack, series, refine=False)
+    assert 1 <= res.cx <= 58 and 1 <= res.cy <= 38 and abs(res.cy - 20) <= 3, (res.cx, res.cy)
+    assert find_fov(stack, series).radius >= 1
