@@ -74,9 +74,9 @@ SPEC_READ_NOISE = 8.0
 N_TEXTURE_MODES = 6
 N_FINE_MODES = 4  # small-scale texture (8-24 px): the spectrometer's FOV disk mean depends on its radius
 # Hazy air: at the scene's 5 km, 74 % (on-band) and 80 % (off-band) of the plume's signal reach the cameras (issue
-# 12: 69-78 % at 5 km and 310 nm with pyplis's Etna coefficients). Not yet the sim station's: on a station day in
-# this air ε is fitted within 1 % and the DOAS columns are right (1.06 of the truth, LDF 0.26), but the FOV search on
-# diluted frames lands off the plume axis (394, 232, r 4 for 389, 219, r 10), so the flux is +21 %.
+# 12: 69-78 % at 5 km and 310 nm with pyplis's Etna coefficients). Not yet the sim station's (clear air): on three
+# station days in it (with the flat field) ε was fitted within 1 % and the flux recovered +1.6, +5.4, +6.1 %, but the
+# FOV centre was 0, 3 and 4 px off (the diluted DOAS columns are noisier), where the station test holds it to 3 px.
 SIM_AIR = {"extinction_a_per_m": 6e-5, "extinction_b_per_m": 4.5e-5}
 FLAT_FIELD_NAME = "flat_field.npy"
 
@@ -160,9 +160,7 @@ def _synthetic_references(grid: np.ndarray) -> References:
 def station_dilution(out: Path, seed: int, size: tuple[int, int], flat_field: bool = False) -> dict:
     """The `processing` entries a sim station has for light dilution: the scene's dilution lines with distances read
     off a map and a sky region — never ε; with `flat_field` also the lens's flat field as a lab measures it (written
-    to `out`). The sim station's air is clear (SIM_AIR) and goes without it: the vignetting then biases ε by ~1e-6 /m
-    (T 0.99 at 5 km), and on one loaded station day the flat-fielded images tipped the cross-correlation speed into
-    outliers (+28 % against +7.7 % on the same files without it)."""
+    to `out`; without it the vignetting biases ε by +5-7 %, ~1e-6 /m in the sim station's clear air)."""
     scene = SimScene(SimConfig(seed=seed), CameraConfig(width=size[0], height=size[1]), SpectrometerConfig())
     if not flat_field:
         return scene.dilution_lines()
