@@ -119,6 +119,24 @@ def test_auth_limiter_refills_and_stays_bounded():
     assert len(limiter._buckets) <= 4096
 
 
+def test_a_full_address_table_is_swept_once_per_quarter_not_on_every_new_address(monkeypatch):
+    """Regression: a full table was scanned on every new address (10 000 addresses: 25 million bucket reads)."""
+    limiter = AuthLimiter(burst=2, refill_s=1000.0)
+    reads = 0
+    left = limiter._left
+
+    def counted(host, now):
+        nonlocal reads
+        reads += 1
+        return left(host, now)
+
+    monkeypatch.setattr(limiter, "_left", counted)
+    for i in range(10_000):
+        assert limiter.allow(f"10.0.{i // 256}.{i % 256}")
+    assert len(limiter._buckets) <= 4096
+    assert reads < 5 * 10_000, reads
+
+
 def test_single_capture_echo_names_the_file_written(tmp_path):
     async def body():
         st = await _started(tmp_path)
