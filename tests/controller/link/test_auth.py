@@ -20,7 +20,7 @@ from controller.sim.faults import faulty_proxy
 from controller.sim.forged import FakeMaster, forged_slave
 from controller.timekeeping.clock import SystemClock
 
-from .conftest import EventCounter, LinkPair, link_config, run, station_names
+from .conftest import STEADY, EventCounter, LinkPair, link_config, run, station_names
 
 
 def test_key_is_32_random_bytes_mode_600_and_never_replaced(tmp_path):
@@ -65,7 +65,7 @@ def test_one_ends_proof_is_never_valid_as_the_others():
 
 def test_forged_hello_neither_takes_the_session_nor_stores_a_file(tmp_path, port):
     async def scenario():
-        pair = LinkPair(tmp_path, link_config(port))
+        pair = LinkPair(tmp_path, link_config(port, **STEADY))
         master = await pair.start_master()
         slave = await pair.start_slave()
         assert await master.wait_connected(3)
@@ -156,7 +156,7 @@ def test_fake_master_behind_the_slaves_cable_deletes_nothing_and_the_real_one_ge
 
 def test_second_slave_is_refused_without_disturbing_the_first(tmp_path, port):
     async def scenario():
-        cfg = link_config(port)
+        cfg = link_config(port, **STEADY)
         pair = LinkPair(tmp_path, cfg)
         master = await pair.start_master()
         first = await pair.start_slave()

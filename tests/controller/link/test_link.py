@@ -18,7 +18,7 @@ from controller.link.slave import SlaveLink
 from controller.link.spool import Spool
 from controller.timekeeping.clock import SystemClock
 
-from .conftest import EventCounter, LinkPair, link_config, proxied_pair, run, station_names
+from .conftest import STEADY, EventCounter, LinkPair, link_config, proxied_pair, run, station_names
 
 
 def spool_files(spool: Spool, names: list[str], size: int = 2000) -> dict[str, bytes]:
@@ -159,7 +159,7 @@ def test_spool_drains_oldest_first_and_new_files_join(tmp_path, port):
 
 def test_corrupted_transfer_is_detected_and_resent(tmp_path, port):
     async def scenario():
-        async with proxied_pair(tmp_path, port) as (pair, proxy):
+        async with proxied_pair(tmp_path, port, network=STEADY) as (pair, proxy):
             names = station_names(3)
             content = spool_files(pair.spool, names, size=50_000)
             # the hello is ~150 bytes: flip a byte deep inside the first file's payload
@@ -224,7 +224,7 @@ def test_storage_failure_is_a_nack_not_a_dead_link(tmp_path, port):
             return super().finish(incoming, sha256_hex)
 
     async def scenario():
-        cfg = link_config(port, backoff_max_s=0.05)
+        cfg = link_config(port, backoff_max_s=0.05, **STEADY)
         master = MasterLink(cfg, SystemClock(), FailingReceiver(tmp_path / "data"))
         spool = Spool(tmp_path / "spool")
         content = spool_files(spool, station_names(4))
@@ -337,7 +337,7 @@ def test_bug4_broken_pipe_reconnects_without_restart(tmp_path, port):
     """Bug 4: a broken pipe during manual acquisition needed a restart of everything. Same objects here."""
 
     async def scenario():
-        async with proxied_pair(tmp_path, port) as (pair, proxy):
+        async with proxied_pair(tmp_path, port, network=STEADY) as (pair, proxy):
             master = pair.master
 
             async def status(body):
@@ -379,7 +379,7 @@ def test_reconnect_after_slave_restart_resumes_the_spool(tmp_path, port):
 
 def test_master_refuses_a_second_master_and_garbage(tmp_path, port):
     async def scenario():
-        pair = LinkPair(tmp_path, link_config(port))
+        pair = LinkPair(tmp_path, link_config(port, **STEADY))
         master = await pair.start_master()
         slave = await pair.start_slave()
         assert await slave.wait_connected(3)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from controller.link.framing import encode_frame
 
-from .conftest import LinkPair, free_port, link_config, run
+from .conftest import STEADY, LinkPair, free_port, link_config, run
 
 valid_frames = st.sampled_from(
     [
@@ -35,7 +35,7 @@ def garbage(draw) -> bytes:
 @given(st.lists(garbage(), min_size=1, max_size=6))
 def test_garbage_from_strangers_never_hurts_the_slave_session(tmp_path, blobs):
     async def scenario():
-        pair = LinkPair(tmp_path, link_config(free_port()))
+        pair = LinkPair(tmp_path, link_config(free_port(), **STEADY))
         master = await pair.start_master()
 
         async def status(body):
