@@ -22,18 +22,14 @@ def _captures_while_held(hold, release, blocked=lambda: None) -> int:
         loop = SlotLoop(clock, {"A": r}, plan=lambda: plan, blocked=blocked)
         task = asyncio.ensure_future(loop.run())
         try:
-            await _pump(clock, lambda: len(sink.names) >= 2)
-            while loop.busy():  # the slot's capture still storing
-                await asyncio.sleep(0.001)
+            await _pump(clock, lambda: len(sink.names) >= 2, loop)  # returns with no capture in flight
             n = len(sink.names)
             hold(loop, r)  # the loop already chose the next slot's devices and waits for it
-            for _ in range(int(5 * PERIOD / 0.25)):  # five slots later
-                clock.advance(0.25)
-                for _ in range(20):
-                    await asyncio.sleep(0.001)
+            later = clock.monotonic() + 5 * PERIOD
+            await _pump(clock, lambda: clock.monotonic() >= later, loop)  # five slots; a capture started would land
             during = len(sink.names) - n
             release(loop, r)
-            await _pump(clock, lambda: len(sink.names) > n)
+            await _pump(clock, lambda: len(sink.names) > n, loop)
             return during
         finally:
             task.cancel()
