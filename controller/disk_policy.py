@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.config import StorageConfig
 from controller.logging import get_logger
 from controller.storage.atomic import atomic_write_text, is_temp_or_locked
-from controller.storage.names import SpectrumName, parse_name
+from controller.storage.index import FileName, StoreIndex
+from controller.storage.names import SpectrumName
 from controller.supervisor.suspender import Suspender
 
 MB = 1024 * 1024
 LEDGER_NAME = "days_complete.json"
-DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")  # a date folder
 
 
 class DayLedger:
@@ -61,48 +60,35 @@ class DayLedger:
 
 
 def day_completion(
-    folder: Path, processed: Callable[[str, str], bool], pair_tolerance_s: float = 1.0
+    index: StoreIndex, day: str, processed: Callable[[str, str], bool], pair_tolerance_s: float = 1.0
 ) -> tuple[bool, dict]:
     """Is every A/B plume pair and every plume spectrum of this date folder processed? (complete, counts)
 
     `processed(kind, key)` answers from the worker's journal (kind "pairs" keyed by the A image's time key, or
     "spectra"). The pairs are the worker's own (processing/pairing.py, one pairing for the station): an A image with
     no B can never be processed (its B was never taken) and does not hold the day back; darks, clears and cell
-    images are not processed by themselves.
+    images are not processed by themselves. The day's files are the store's records (`StoreIndex`), not a listing.
     """
     from processing.images import ImageFile
     from processing.pairing import pair_images
 
     plume: list[ImageFile] = []
     spectra: list[str] = []
-    for path in _station_files(folder):
-        name = parse_name(path.name)
+    for name in index.day(day):
         if name.kind != "Plume":
             continue
         if isinstance(name, SpectrumName):
             spectra.append(name.time_key)
         elif not name.darkcorr:
-            plume.append(ImageFile(path, name))
+            plume.append(ImageFile(index.path(name), name))
     pairs = [p.key for p in pair_images(plume, pair_tolerance_s)[0]]
     missing = [k for k in pairs if not processed("pairs", k)] + [k for k in spectra if not processed("spectra", k)]
     info = {"pairs": len(pairs), "spectra": len(spectra), "unprocessed": len(missing)}
     return not missing, info
 
 
-def _station_files(folder: Path) -> Iterable[Path]:
-    """Complete station data files of a folder (no temp/locked files, nothing that is not a station name)."""
-    for path in folder.iterdir():
-        if not path.is_file() or is_temp_or_locked(path):
-            continue
-        try:
-            parse_name(path.name)
-        except ValueError:
-            continue  # not station data: not ours to judge or delete
-        yield path
-
-
 def record_completed_days(
-    data_root: Path,
+    index: StoreIndex,
     ledger: DayLedger,
     today: str,
     processed: Callable[[str, str], bool],
@@ -110,23 +96,19 @@ def record_completed_days(
     pair_tolerance_s: float = 1.0,
 ) -> list[str]:
     """Record each day before `today` that is complete. `pending_days`: the date folders of the files still in
-    the slave's spool; None when unknown (link down), and then no day is recorded. Blocking (scans folders)."""
-    if pending_days is None or "*" in pending_days or not Path(data_root).is_dir():
+    the slave's spool; None when unknown (link down), and then no day is recorded. Blocking (the index's first
+    scan, the pairing)."""
+    if pending_days is None or "*" in pending_days:
         return []  # what the slave still holds is unknown: no day can be called complete
     recorded = []
-    for folder in sorted(p for p in Path(data_root).iterdir() if p.is_dir()):
-        day = folder.name
-        if day >= today or day in ledger or day in pending_days or not _is_day(day):
+    for day in index.days():
+        if day >= today or day in ledger or day in pending_days:
             continue
-        complete, info = day_completion(folder, processed, pair_tolerance_s)
+        complete, info = day_completion(index, day, processed, pair_tolerance_s)
         if complete:
             ledger.record(day, info)
             recorded.append(day)
     return recorded
-
-
-def _is_day(text: str) -> bool:
-    return DAY_RE.fullmatch(text) is not None
 
 
 @dataclass
@@ -150,10 +132,12 @@ def disk_free_bytes(path: Path) -> int:
 class DiskPolicy:
     """Checks free space, deletes old processed data, and pauses/resumes acquisition with hysteresis.
 
-    `is_processed(path)` answers from the processing worker's journal; `is_transferred(path)` defaults to True
-    on the master (a file is in the data store only once it has been received); `day_complete(day)` from the
-    `DayLedger` (every file of a recorded day may go, however old). `today()` gives the date folder
-    (YYYY-MM-DD) of the current station day, on the station clock.
+    What may be deleted comes from `index` (the data store's records; None: nothing here is ever deleted, as on the
+    slave, whose spool holds only unsent files). `is_processed(name)` answers from the processing worker's journal;
+    `is_transferred(name)` defaults to True on the master (a file is in the data store only once it has been
+    received); `day_complete(day)` from the `DayLedger` (every file of a recorded day may go, however old);
+    `delete(name)` removes a stored file (`DataStore.remove`). `today()` gives the date folder (YYYY-MM-DD) of the
+    current station day, on the station clock.
     """
 
     def __init__(
@@ -161,19 +145,21 @@ class DiskPolicy:
         cfg: StorageConfig,
         data_root: Path,
         today: Callable[[], str],
-        is_processed: Callable[[Path], bool],
-        is_transferred: Callable[[Path], bool] | None = None,
+        is_processed: Callable[[FileName], bool],
+        is_transferred: Callable[[FileName], bool] | None = None,
         free_bytes: Callable[[], int] | None = None,
-        delete: Callable[[Path], None] | None = None,
+        delete: Callable[[FileName], None] | None = None,
         day_complete: Callable[[str], bool] | None = None,
+        index: StoreIndex | None = None,
     ):
         self.cfg = cfg
         self.data_root = Path(data_root)
+        self.index = index
         self._today = today
         self._is_processed = is_processed
-        self._is_transferred = is_transferred or (lambda p: True)
+        self._is_transferred = is_transferred or (lambda name: True)
         self._free_bytes = free_bytes or (lambda: disk_free_bytes(self.data_root))
-        self._delete = delete or (lambda p: p.unlink())
+        self._delete = delete or self._unlink
         self._day_complete = day_complete or (lambda day: False)
         # The one record of "paused for disk space" (the station's paused state follows it).
         self.suspender = Suspender(
@@ -190,49 +176,55 @@ class DiskPolicy:
     def free_mb(self) -> float:
         return self._free_bytes() / MB
 
-    def candidates(self) -> list[Path]:
+    def _unlink(self, name: FileName) -> None:
+        if self.index is not None:  # always: candidates come from the index
+            self.index.path(name).unlink()
+
+    def candidates(self) -> Iterator[FileName]:
         """Deletable files, oldest first: date folders before today, files processed and transferred."""
+        if self.index is None:
+            return
         today = self._today()
-        out: list[tuple[str, str, Path]] = []
-        if not self.data_root.is_dir():
-            return []
-        for folder in sorted(p for p in self.data_root.iterdir() if p.is_dir()):
-            if folder.name >= today:
-                continue  # today's (and anything dated after it) is never deleted
-            whole_day = self._day_complete(folder.name)
-            for path in _station_files(folder):
-                if whole_day or (self._is_processed(path) and self._is_transferred(path)):
-                    out.append((parse_name(path.name).time_key, path.name, path))
-        out.sort()
-        return [p for _, _, p in out]
+        for day in self.index.days():
+            if day >= today:
+                break  # today's (and anything dated after it) is never deleted
+            whole_day = self._day_complete(day)
+            for name in self.index.day(day):
+                if whole_day or (self._is_processed(name) and self._is_transferred(name)):
+                    yield name
 
     def check(self) -> DiskCheck:
         """One pass: delete if below the low mark, then update the suspender. Cheap when there is room."""
         free = self.free_mb()
         deleted: list[str] = []
-        if free < self.cfg.min_free_mb:
-            for path in self.candidates():
+        if free < self.cfg.min_free_mb and self.index is not None:
+            days: set[str] = set()
+            for name in self.candidates():
                 if free >= self.cfg.resume_free_mb:
                     break
+                path = self.index.path(name)
+                if is_temp_or_locked(path):
+                    continue  # the original's `.lock`: someone is still reading or writing it
                 try:
-                    self._delete(path)
+                    self._delete(name)
+                except FileNotFoundError:
+                    self.index.discard(name)  # removed by hand meanwhile: nothing freed, nothing to keep
+                    continue
                 except OSError as e:
                     self._log.warning("disk_delete_failed", file=str(path), error=str(e))
                     continue
+                self.index.discard(name)
                 deleted.append(path.name)
+                days.add(name.date_folder)
                 free = self.free_mb()
             if deleted:
                 self.deleted_total += len(deleted)
                 self._log.info("disk_deleted_old_data", files=len(deleted), oldest=deleted[0], free_mb=round(free))
-                self._remove_empty_folders()
+                self._remove_empty_folders(days)
         changed = self.suspender.update(free)
         return DiskCheck(free_mb=free, paused=self.paused, deleted=deleted, changed=changed)
 
-    def _remove_empty_folders(self) -> None:
-        today = self._today()
-        for folder in self.data_root.iterdir():
-            if folder.is_dir() and folder.name < today:
-                try:
-                    folder.rmdir()
-                except OSError:
-                    pass  # not empty
+    def _remove_empty_folders(self, days: set[str]) -> None:
+        for day in days:
+            with contextlib.suppress(OSError):  # not empty (a foreign file, a kept lock), or gone already
+                (self.data_root / day).rmdir()

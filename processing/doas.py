@@ -66,12 +66,13 @@ class Spectrum:
     coadd: int | None = None
 
 
-def load_spectrum(path: str | Path) -> Spectrum:
-    """Read a `.npy` spectrum (2, N): row 0 wavelengths (nm), row 1 counts; the name gives time and type."""
+def load_spectrum(path: str | Path, name: SpectrumName | None = None) -> Spectrum:
+    """Read a `.npy` spectrum (2, N): row 0 wavelengths (nm), row 1 counts; the name gives time and type (`name`:
+    the file's name parsed already, where it came in; else it is parsed here)."""
     p = Path(path)
     wl, counts = read_spectrum(p)
     try:
-        name = SpectrumName.parse(p.name)
+        name = name if name is not None else SpectrumName.parse(p.name)
         time, kind, int_ms, coadd = name.time, name.kind, name.integration_ms, name.coadd
     except FileNameError:
         time, kind, int_ms, coadd = None, "unknown", None, None  # not a station name: never calibration input

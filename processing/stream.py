@@ -150,7 +150,7 @@ class Stream:
         from processing.doas import load_spectrum
 
         try:
-            spec = load_spectrum(path)
+            spec = load_spectrum(path, name)
         except (ProcessingError, OSError, ValueError) as e:
             log.warning("dark_spectrum_unreadable", file=path.name, error=str(e))
             return
@@ -188,7 +188,7 @@ class Stream:
 
         try:
             self._ensure_doas()
-            spec = load_spectrum(path)
+            spec = load_spectrum(path, name)
             dark = self.spec_darks.match(name.time.timestamp(), name.integration_ms, name.coadd)
             dark_spec = None
             if dark is not None:

@@ -106,7 +106,7 @@ class _ChildState:
         self.events = events
         out_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(out_dir / JOURNAL_NAME)
-        self.pending: OrderedDict[str, dict[str, Path]] = OrderedDict()
+        self.pending: OrderedDict[str, dict[str, Any]] = OrderedDict()  # slot -> band -> ImageFile (name parsed)
         self.max_pending = max(8, cfg.processing.ring_buffer * 4)
         self.stream = Stream(cfg, out_dir, on_pair=self._pair_done, on_spectrum=self._spectrum_done)
         self._setup_key: tuple[int, int] | None = None
@@ -142,6 +142,7 @@ class _ChildState:
         Ends with Idle(n) (n pairs processed; with the token when asked by `rescan(token)`: that is the process
         phase's drain, which also ends the held pairs and writes the daily products); a scan that finds more than
         BACKLOG_PAIRS pairs to do first says Backlog(n)."""
+        from processing.calibration.cellsearch import live_cell_window
         from processing.images import scan_folder
         from processing.pairing import pair_images
         from processing.stream import item_order
@@ -150,10 +151,11 @@ class _ChildState:
             self.emit(Idle(0, token))
             return
         scan = scan_folder(self.data_root, self._recent_files())
+        live_cell_window(scan, self.cfg.processing)  # cells among plume images, as `pycam process` finds them
         self.ensure_setup(scan)
         pairs, unpaired = pair_images(scan.plume, self.cfg.processing.pair_tolerance_s)
         for half in unpaired[-self.max_pending :]:
-            self._remember(half.name, half.path)
+            self._remember(half)
         held = {h.pair.key for h in self.stream.held}
         todo = [p for p in pairs if ("pairs", p.key) not in self.journal and p.key not in held]
         if len(todo) > BACKLOG_PAIRS:
@@ -178,16 +180,18 @@ class _ChildState:
             files += [p for p in folder.rglob("*") if p.is_file()]
         return files
 
-    def _remember(self, name: ImageName, path: Path) -> dict[str, Path]:
-        slot = self.pending.setdefault(name.time_key, {})
-        slot[name.band] = path
-        self.pending.move_to_end(name.time_key)
+    def _remember(self, half: Any) -> None:
+        """Keep an unpaired half (a processing.images ImageFile: its name parsed once, where it came in)."""
+        key = half.name.time_key
+        self.pending.setdefault(key, {})[half.name.band] = half
+        self.pending.move_to_end(key)
         while len(self.pending) > self.max_pending:
             self.pending.popitem(last=False)
-        return slot
 
     def on_stored(self, name: str) -> None:
         """A file was stored under the data root: process what it completes."""
+        from processing.calibration.cellsearch import in_cell_window
+
         try:
             parsed = parse_name(name)
         except FileNameError as e:
@@ -202,8 +206,9 @@ class _ChildState:
             if ("spectra", parsed.time_key) not in self.journal or parsed.kind == "Dark":
                 self.stream.add_spectrum(path, parsed)
             return
-        if parsed.kind != "Plume" or parsed.darkcorr:
-            self._setup_key = None  # new dark / clear / cell: rebuild the setup at the next full scan
+        if parsed.kind != "Plume" or parsed.darkcorr or in_cell_window(self.cfg.processing, parsed.time):
+            # new dark / clear / cell (named, or in processing.cell_window): rebuild the setup at the next full scan
+            self._setup_key = None
             return
         self._add_half(parsed, path)
 
@@ -214,26 +219,27 @@ class _ChildState:
         if self.processor is None or self._setup_key is None:
             self.full_scan()
             return
-        self._remember(name, path)
+        half = ImageFile(path, name)
+        self._remember(half)
         tol = self.cfg.processing.pair_tolerance_s
         t = name.time.timestamp()
         other = "B" if name.band == "A" else "A"
         match = None
         for key, slot in self.pending.items():
             if other in slot:
-                dt = abs(ImageName.parse(slot[other].name).time.timestamp() - t)
+                dt = abs(slot[other].name.time.timestamp() - t)
                 if dt <= tol and (match is None or dt < match[0]):
                     match = (dt, key)
         if match is None:
             return
-        other_path = self.pending[match[1]].pop(other)
+        other_half = self.pending[match[1]].pop(other)
         if not self.pending[match[1]]:
             del self.pending[match[1]]
         mine = self.pending.get(name.time_key, {})
         mine.pop(name.band, None)
         if not mine:
             self.pending.pop(name.time_key, None)
-        files = [ImageFile(p, ImageName.parse(p.name)) for p in (path, other_path)]
+        files = [half, other_half]
         held = {h.pair.key for h in self.stream.held}
         for pair in pair_images(files, tol)[0]:
             if ("pairs", pair.key) not in self.journal and pair.key not in held:

@@ -91,3 +91,17 @@ def processing_cmd(as_json: bool, memory_pairs: int, data_dir: str | None) -> No
     configure_logging("console", "warning")
     result = run_processing_bench(data_dir, memory_pairs=memory_pairs)
     click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@bench_group.command("store-index")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default output too).")
+@click.option("--files", default=100_000, show_default=True, help="Station files in the data root.")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None, help="Where the data root is made.")
+def store_index_cmd(as_json: bool, files: int, work_dir: str | None) -> None:
+    """The data store's index: start-up scan time and memory for a data root of FILES station files."""
+    from controller.bench.storeindex import run_store_index_bench
+    from controller.logging import configure_logging
+
+    configure_logging("console", "warning")
+    result = run_store_index_bench(files=files, work_dir=work_dir)
+    click.echo(json.dumps(result, indent=None if as_json else 2))

@@ -104,6 +104,17 @@ class Spool:
         with self._lock:
             return list(self._index)
 
+    def days(self) -> list[str]:
+        """The date folders (YYYY-MM-DD) of the files waiting here; ["*"] when a pending name is of no known day
+        (hold back every day rather than guess). The slave's store: its names are parsed here, nowhere else."""
+        found: set[str] = set()
+        for name in self.pending():
+            try:
+                found.add(parse_name(name).date_folder)
+            except ValueError:
+                return ["*"]
+        return sorted(found)
+
     def head(self, count: int, skip: set[str] | frozenset[str] = frozenset()) -> list[str]:
         """Up to `count` oldest pending names not in `skip`; cheap even with a long backlog."""
         out: list[str] = []

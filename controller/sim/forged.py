@@ -18,6 +18,7 @@ import secrets
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from controller.link.auth import new_nonce
 from controller.link.endpoint import PROTOCOL_VERSION
 from controller.link.framing import FrameLimits, encode_frame, read_message
 from controller.logging import get_logger
+from controller.storage.names import ImageName
 
 _READ_LIMITS = FrameLimits(max_header_bytes=64 * 1024, max_payload_bytes=64 * 1024 * 1024)
 log = get_logger("sim.forged")
@@ -140,7 +142,7 @@ async def forged_peer_fault(
     behind the fault proxy (`divert`); with namespaces it takes the master's address inside the slave's namespace
     (the slave's packets to the master then stay local), as an address hijack on the cable would."""
     spool_names = _spool_names(out / "slave" / "spool")
-    name = min(spool_names, default="2024-03-01T110000_fltrB_1ag_2000ss_Plume.png")  # a fake B image
+    name = min(spool_names, default=str(ImageName(datetime(2024, 3, 1, 11, tzinfo=UTC), "B", 1, 2000, "Plume")))
     if netns is None:
         forged = await forged_slave("127.0.0.1", master_port, name)
         fake = FakeMaster(spool_names)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from controller.acquisition import CaptureJournal
 from controller.sim.procs import read_status
-from controller.storage.names import ImageName, parse_name
+from controller.storage.index import StoreIndex
+from controller.storage.names import ImageName
 
 
 def summarize(out: Path, mcfg: dict, scfg: dict) -> dict:
@@ -43,11 +44,9 @@ def summarize(out: Path, mcfg: dict, scfg: dict) -> dict:
     changed = [n for n, sha in first.items() if n in stored_sha and stored_sha[n] != sha]
     overwritten = list(dict.fromkeys([*changed, *recaptured]))
     keys = Counter()
-    for name in stored:
-        with contextlib.suppress(ValueError):
-            parsed = parse_name(name)
-            band = parsed.band if isinstance(parsed, ImageName) else "S"
-            keys[(parsed.time_key, band, parsed.kind)] += 1
+    for parsed in StoreIndex(data_root).records():  # the stored station files, as the master's store sees them
+        band = parsed.band if isinstance(parsed, ImageName) else "S"
+        keys[(parsed.time_key, band, parsed.kind)] += 1
     # A slot captured twice (a restart re-taking it) shows as two Plume files of one device at one time.
     duplicates = sum(n - 1 for (_, _, kind), n in keys.items() if n > 1 and kind == "Plume") + len(recaptured)
     flux = _flux(out / "master" / "processed", mcfg)

@@ -1,1 +1,2 @@
-"""Station data on disk: file names of the original PyCam, atomic writes, date folders, free space."""
+"""Station data on disk: file names of the original PyCam (parsed once, passed on as records), atomic writes, date
+folders, the store's index of what it holds, free space."""

@@ -30,6 +30,7 @@ from controller.storage.atomic import (
     same_content,
     temp_path_for,
 )
+from controller.storage.index import StoreIndex
 from controller.storage.names import ImageName, SpectrumName, parse_name
 
 KINDS = ("image", "spectrum")
@@ -53,6 +54,7 @@ class DataStore:
     def __init__(self, root: str | Path, flat_copy_dir: str | Path | None = None):
         self.root = Path(root)
         self.flat_copy_dir = Path(flat_copy_dir) if flat_copy_dir else None
+        self.index = StoreIndex(self.root, skip=self.flat_copy_dir)  # what is stored, as records
         self._log = get_logger("storage", root=str(self.root))
         self._tidied: set[Path] = set()  # folders already freed of stale temp files by this process
 
@@ -71,38 +73,40 @@ class DataStore:
     def save_image(self, name: ImageName, pixels: np.ndarray) -> Path:
         from controller.storage.png import encode_png16  # OpenCV only where an image is encoded
 
-        return self.save_bytes(str(name), encode_png16(np.asarray(pixels, dtype=np.uint16)))
+        return self.save_bytes(name, encode_png16(np.asarray(pixels, dtype=np.uint16)))
 
     def save_spectrum(self, name: SpectrumName, array: np.ndarray) -> Path:
-        return self.save_bytes(str(name), spectrum_bytes(array))
+        return self.save_bytes(name, spectrum_bytes(array))
 
-    def save_bytes(self, name: str, data: bytes) -> Path:
+    def save_bytes(self, name: str | ImageName | SpectrumName, data: bytes) -> Path:
         """Store `data` under a validated station file name, atomically; returns the final path. The same
         content already stored under that name is a no-op; other content raises NameTaken (nothing changed)."""
-        path = self.path_for(name)
+        record = self._validated(name)
+        path = self.path_for(record)
         try:
             atomic_create_bytes(path, data)
         except NameTaken:
             if same_content(path, hashlib.sha256(data).hexdigest()):
                 return path
             raise
-        self._saved(path, len(data))
+        self._saved(record, path, len(data))
         return path
 
-    def temp_for(self, name: str) -> Path:
+    def temp_for(self, name: str | ImageName | SpectrumName) -> Path:
         """A new temp file in `name`'s date folder, to be filled, fsynced and passed to save_file."""
         return temp_path_for(self.path_for(name))
 
-    def save_file(self, name: str, tmp: str | Path) -> Path:
+    def save_file(self, name: str | ImageName | SpectrumName, tmp: str | Path) -> Path:
         """Give a complete, fsynced temp file (from temp_for) its station name; the temp file is gone afterwards.
         NameTaken when the name is taken (whatever the content: the caller compares)."""
-        path = self.path_for(name)
+        record = self._validated(name)
+        path = self.path_for(record)
         size = os.stat(tmp).st_size
         commit_new(tmp, path)
-        self._saved(path, size)
+        self._saved(record, path, size)
         return path
 
-    def keep_aside(self, name: str, data: bytes) -> Path:
+    def keep_aside(self, name: str | ImageName | SpectrumName, data: bytes) -> Path:
         """Keep content that lost its name to another file under a new, unique name in root/.conflicts/."""
         tmp = temp_path_for(self.root / ASIDE_DIR / "new")
         try:
@@ -132,7 +136,8 @@ class DataStore:
         if removed:
             self._log.warning("stale_temp_files_removed", folder=str(folder), files=removed)
 
-    def _saved(self, path: Path, size: int) -> None:
+    def _saved(self, record: ImageName | SpectrumName, path: Path, size: int) -> None:
+        self.index.add(record)
         self._clean_stale_temps(path.parent)
         if self.flat_copy_dir is not None:
             self._link_flat(path)
@@ -150,10 +155,11 @@ class DataStore:
         except OSError as e:
             self._log.warning("flat_copy_failed", name=path.name, flat_copy_dir=str(self.flat_copy_dir), error=str(e))
 
-    def remove(self, path: str | Path) -> None:
-        """Delete a stored file and its flat copy (the hard link would otherwise keep the space in use). A flat
-        file that is not the same inode (replaced by someone else) is left alone."""
-        path = Path(path)
+    def remove(self, record: ImageName | SpectrumName) -> None:
+        """Delete a stored file and its flat copy (the hard link would otherwise keep the space in use); the index
+        forgets it. A file already gone (removed by hand) is only forgotten. A flat file that is not the same inode
+        (replaced by someone else) is left alone."""
+        path = self.path_for(record)
         if self.flat_copy_dir is not None:
             flat = self.flat_copy_dir / path.name
             try:
@@ -161,7 +167,11 @@ class DataStore:
                     flat.unlink()
             except FileNotFoundError:
                 pass  # no flat copy (or the FTP client already took it)
-        path.unlink()
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            self._log.warning("stored_file_already_gone", name=path.name)
+        self.index.discard(record)
 
     def exists(self, name: str) -> bool:
         return self.path_for(name).is_file()
@@ -175,23 +185,14 @@ class DataStore:
         return st.f_bavail * st.f_frsize
 
     def iter_files(self, kind: str | None = None) -> Iterator[Path]:
-        """Complete station files, oldest date folder first. `kind`: "image", "spectrum", a capture type
-        ("Plume", "Dark", "1257ppmm" ...) or None for all. Temp files, `.lock`ed files and foreign names are
-        skipped."""
-        if not self.root.is_dir():
-            return
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for path in sorted(folder.iterdir()):
-                if not path.is_file() or is_temp_or_locked(path):
-                    continue
-                try:
-                    parsed = parse_name(path.name)
-                except FileNameError:
-                    continue
-                if kind is None:
-                    yield path
-                elif kind in KINDS:
-                    if (kind == "image") == isinstance(parsed, ImageName):
-                        yield path
-                elif parsed.kind == kind:
-                    yield path
+        """Complete station files, oldest date folder first (from the index). `kind`: "image", "spectrum", a
+        capture type ("Plume", "Dark", "1257ppmm" ...) or None for all. Files with a `.lock` sidecar are skipped."""
+        for record in self.index.records():
+            if kind is None:
+                wanted = True
+            elif kind in KINDS:
+                wanted = (kind == "image") == isinstance(record, ImageName)
+            else:
+                wanted = record.kind == kind
+            if wanted and not is_temp_or_locked(path := self.index.path(record)):
+                yield path

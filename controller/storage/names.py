@@ -7,6 +7,7 @@ Spectra: {time:%Y-%m-%dT%H%M%S}_{int_ms}ss_{coadd}coadd_{type}.npy
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -22,13 +23,14 @@ PLAIN_TYPES = ("Plume", "Dark", "Clear", "Test")
 MAX_DIGITS = 9
 MAX_NAME_CHARS = 128
 _NUMBER = f"(?:0|[1-9][0-9]{{0,{MAX_DIGITS - 1}}})"
+_NUMBER_RE = re.compile(_NUMBER)
 _CELL = re.compile(rf"^({_NUMBER})ppmm$")
 _TIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{6}$")
 
 
 def _number(field: str, suffix: str, name: str, what: str) -> int:
     """The integer of a `<N><suffix>` field in canonical form, else FileNameError naming the field."""
-    if field.endswith(suffix) and re.fullmatch(_NUMBER, field[: -len(suffix)]):
+    if field.endswith(suffix) and _NUMBER_RE.fullmatch(field[: -len(suffix)]):
         return int(field[: -len(suffix)])
     raise FileNameError(
         name, f"{what} field {field[:40]!r} is not <integer>{suffix} (ASCII digits, no leading zeros, <= {MAX_DIGITS})"
@@ -51,14 +53,21 @@ def cell_ppmm(kind: str) -> int | None:
 def format_time(ts: float | datetime) -> str:
     if not isinstance(ts, datetime):
         ts = datetime.fromtimestamp(ts, tz=UTC)
-    return ts.strftime(TIME_FORMAT)
+    if ts.year < 1000:
+        return ts.strftime(TIME_FORMAT)  # never parsed back (four year digits): kept as strftime writes it
+    # TIME_FORMAT written out: a data store's start-up scan formats every name it holds (canonical check)
+    return f"{ts.year}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}{ts.minute:02d}{ts.second:02d}"
 
 
 def _parse_time(text: str, name: str) -> datetime:
+    """TIME_FORMAT read by hand (strptime is most of a parse's cost, and a start-up scan parses every name)."""
     if not _TIME.match(text):
         raise FileNameError(name, f"time field {text[:40]!r} is not YYYY-MM-DDTHHMMSS")
     try:
-        return datetime.strptime(text, TIME_FORMAT).replace(tzinfo=UTC)
+        return datetime(
+            int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[13:15]), int(text[15:17]),
+            tzinfo=UTC,
+        )  # fmt: skip
     except ValueError as e:
         raise FileNameError(name, f"time field {text!r} is not YYYY-MM-DDTHHMMSS") from e
 
@@ -66,6 +75,7 @@ def _parse_time(text: str, name: str) -> datetime:
 class _TimedName:
     """What image and spectrum names share: the capture time, as the time key and the date folder."""
 
+    __slots__ = ()  # records are slotted: a data store's index holds one per stored file
     time: datetime
 
     @property
@@ -74,10 +84,10 @@ class _TimedName:
 
     @property
     def date_folder(self) -> str:
-        return self.time.strftime("%Y-%m-%d")
+        return self.time_key[:10]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageName(_TimedName):
     time: datetime
     band: str  # "A" or "B"
@@ -106,11 +116,11 @@ class ImageName(_TimedName):
             raise FileNameError(name, f"filter field {fltr!r} is not fltrA or fltrB")
         gain = _number(gain_s, "ag", name, "gain")
         shutter_us = _number(ss_s, "ss", name, "shutter")
-        _check_kind(kind, name)
+        kind = _check_kind(kind, name)
         return _canonical(cls(t, FILTER_TO_BAND[fltr], gain, shutter_us, kind, darkcorr), name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SpectrumName(_TimedName):
     time: datetime
     integration_ms: int
@@ -131,16 +141,17 @@ class SpectrumName(_TimedName):
         t = _parse_time(time_s, name)
         integration_ms = _number(ss_s, "ss", name, "integration")
         coadd = _number(co_s, "coadd", name, "co-add")
-        _check_kind(kind, name)
+        kind = _check_kind(kind, name)
         return _canonical(cls(t, integration_ms, coadd, kind), name)
 
 
 _Parsed = TypeVar("_Parsed", ImageName, SpectrumName)
 
 
-def _check_kind(kind: str, name: str) -> None:
+def _check_kind(kind: str, name: str) -> str:
+    """The capture type, interned: a data store's index holds a record per stored file, most of one type."""
     try:
-        check_type(kind)
+        return sys.intern(check_type(kind))
     except ValueError as e:
         raise FileNameError(name, str(e)) from e
 

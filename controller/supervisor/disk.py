@@ -47,4 +47,12 @@ class DiskService:
             self.ctx.kick.set()
 
     def status(self) -> dict[str, Any]:
-        return {"free_mb": self.free_mb, "paused": self.paused, "deleted_total": self.policy.deleted_total}
+        out: dict[str, Any] = {
+            "free_mb": self.free_mb,
+            "paused": self.paused,
+            "deleted_total": self.policy.deleted_total,
+        }
+        if self.policy.index is not None:  # the master's data store: what it holds, and what is foreign there
+            counts = self.policy.index.counts()
+            out.update(stored_files=counts["files"], foreign_files=counts["foreign"])
+        return out

@@ -18,6 +18,8 @@ from controller.power.board import PowerBoardMonitor
 from controller.power.handoff import PowerHandoff
 from controller.schedule import StationSchedule
 from controller.storage.datastore import DataStore
+from controller.storage.index import FileName
+from controller.storage.names import ImageName
 from controller.supervisor.actions import SupervisorActions
 from controller.supervisor.base import Supervisor
 from controller.supervisor.darks import DarkSchedule
@@ -88,6 +90,7 @@ class MasterSupervisor(Supervisor):
         if not self.storage_check.get("ok", False):
             raise PycamError(f"storage check failed: {self.storage_check.get('reason')}")
         datastore = open_store(cfg.storage.data_root, cfg.storage.flat_copy_dir)
+        await loop.run_in_executor(None, datastore.index.scan)  # once, before anything is written or deleted
         self.store = StationStore(datastore, lambda: self.disk is not None and self.disk.paused)
         self.receiver = FileReceiver(self.store)
         from controller.hardware import factory
@@ -131,7 +134,7 @@ class MasterSupervisor(Supervisor):
         self.day_ledger = DayLedger(self.state_dir / LEDGER_NAME)
         policy = DiskPolicy(
             self.cfg.storage, self.cfg.storage.data_root, today=self._today, is_processed=self._is_processed,
-            day_complete=lambda day: day in self.day_ledger,
+            day_complete=lambda day: day in self.day_ledger, index=datastore.index,
             delete=datastore.remove,  # drops the flat copy too: its hard link would keep the space in use
         )  # fmt: skip
         return DiskService(self.ctx, policy)
@@ -145,15 +148,10 @@ class MasterSupervisor(Supervisor):
     def _worker_journal(self) -> Journal | None:
         return self.worker_service.journal() if self.worker_service is not None else None
 
-    def _is_processed(self, path: Path) -> bool:
-        """From the worker's journal: the pair (or spectrum) of this file's slot was processed."""
-        from controller.storage.names import ImageName, parse_name
-
+    def _is_processed(self, name: FileName) -> bool:
+        """From the worker's journal: the pair (or spectrum) of this file's slot was processed (`name` is the
+        data store's record: parsed once, when the store wrote or first scanned it)."""
         journal = self._worker_journal()
-        try:
-            name = parse_name(path.name)
-        except ValueError:
-            return False
         kind = "pairs" if isinstance(name, ImageName) else "spectra"
         return journal is not None and (kind, name.time_key) in journal
 
@@ -162,11 +160,11 @@ class MasterSupervisor(Supervisor):
         from controller.disk_policy import record_completed_days
 
         journal = self._worker_journal()
-        if journal is None or self.day_ledger is None:
+        if journal is None or self.day_ledger is None or self.store is None:
             return []
         pending = await self.slave_spool_days()
         days = await asyncio.get_running_loop().run_in_executor(
-            None, record_completed_days, self.cfg.storage.data_root, self.day_ledger, self._today(),
+            None, record_completed_days, self.store.index, self.day_ledger, self._today(),
             lambda kind, key: (kind, key) in journal, pending, self.cfg.processing.pair_tolerance_s,
         )  # fmt: skip
         return days

@@ -106,7 +106,7 @@ class SlaveSupervisor(Supervisor):
     async def _status_request(self, body: dict) -> dict:
         spool = self.spool
         # The date folders still waiting here: the master's disk policy never counts those days as complete.
-        days = await asyncio.get_running_loop().run_in_executor(None, spool_days, spool) if spool is not None else []
+        days = await asyncio.get_running_loop().run_in_executor(None, spool.days) if spool is not None else []
         return {"state": self.station.state, "spool": len(spool) if spool is not None else None, "spool_days": days}
 
     async def _flush_for_stop(self, timeout_s: float) -> bool:
@@ -260,16 +260,3 @@ class SlaveSupervisor(Supervisor):
             "rtt_ms": None if self.rtt_s is None else round(self.rtt_s * 1000, 3),
             "sync_failures": self.sync_failures,
         }
-
-
-def spool_days(spool: Spool) -> list[str]:
-    """The date folders (YYYY-MM-DD) of the files waiting in the spool."""
-    from controller.storage.names import parse_name
-
-    days: set[str] = set()
-    for name in spool.pending():
-        try:
-            days.add(parse_name(name).date_folder)
-        except ValueError:
-            return ["*"]  # a name of no known day: hold back every day rather than guess
-    return sorted(days)

@@ -15,9 +15,8 @@ from pathlib import Path
 from controller.errors import StorageError
 from controller.storage.atomic import NameTaken
 from controller.storage.datastore import DataStore
-from controller.storage.names import ImageName, SpectrumName
+from controller.storage.index import FileName, StoreIndex  # a name parsed once where it came in, passed on
 
-FileName = ImageName | SpectrumName  # a name parsed once where it came in, passed on as a record
 Consumer = Callable[[str], None]
 
 
@@ -56,6 +55,11 @@ class StationStore:
         path = self._store.save_file(name, tmp)
         self._stored(name)
         return path
+
+    @property
+    def index(self) -> StoreIndex:
+        """What the store holds, as records (the disk policy and the status page ask here)."""
+        return self._store.index
 
     def exists(self, name: str) -> bool:
         return self._store.exists(name)

@@ -13,7 +13,8 @@ def make_outward(sup: Any) -> dict[str, Any]:
     if sup.cfg.web.enabled:
         from controller.web.service import WebService
 
-        services["web"] = WebService(sup.cfg, sup.collect_status, sup.processing_out_dir(), sup._today)
+        files = lambda: sup.store.index if sup.store is not None else None  # noqa: E731 - the store opens later
+        services["web"] = WebService(sup.cfg, sup.collect_status, sup.processing_out_dir(), sup._today, files)
     if sup.cfg.delivery.enabled:
         from controller.delivery import make_delivery
 

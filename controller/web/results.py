@@ -1,5 +1,6 @@
-"""What the status page shows from disk: the newest A/B images (and a quick-look AA), the day's products written by
-the processing worker (plot PNG, summary JSON, emission-rate CSVs) and the DOAS column series.
+"""What the status page shows from disk: the newest A/B images (and a quick-look AA; which ones, the data store's
+index says: no listing or parsing of the date folders here), the day's products written by the processing worker
+(plot PNG, summary JSON, emission-rate CSVs) and the DOAS column series.
 
 Everything here reads files and runs OpenCV: the web service calls it in an executor, never on the event loop.
 """
@@ -10,49 +11,24 @@ import csv
 import json
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from controller.storage.atomic import TEMP_PREFIX
-from controller.storage.names import ImageName, parse_name
+from controller.storage.index import StoreIndex
 
 DAY_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MAX_ROWS = 5000  # rows of one day's series returned by the API (a 1 s station day thinned to this)
 
 
-def _day_folders(data_root: Path) -> list[Path]:
-    if not data_root.is_dir():
-        return []
-    return sorted((p for p in data_root.iterdir() if p.is_dir() and len(p.name) == 10), reverse=True)
-
-
-def latest_images(data_root: Path) -> dict[str, Path]:
-    """The newest Plume image of each band, and the newest slot with both (keys A, B, pair_A, pair_B)."""
-    out: dict[str, Path] = {}
-    for folder in _day_folders(Path(data_root)):
-        by_slot: dict[str, dict[str, Path]] = {}
-        for p in folder.iterdir():
-            if p.name.startswith(TEMP_PREFIX) or not p.name.endswith(".png"):
-                continue
-            try:
-                name = parse_name(p.name)
-            except ValueError:
-                continue
-            if isinstance(name, ImageName) and name.kind == "Plume" and not name.darkcorr:
-                by_slot.setdefault(name.time_key, {})[name.band] = p
-        for key in sorted(by_slot, reverse=True):
-            slot = by_slot[key]
-            for band in ("A", "B"):
-                if band in slot:
-                    out.setdefault(band, slot[band])
-            if "A" in slot and "B" in slot and "pair_A" not in out:
-                out["pair_A"], out["pair_B"] = slot["A"], slot["B"]
-            if len(out) == 4:
-                return out
-        if out:
-            return out
-    return out
+def latest_images(index: StoreIndex | None) -> dict[str, Path]:
+    """The newest Plume image of each band, and the newest slot with both (keys A, B, pair_A, pair_B), from the
+    data store's records (no listing of the date folders; none before the store is open)."""
+    if index is None:
+        return {}
+    return {key: index.path(name) for key, name in index.latest_plume().items()}
 
 
 def _read16(path: Path) -> np.ndarray:
@@ -97,15 +73,15 @@ def quicklook_aa(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class Thumbnails:
     """Thumbnail PNGs of the newest images, cached by their source files (re-made only when a new slot lands)."""
 
-    def __init__(self, data_root: Path, size_px: int):
-        self.data_root = Path(data_root)
+    def __init__(self, files: Callable[[], StoreIndex | None], size_px: int):
+        self._files = files  # the data store's index, once the store is open
         self.size_px = size_px
         self._cache: dict[str, tuple[tuple, bytes, str]] = {}
         self._lock = threading.Lock()
 
     def available(self) -> dict[str, str | None]:
         """The source file of each thumbnail (A, B, AA: the A of the newest pair), None when there is none yet."""
-        latest = latest_images(self.data_root)
+        latest = latest_images(self._files())
         return {
             k: (latest[src].name if src in latest else None) for k, src in (("A", "A"), ("B", "B"), ("AA", "pair_A"))
         }
@@ -114,7 +90,7 @@ class Thumbnails:
         """(PNG bytes, source file name) of the A, B or AA thumbnail, or None when there is no image yet."""
         import cv2
 
-        latest = latest_images(self.data_root)
+        latest = latest_images(self._files())
         sources = [latest.get("pair_A"), latest.get("pair_B")] if which == "AA" else [latest.get(which)]
         if not all(sources):
             return None

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from controller.logging import get_logger
 from controller.netaccess import AddressFilter
+from controller.storage.index import StoreIndex
 from controller.web import metrics, results
 
 
@@ -47,7 +48,9 @@ class WebService:
 
     def __init__(
         self, cfg: Any, status_source: Callable[[], dict], processed_dir: Path, today: Callable[[], str],
+        files: Callable[[], StoreIndex | None] = lambda: None,
     ):  # fmt: skip
+        """`files`: the data store's index (the page's newest images), None until the store is open."""
         self.web_cfg = cfg.web
         self._token = cfg.network.auth_token
         self._allowed = AddressFilter(cfg.network.allowed_networks)
@@ -55,7 +58,7 @@ class WebService:
         self.processed_dir = Path(processed_dir)
         self._today = today
         self._ppmm = cfg.processing.ppmm_to_molecules_cm2
-        self._thumbs = results.Thumbnails(cfg.storage.data_root, cfg.web.thumbnail_px)
+        self._thumbs = results.Thumbnails(files, cfg.web.thumbnail_px)
         self._executor: ThreadPoolExecutor | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None

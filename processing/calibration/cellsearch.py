@@ -25,7 +25,14 @@ from processing.images import FolderScan, ImageFile, read_image
 
 log = get_logger("processing.calibration.cellsearch")
 
-__all__ = ["CELL_TAU_MIN", "CLEAR_TAU_MAX", "assign_cell_window", "cell_window_bounds"]
+__all__ = [
+    "CELL_TAU_MIN",
+    "CLEAR_TAU_MAX",
+    "assign_cell_window",
+    "cell_window_bounds",
+    "in_cell_window",
+    "live_cell_window",
+]
 
 CELL_TAU_MIN = 0.10
 CLEAR_TAU_MAX = 0.05
@@ -48,6 +55,37 @@ def cell_window_bounds(proc: ProcessingConfig) -> tuple[datetime, datetime] | No
     return t0, t1
 
 
+def in_cell_window(proc: ProcessingConfig, time: datetime) -> bool:
+    """Whether an image taken at `time` lies in the configured cell window (never a plume image then)."""
+    bounds = cell_window_bounds(proc)
+    return bounds is not None and bounds[0] <= time <= bounds[1]
+
+
+def live_cell_window(scan: FolderScan, proc: ProcessingConfig, reader=read_image) -> dict | None:
+    """The live worker's form of `assign_cell_window`, so that it gives `pycam process`'s answer: while the window
+    is still being taken (no plume image after its end yet) its frames wait, never processed as plume; once it is
+    over they are assigned as `pycam process` assigns them. A window that cannot be assigned is logged, and its
+    frames stay out of the plume."""
+    found = _window_frames(scan, proc)
+    if found is None or not found[1]:
+        return None
+    (t0, t1), inside = found
+    if max(f.name.time for f in scan.plume) > t1:
+        try:
+            return assign_cell_window(scan, proc, reader)
+        except ProcessingError as e:
+            log.error("cell_window_unusable", error=str(e))
+    scan.plume = [f for f in scan.plume if not t0 <= f.name.time <= t1]
+    return {"window": [t0.isoformat(), t1.isoformat()], "waiting": len(inside)}
+
+
+def _window_frames(scan: FolderScan, proc: ProcessingConfig) -> tuple[tuple[datetime, datetime], list] | None:
+    bounds = cell_window_bounds(proc)
+    if bounds is None:
+        return None
+    return bounds, [f for f in scan.plume if bounds[0] <= f.name.time <= bounds[1]]
+
+
 def _groups(files: list[ImageFile], taus: np.ndarray) -> list[list[int]]:
     """Indices of consecutive cell frames, split where τ jumps (another cell)."""
     groups: list[list[int]] = []
@@ -64,11 +102,10 @@ def _groups(files: list[ImageFile], taus: np.ndarray) -> list[list[int]]:
 def assign_cell_window(scan: FolderScan, proc: ProcessingConfig, reader=read_image) -> dict | None:
     """Move the window's frames out of `scan.plume`: cells into `scan.cells` (kind = the cell id), clear frames into
     `scan.clears`, moving-cell frames into `scan.skipped`. Returns a summary, None without a configured window."""
-    bounds = cell_window_bounds(proc)
-    if bounds is None:
+    found = _window_frames(scan, proc)
+    if found is None:
         return None
-    t0, t1 = bounds
-    window = [f for f in scan.plume if t0 <= f.name.time <= t1]
+    (t0, t1), window = found
     if not window:
         raise ProcessingError(f"processing.cell_window {proc.cell_window}: no images in it")
     darks = DarkLibrary.from_files(scan.darks)

@@ -86,12 +86,12 @@ def test_removing_a_file_frees_its_flat_copy_too(tmp_path):
     replaced = store.save_bytes("2019-09-18T074343_1000ss_1coadd_Plume.npy", b"3")
     (tmp_path / "flat" / replaced.name).unlink()
     (tmp_path / "flat" / replaced.name).write_bytes(b"someone else's")
-    store.remove(gone)
-    store.remove(replaced)
+    store.remove(SpectrumName.parse(gone.name))
+    store.remove(SpectrumName.parse(replaced.name))
     assert not gone.exists() and not (tmp_path / "flat" / gone.name).exists()
     assert (tmp_path / "flat" / replaced.name).read_bytes() == b"someone else's"
     assert os.path.samefile(tmp_path / "flat" / kept.name, kept)
-    store.remove(kept)  # the FTP client may already have taken the flat copy: still fine
+    store.remove(SpectrumName.parse(kept.name))  # the FTP client may already have taken the flat copy: still fine
     assert not (tmp_path / "flat" / kept.name).exists()
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from controller.config import StorageConfig
 from controller.disk_policy import MB, DiskPolicy
+from controller.storage.index import StoreIndex
 
 
 class FakeDisk:
@@ -32,9 +33,10 @@ def _make(root: Path, day: str, hhmmss: str, band: str = "A") -> Path:
 
 def _policy(root: Path, disk: FakeDisk, processed: set[str], min_mb=100, resume_mb=150) -> DiskPolicy:
     cfg = StorageConfig(data_root=root, min_free_mb=min_mb, resume_free_mb=resume_mb)
+    index = StoreIndex(root)
     return DiskPolicy(
-        cfg, root, today=lambda: "2024-01-03", is_processed=lambda p: p.name in processed,
-        free_bytes=disk.free_bytes, delete=disk.delete,
+        cfg, root, today=lambda: "2024-01-03", is_processed=lambda name: str(name) in processed,
+        free_bytes=disk.free_bytes, delete=lambda name: disk.delete(index.path(name)), index=index,
     )  # fmt: skip
 
 
@@ -121,10 +123,10 @@ def test_day_complete_only_when_every_pair_and_spectrum_is_processed(tmp_path):
     dark = tmp_path / "2024-01-01" / "2024-01-01T050000_fltrA_1ag_10000ss_Dark.png"
     dark.write_bytes(b"d")
     done = {("pairs", k) for k in keys[:-1]} | {("spectra", k) for k in keys}
-    complete, info = day_completion(tmp_path / "2024-01-01", lambda kind, key: (kind, key) in done)
+    complete, info = day_completion(StoreIndex(tmp_path), "2024-01-01", lambda kind, key: (kind, key) in done)
     assert not complete and info == {"pairs": 3, "spectra": 3, "unprocessed": 1}
     done.add(("pairs", keys[-1]))
-    assert day_completion(tmp_path / "2024-01-01", lambda kind, key: (kind, key) in done)[0]
+    assert day_completion(StoreIndex(tmp_path), "2024-01-01", lambda kind, key: (kind, key) in done)[0]
 
 
 def test_record_completed_days_never_today_nor_days_still_in_the_slave_spool(tmp_path):
@@ -134,7 +136,7 @@ def test_record_completed_days_never_today_nor_days_still_in_the_slave_spool(tmp
     for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
         _day(root, day)
     everything = lambda kind, key: True  # noqa: E731 - the worker processed everything
-    ledger = DayLedger(tmp_path / "days.json")
+    ledger, root = DayLedger(tmp_path / "days.json"), StoreIndex(root)
     assert record_completed_days(root, ledger, "2024-01-03", everything, None) == []  # link down: unknown
     assert record_completed_days(root, ledger, "2024-01-03", everything, {"2024-01-02"}) == ["2024-01-01"]
     assert record_completed_days(root, ledger, "2024-01-03", everything, set()) == ["2024-01-02"]
@@ -153,13 +155,15 @@ def test_recorded_old_days_are_deleted_oldest_first_even_beyond_the_worker_journ
         _day(root, day, slots=2)
     ledger = DayLedger(tmp_path / "days.json")
     journal_days = {"2023-11-01", "2023-11-02"}  # processed back then (the journal has long forgotten them)
-    record_completed_days(root, ledger, "2023-11-03", lambda kind, key: key[:10] in journal_days, set())
+    index = StoreIndex(root)
+    record_completed_days(index, ledger, "2023-11-03", lambda kind, key: key[:10] in journal_days, set())
     assert set(ledger.days) == journal_days
     disk = FakeDisk(40)
     cfg = StorageConfig(data_root=root, min_free_mb=100, resume_free_mb=150)
     pol = DiskPolicy(
-        cfg, root, today=lambda: "2024-01-03", is_processed=lambda p: False, free_bytes=disk.free_bytes,
-        delete=disk.delete, day_complete=lambda day: day in DayLedger(tmp_path / "days.json"),
+        cfg, root, today=lambda: "2024-01-03", is_processed=lambda name: False, free_bytes=disk.free_bytes,
+        delete=lambda name: disk.delete(index.path(name)), day_complete=lambda day: day in DayLedger(tmp_path / "days.json"),
+        index=index,
     )  # fmt: skip
     res = pol.check()
     # 6 files on 2023-11-01, then 6 on 2023-11-02 are deletable, 10 MB each: the resume mark (150 MB from 40)

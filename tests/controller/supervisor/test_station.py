@@ -53,6 +53,9 @@ async def test_station_day_reaches_acquire_with_paired_files(station):
     # The slave flushed everything before it stopped: its spool is empty and every B image is on the master.
     assert len(slave.spool) == 0
     assert _caps(slave, "B") == sum(1 for i in images if i.band == "B")
+    # The store's index, kept current by camera A's and the link's writes, is what is on disk; the disk policy asks it.
+    on_disk = {p.name for p in root.glob("????-??-??/*") if not p.name.startswith(".")}
+    assert {str(r) for r in master.store.index.records()} == on_disk and master.disk.policy.index is master.store.index
 
 
 @run_async

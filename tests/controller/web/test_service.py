@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.config import config_from_dict
 from controller.storage.datastore import DataStore
+from controller.storage.index import StoreIndex
 from controller.storage.names import ImageName
 from controller.web.service import WebService
 
@@ -41,7 +42,8 @@ def _cfg(tmp: Path, **network):
 
 
 async def _serve(tmp: Path, fn, **network):
-    svc = WebService(_cfg(tmp, **network), lambda: dict(STATUS), tmp / "processed", lambda: DAY)
+    index = StoreIndex(tmp / "data")  # the data store's, in the supervisor
+    svc = WebService(_cfg(tmp, **network), lambda: dict(STATUS), tmp / "processed", lambda: DAY, lambda: index)
     await svc.start()
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{svc.port}") as http:
