@@ -113,7 +113,7 @@ class EventCounter:
             self.infos.append(info)
             self._changed.set()
 
-    async def wait(self, count: int = 1, timeout_s: float = 3.0) -> None:
+    async def wait(self, count: int = 1, timeout_s: float = 30.0) -> None:
         import asyncio
 
         async def reached() -> None:

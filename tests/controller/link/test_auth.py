@@ -68,7 +68,7 @@ def test_forged_hello_neither_takes_the_session_nor_stores_a_file(tmp_path, port
         pair = LinkPair(tmp_path, link_config(port, **STEADY))
         master = await pair.start_master()
         slave = await pair.start_slave()
-        assert await master.wait_connected(3)
+        assert await master.wait_connected(30)
         real_boot = master.peer["boot_id"]
         down = EventCounter(master, "disconnected")
         fake_b = station_names(1)[0]
@@ -160,7 +160,7 @@ def test_second_slave_is_refused_without_disturbing_the_first(tmp_path, port):
         pair = LinkPair(tmp_path, cfg)
         master = await pair.start_master()
         first = await pair.start_slave()
-        assert await master.wait_connected(3)
+        assert await master.wait_connected(30)
         down_master, down_first = EventCounter(master, "disconnected"), EventCounter(first, "disconnected")
         second = SlaveLink(cfg, SystemClock(), Spool(tmp_path / "second"))  # even with the key
         await second.start()
