@@ -109,9 +109,11 @@ class BandBackground:
         self.model.set_missing_ref_areas(plume)
         self._ready = True
 
-    def tau(self, intensity: np.ndarray, time: datetime | None = None) -> np.ndarray:
-        """ln(I0/I) as float64, with pyplis's sky-area corrections for the mode."""
-        plume_arr = np.maximum(intensity, MIN_INTENSITY, dtype=np.float64)  # one new float64 array
+    def tau(self, intensity: np.ndarray, time: datetime | None = None, overwrite: bool = False) -> np.ndarray:
+        """ln(I0/I) as float64, with pyplis's sky-area corrections for the mode; `overwrite`: computed in the float64
+        `intensity` itself (the pair chain: one full-image array less per band)."""
+        in_place = overwrite and intensity.dtype == np.float64
+        plume_arr = np.maximum(intensity, MIN_INTENSITY, out=intensity if in_place else None, dtype=np.float64)
         if not self._ready:
             self._init_areas(_img(plume_arr, time))
         if self.mode == FAST_MODE and self.clear is not None and self.clear.shape == plume_arr.shape:
@@ -197,5 +199,7 @@ class OpticalDepth:
             for band in ("A", "B")
         }
 
-    def tau(self, band: str, intensity: np.ndarray, time: datetime | None = None) -> np.ndarray:
-        return self.bands[band].tau(intensity, time)
+    def tau(
+        self, band: str, intensity: np.ndarray, time: datetime | None = None, overwrite: bool = False
+    ) -> np.ndarray:
+        return self.bands[band].tau(intensity, time, overwrite)

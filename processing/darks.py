@@ -91,12 +91,21 @@ class DarkLibrary:
             cache[key] = (self._sums[key] / self._counts[key], self._counts[key])
         return cache[key][0]
 
-    def correct(self, band: str, shutter_us: int, raw: np.ndarray) -> tuple[np.ndarray, DarkMatch]:
-        """Dark-corrected float64 image (never integer: small values may go negative before clipping)."""
+    def correct(
+        self, band: str, shutter_us: int, raw: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, DarkMatch]:
+        """Dark-corrected float64 image (never integer: small values may go negative before clipping); into `out`
+        (a float64 array of raw's shape, reused pair after pair) when given."""
         match = self.get(band, shutter_us)
+        if out is not None and (out.shape != raw.shape or out.dtype != np.float64):
+            out = None
         if match.dark is not None and match.dark.shape == raw.shape:
-            return np.subtract(raw, match.dark, dtype=np.float64), match  # one pass, no float copy of raw first
-        return raw.astype(np.float64), match
+            # one pass, no float copy of raw first
+            return np.subtract(raw, match.dark, out=out, dtype=np.float64), match
+        if out is None:
+            return raw.astype(np.float64), match
+        np.copyto(out, raw)
+        return out, match
 
 
 @dataclass(frozen=True)

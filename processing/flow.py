@@ -146,6 +146,30 @@ def contrast_range(img: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def flow_region(lines_at_level: list[LineOnImage], shape: tuple[int, int], margin: int) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the bounding box of the lines' rotated ROIs (lines at the flow level) plus `margin` pixels
+    (Farneback's window), within `shape`. The flow inside is then that of the whole image to within its own noise
+    (tests compare)."""
+    corners = np.vstack([np.asarray(ln.rect_roi_rot) for ln in lines_at_level])
+    h, w = shape
+    x0, y0 = np.floor(corners.min(axis=0)).astype(int) - margin
+    x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + margin
+    return max(int(y0), 0), min(int(y1), h), max(int(x0), 0), min(int(x1), w)
+
+
+def plume_pixels(img: np.ndarray, roi: np.ndarray) -> np.ndarray | None:
+    """The pixels of `roi` (a boolean mask of `img`'s shape) whose AA exceeds PLUME_MASK_FRACTION of its robust
+    maximum (99.5th percentile); None when there is no positive AA in the ROI."""
+    vals = img[roi]
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return None
+    top = float(np.percentile(vals, 99.5))
+    if not top > 0:
+        return None
+    return roi & (img > PLUME_MASK_FRACTION * top)
+
+
 class FlowVelocity:
     """Keeps the previous AA image and gives per-line velocities from the flow to the current one."""
 
@@ -162,18 +186,12 @@ class FlowVelocity:
         self._region: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None
 
     def region(self, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
-        """(y0, y1, x0, x1) at the flow level: the lines' rotated ROIs plus a margin of Farneback's window (the
-        flow inside is then that of the whole image to within its own noise; tests compare)."""
+        """(y0, y1, x0, x1) at the flow level (`flow_region`), once per shape."""
         if not self.region_lines:
             return None
         if self._region is None or self._region[0] != shape:
-            corners = np.vstack([np.asarray(self._line_at_level(ln).rect_roi_rot) for ln in self.region_lines])
-            m = int(self.engine.settings._flow_algo["winsize"])
-            h, w = shape
-            x0, y0 = np.floor(corners.min(axis=0)).astype(int) - m
-            x1, y1 = np.ceil(corners.max(axis=0)).astype(int) + m
-            box = (max(int(y0), 0), min(int(y1), h), max(int(x0), 0), min(int(x1), w))
-            self._region = (shape, box)
+            lines = [self._line_at_level(ln) for ln in self.region_lines]
+            self._region = (shape, flow_region(lines, shape, int(self.engine.settings._flow_algo["winsize"])))
         return self._region[1]
 
     def update(self, aa: np.ndarray, time: datetime) -> bool:
@@ -276,14 +294,7 @@ class FlowVelocity:
         else:
             _, roi = self._roi_box(line, img.shape)
             img = img[box]
-        vals = img[roi]
-        vals = vals[np.isfinite(vals)]
-        if vals.size == 0:
-            return None
-        top = float(np.percentile(vals, 99.5))
-        if not top > 0:
-            return None
-        return roi & (img > PLUME_MASK_FRACTION * top)
+        return plume_pixels(img, roi)
 
     def _fractions_ok(self, line: LineOnImage, res: dict, columns: np.ndarray | None) -> tuple[float, float]:
         """Fraction of line pixels whose own flow vector agrees with the histogram result (and ICA-weighted)."""

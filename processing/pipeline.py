@@ -141,6 +141,7 @@ class PairProcessor:
         self.dilution: DilutionCorrection | None = None
         self._ext: dict[datetime, tuple[float, float]] = {}  # per pair time, from aa_image to process_aa
         self._pool: ThreadPoolExecutor | None = None  # the two bands of a pair in parallel (aa_image)
+        self._buffers: dict[str, np.ndarray] = {}  # scratch images reused pair after pair (_buffer)
 
     def _init_shape(self, shape: tuple[int, int]) -> None:
         proc = self.cfg.processing
@@ -166,45 +167,73 @@ class PairProcessor:
         """Light-dilution correction state for the outputs (coefficients of the latest fit per band)."""
         return self.dilution.state() if self.dilution is not None else dict(NOT_CORRECTED)
 
-    def _corrected_aa(
-        self, time: datetime, intensity: dict[str, np.ndarray], tau_a: np.ndarray, tau_b: np.ndarray
-    ) -> np.ndarray:
-        """processing.dilution: ε per band fitted on this pair's terrain (B sampled through the registration), then
-        AA from both optical depths corrected."""
-        d = self.dilution
+    def _fit_dilution(self, band: str, intensity: np.ndarray) -> ProcessingError | None:
+        """processing.dilution: ε of `band` fitted on this pair's terrain (B sampled through the registration)."""
         try:
-            d.fit("A", intensity["A"])
-            d.fit("B", intensity["B"], self.setup.registration.matrix)
+            self.dilution.fit(band, intensity, self.setup.registration.matrix if band == "B" else None)
         except ProcessingError as e:
-            log.warning("dilution_fit_failed", time=str(time), error=str(e))
+            return e
+        return None
+
+    def _corrected_aa(
+        self, time: datetime, errors: list[ProcessingError | None], tau_a: np.ndarray, tau_b: np.ndarray
+    ) -> np.ndarray:
+        """AA from both optical depths corrected for light dilution (uncorrected when a band's fit failed)."""
+        d = self.dilution
+        failed = [e for e in errors if e is not None]
+        if failed:
+            log.warning("dilution_fit_failed", time=str(time), error=str(failed[0]))
             return tau_a - tau_b
         if len(self._ext) > 256:  # pairs whose AA never reached process_aa
             self._ext.clear()
         self._ext[time] = (d.fits["A"].ext, d.fits["B"].ext)
         return d.correct_aa(tau_a, tau_b, self.geometry.plume_distances())
 
-    def _band(self, band: str, f: ImageFile, time: datetime) -> tuple[np.ndarray, np.ndarray, str]:
-        """One band of a pair: dark-corrected intensity per second of exposure, optical depth, the dark used."""
-        img, match = self.setup.darks.correct(band, f.name.shutter_us, read_image(f.path))
+    def _buffer(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float64 scratch image reused pair after pair (a fresh full-size array costs its page faults). Only for
+        arrays that do not outlive aa_image: the bands' intensities and optical depths, registered B."""
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape != shape:
+            buf = self._buffers[key] = np.empty(shape, np.float64)
+        return buf
+
+    def _band(self, band: str, f: ImageFile, time: datetime, fit: bool) -> tuple:
+        """One band of a pair: (dark-corrected intensity per second of exposure or None, optical depth, the dark
+        used, the light-dilution fit's error). With `fit` (the processor set up for this shape) the band's dilution
+        fit is done here, in its thread, and the optical depth computed in the intensity's own array; otherwise the
+        intensity is returned for the caller to fit."""
+        raw = read_image(f.path)
+        img, match = self.setup.darks.correct(band, f.name.shutter_us, raw, out=self._buffer(band, raw.shape))
         img *= 1e6 / f.name.shutter_us
-        return img, self.optical_depth.tau(band, img, time), f"{band}:{match.description}"
+        desc = f"{band}:{match.description}"
+        if not DilutionCorrection.configured(self.cfg.processing):
+            return None, self.optical_depth.tau(band, img, time, overwrite=True), desc, None
+        if fit and self.geometry is not None and self.geometry.shape == img.shape:
+            error = self._fit_dilution(band, img)
+            return None, self.optical_depth.tau(band, img, time, overwrite=True), desc, error
+        return img, self.optical_depth.tau(band, img, time), desc, None
 
     def aa_image(self, pair: ImagePair) -> tuple[np.ndarray, str]:
-        """Apparent absorbance (float64) of a pair, on camera A's grid. The two bands are read and turned into
-        optical depths in two threads (PNG decoding and numpy release the GIL: ~40 % less wall time on 2+ cores)."""
+        """Apparent absorbance (float64) of a pair, on camera A's grid. The two bands are read, dark corrected,
+        fitted for light dilution and turned into optical depths in two threads (PNG decoding and numpy release the
+        GIL: ~40 % less wall time on 2+ cores)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pycam-band")
-        jobs = [self._pool.submit(self._band, band, f, pair.time) for band, f in (("A", pair.a), ("B", pair.b))]
-        (int_a, tau_a, dark_a), (int_b, tau_b, dark_b) = (j.result() for j in jobs)
-        intensity, taus, dark_desc = {"A": int_a, "B": int_b}, {"A": tau_a, "B": tau_b}, [dark_a, dark_b]
-        tau_a, tau_b = taus["A"], self.setup.registration.apply(taus["B"])
+        fit = self.dilution is not None
+        jobs = [self._pool.submit(self._band, band, f, pair.time, fit) for band, f in (("A", pair.a), ("B", pair.b))]
+        bands = dict(zip("AB", (j.result() for j in jobs), strict=True))
+        tau_b = bands["B"][1]
+        tau_a, tau_b = bands["A"][1], self.setup.registration.apply(tau_b, self._buffer("B_on_A", tau_b.shape))
+        dark_desc = " ".join(bands[b][2] for b in "AB")
         if tau_b.shape != tau_a.shape:
             raise ProcessingError(f"{pair.a.path.name}: A is {tau_a.shape}, registered B is {tau_b.shape}")
         if DilutionCorrection.configured(self.cfg.processing):  # needs the plume distances: the geometry first
             if self.geometry is None or self.geometry.shape != tau_a.shape:
                 self._init_shape(tau_a.shape)
-            return self._corrected_aa(pair.time, intensity, tau_a, tau_b), " ".join(dark_desc)
-        return tau_a - tau_b, " ".join(dark_desc)
+            # bands not fitted in their thread (the first pair, a new shape) are fitted here
+            errors = [self._fit_dilution(b, bands[b][0]) if bands[b][0] is not None else bands[b][3] for b in "AB"]
+            return self._corrected_aa(pair.time, errors, tau_a, tau_b), dark_desc
+        return tau_a - tau_b, dark_desc
 
     def process(self, pair: ImagePair, calibration: Calibration | None = None) -> PairResult:
         aa, dark_desc = self.aa_image(pair)

@@ -58,16 +58,24 @@ class Registration:
             raise ProcessingError(f"ECC registration did not converge: {e}") from e
         return cls(warp.astype(np.float64), source="ecc")
 
-    def apply(self, img_b: np.ndarray) -> np.ndarray:
-        """B resampled onto A's grid. Float32/64 only: optical depths are never cast to an integer type."""
+    def apply(self, img_b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """B resampled onto A's grid (into `out` when it has the result's shape and dtype: a buffer reused pair after
+        pair). Float32/64 only: optical depths are never cast to an integer type."""
         if not np.issubdtype(img_b.dtype, np.floating):
             raise TypeError(f"registration needs a float image (optical depth), got {img_b.dtype}")
         if self.is_identity:
             return img_b
         src = img_b if img_b.dtype in (np.float32, np.float64) else img_b.astype(np.float64)
         h, w = src.shape
+        if out is not None and (out.shape != src.shape or out.dtype != src.dtype or out is src):
+            out = None
         return cv2.warpAffine(
-            src, self.matrix, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+            src,
+            self.matrix,
+            (w, h),
+            dst=out,
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
         )
 
 

@@ -1,7 +1,11 @@
 """`run_processing_bench()`: figures for `pycam bench processing --json`.
 
-- ms per pair for the whole chain (read PNGs, dark, optical depth, registration, flow, lines, CSV rows) on the
-  Villarrica pairs (target < 150 ms, so a Raspberry Pi 4 keeps up at 1 Hz);
+- ms per pair for the whole chain (read PNGs, dark, optical depth, registration, light dilution, flow, lines, CSV
+  rows) on the Villarrica pairs (target < 150 ms, so a Raspberry Pi 4 keeps up at 1 Hz), CPU and wall, mean and p95;
+  side by side in the same run, pair by pair, the same chain from pyplis primitives (controller/bench/pyplis_chain.py:
+  the same steps, the same flow region and plume pixels, pyplis's DilutionCorr, its multi-Gauss histogram fit and
+  its cross-correlation), the speed ratio (also without pyplis's cross-correlation, ours kept in: the conservative
+  figure) and both chains' emission rates compared pair by pair;
 - the field-of-view search for 100 full-size frames (P1's bench_fov; target < 2 s);
 - ms per spectrum of the DOAS fit (P1's bench_doas);
 - peak memory of a worker-like child process over N pairs (replays of the Villarrica pairs at 1 s spacing;
@@ -12,6 +16,7 @@
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import tempfile
 import time
@@ -69,11 +74,29 @@ def _stats(wall: list[float], cpu: list[float]) -> dict:
     }
 
 
+def _flux_comparison(rows: list[tuple[str, str, float, float]]) -> dict:
+    """Our emission rates against the pyplis chain's (kg/s), pair by pair (one line per pair: "<time>
+    <line>_<method> ours/pyplis ..."), and per method the median and largest relative difference."""
+    by_pair: dict[str, list[str]] = {}
+    for t, key, a, b in rows:
+        by_pair.setdefault(t, []).append(f"{key} {a:.4g}/{b:.4g}")
+    out: dict = {"per_pair": [f"{t} " + " ".join(v) for t, v in by_pair.items()]}
+    for method in ("flow", "xcorr"):
+        rel = [abs(a / b - 1.0) for _, key, a, b in rows if key.endswith(method) and b != 0]
+        out[method] = {
+            "pairs_compared": len(rel),
+            "median_rel_diff": round(float(np.median(rel)), 4) if rel else None,
+            "max_rel_diff": round(float(np.max(rel)), 4) if rel else None,
+        }
+    return out
+
+
 def bench_chain(data_dir: Path, repeats: int = 6, pyplis_chain: bool = True) -> dict:
     """The whole chain per pair (light dilution included when configured): wall time, and CPU time (less sensitive
     to other load on a shared machine); side by side, pair by pair, the same chain from pyplis primitives
-    (controller/bench/pyplis_chain.py) on the same pairs, and the ratio. `repeats` passes over the 10 Villarrica
-    pairs: 59 timed pairs by default, so the p95 is not just the second-slowest pair."""
+    (controller/bench/pyplis_chain.py) on the same pairs, the ratio, and the two chains' emission rates compared
+    pair by pair. `repeats` passes over the 10 Villarrica pairs: 59 timed pairs by default, so the p95 is not just
+    the second-slowest pair."""
     from controller.bench.pyplis_chain import PyplisChain
     from processing.images import read_image, scan_folder
     from processing.pipeline import ResultWriter
@@ -83,26 +106,43 @@ def bench_chain(data_dir: Path, repeats: int = 6, pyplis_chain: bool = True) -> 
     replay = _replay(pairs, len(pairs) * repeats)
     theirs = PyplisChain(cfg, scan_folder(folder), proc.setup.calibration, read_image(replay[0].a.path).shape)
     times: dict[str, tuple[list[float], list[float]]] = {"ours": ([], []), "pyplis": ([], [])}
+    fluxes: list[tuple[str, str, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         writer = ResultWriter(Path(tmp), cfg, proc, {})
         writer.write(proc.process(replay[0]))  # warm-up: geometry, reference areas, imports
         if pyplis_chain:
             theirs.process(replay[0])
+            theirs.xcorr_cpu_ms.clear()
         for pair in replay[1:]:
-            runs = [("ours", lambda p=pair: writer.write(proc.process(p)))]
+            results: dict = {}
+            runs = [("ours", lambda p=pair, r=results: writer.write(r.setdefault("ours", proc.process(p))))]
             if pyplis_chain:
-                runs.append(("pyplis", lambda p=pair: theirs.process(p)))
+                runs.append(("pyplis", lambda p=pair, r=results: r.setdefault("pyplis", theirs.process(p))))
             for name, run in runs:
+                gc.collect()  # neither chain pays for collecting the other's garbage
                 t, c = time.perf_counter(), time.process_time()
                 run()
                 times[name][0].append((time.perf_counter() - t) * 1e3)
                 times[name][1].append((time.process_time() - c) * 1e3)
+            for r in results["ours"].lines:
+                key = f"{r.line_id}_{r.method}"
+                if key in results.get("pyplis", {}):
+                    fluxes.append((pair.time.strftime("%H:%M:%S"), key, r.flux, float(results["pyplis"][key])))
     out = {**_stats(*times["ours"]), "target_ms": 150, "light_dilution": proc.dilution_state()["corrected"]}
+    out["p95_over_mean"] = round(out["ms_per_pair_p95"] / out["ms_per_pair_mean"], 2)
+    out["cpu_p95_over_mean"] = round(out["cpu_ms_per_pair_p95"] / out["cpu_ms_per_pair_mean"], 2)
     if pyplis_chain:
         out["pyplis_chain"] = _stats(*times["pyplis"])
+        xcorr = float(np.mean(theirs.xcorr_cpu_ms))
+        out["pyplis_chain"]["xcorr_cpu_ms_per_pair_mean"] = round(xcorr, 1)
         out["speed_ratio_cpu"] = round(out["pyplis_chain"]["cpu_ms_per_pair_mean"] / out["cpu_ms_per_pair_mean"], 2)
         out["speed_ratio_wall"] = round(out["pyplis_chain"]["ms_per_pair_mean"] / out["ms_per_pair_mean"], 2)
-        out["p95_over_mean"] = round(out["ms_per_pair_p95"] / out["ms_per_pair_mean"], 2)
+        # conservative: pyplis's cross-correlation (a Python loop of pearsonr over every shift) left out of its time,
+        # ours kept in
+        out["speed_ratio_cpu_pyplis_without_xcorr"] = round(
+            (out["pyplis_chain"]["cpu_ms_per_pair_mean"] - xcorr) / out["cpu_ms_per_pair_mean"], 2
+        )
+        out["flux_vs_pyplis"] = _flux_comparison(fluxes)
     return out
 
 
@@ -205,7 +245,13 @@ def run_processing_bench(data_dir: str | Path | None = None, memory_pairs: int =
         "pyplis_chain_ms_per_pair": out["chain"].get("pyplis_chain", {}).get("ms_per_pair_mean"),
         "speed_ratio_vs_pyplis_cpu": out["chain"].get("speed_ratio_cpu"),
         "speed_ratio_vs_pyplis_wall": out["chain"].get("speed_ratio_wall"),
+        "speed_ratio_vs_pyplis_cpu_without_its_xcorr": out["chain"].get("speed_ratio_cpu_pyplis_without_xcorr"),
         "p95_over_mean": out["chain"].get("p95_over_mean"),
+        "cpu_p95_over_mean": out["chain"].get("cpu_p95_over_mean"),
+        "flow_rate_vs_pyplis_median_rel_diff": out["chain"]
+        .get("flux_vs_pyplis", {})
+        .get("flow", {})
+        .get("median_rel_diff"),
         "fov_search_100_frames_s": out["fov_search"]["fov_search_s"],
         "doas_ms_per_spectrum": out["doas"].get("doas_ms_per_spectrum"),
         "worker_peak_rss_mb": memory.get("vm_hwm_mb") or memory.get("ru_maxrss_mb"),
