@@ -135,6 +135,11 @@ class DeviceRunner:
         self._want_continuous = bool(value)
         self._sync_continuous()
 
+    @property
+    def busy(self) -> bool:
+        """A capture (or a restart) holds the device now."""
+        return self._lock.locked()
+
     def set_scheduled(self, scheduled: bool) -> None:
         """The slot loop started (True) or stopped (False)."""
         self._scheduled = scheduled

@@ -386,6 +386,9 @@ class SlotLoop:
                 await self.clock.sleep(early)
             if self._blocked() is not None:
                 continue  # blocked (paused) while waiting for the slot: no capture starts while blocked
+            due = [d for d in due if d.continuous]  # stopped (SPC) while waiting for the slot: it starts none
+            if not due:
+                continue
             self._anchor = (self.timeline_now(self.clock.time() + offset), self.clock.monotonic())
             self.last_slot = k
             self.last_slot_time = t_slot

@@ -80,7 +80,8 @@ class AuthLimiter:
         if len(self._buckets) >= MAX_TRACKED_ADDRESSES:  # forget full buckets first: they are the default
             for h in [h for h in self._buckets if self._left(h, now) >= self.burst]:
                 del self._buckets[h]
-            if len(self._buckets) >= MAX_TRACKED_ADDRESSES:
+            # then the oldest, down to 3/4: the sweep runs once per quarter of the table, not on every new address
+            while len(self._buckets) > MAX_TRACKED_ADDRESSES * 3 // 4:
                 self._buckets.pop(next(iter(self._buckets)))
         self._buckets[host] = (left - 1.0, now)
         return True

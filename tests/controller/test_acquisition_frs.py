@@ -41,7 +41,7 @@ def test_frs_drives_the_spectrometer_on_its_own_slots():
         loop = SlotLoop(clock, {"A": cam, "S": spc}, plan=lambda: plan, period=period)
         task = asyncio.ensure_future(loop.run())
         try:
-            await _pump(clock, lambda: len(cam_sink.names) >= 4)
+            await _pump(clock, lambda: len(cam_sink.names) >= 4, loop)
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -44,15 +45,20 @@ def _seconds(names: list[str]) -> list[float]:
     return [ImageName.parse(n).time.timestamp() for n in names]
 
 
-async def _pump(clock: ManualClock, until, step: float = 0.25, limit_s: float = 3600.0) -> None:
-    """Advance the manual clock in steps, letting captures (executor threads) finish, until `until()` holds."""
+async def _pump(clock: ManualClock, until, loop: SlotLoop, step: float = 0.25, limit_s: float = 3600.0) -> None:
+    """Advance the manual clock in steps until `until()` holds; after each step the slot loop's captures (executor
+    threads) land before the clock moves on, however busy the machine is."""
     moved = 0.0
     while not until():
         assert moved < limit_s, "condition never reached"
         clock.advance(step)
         moved += step
-        for _ in range(20):
-            await asyncio.sleep(0.001)  # a pump step: give the loop and the device thread a turn
+        for _ in range(3):
+            await asyncio.sleep(0)  # the slot loop wakes and starts the slot's captures
+        deadline = time.monotonic() + 60.0  # a safety net: a capture of the sim devices takes milliseconds
+        while loop.busy():
+            assert time.monotonic() < deadline, "a capture never landed"
+            await asyncio.sleep(0.001)
 
 
 def test_single_in_the_same_second_as_a_slot_capture_does_not_overwrite_it():
@@ -156,10 +162,10 @@ def test_singles_during_continuous_capture_do_not_replace_the_slot_image():
     singles: list[str] = []
 
     async def body(loop, r, sink):
-        await _pump(clock, lambda: len(sink.names) >= 2)
+        await _pump(clock, lambda: len(sink.names) >= 2, loop)
         for _ in range(3):  # right after a slot's capture, in its second, as the original did
             singles.append(await loop.request_single("A", "Plume"))
-        await _pump(clock, lambda: len(sink.names) >= 8)
+        await _pump(clock, lambda: len(sink.names) >= 8, loop)
 
     sink = asyncio.run(_loop_scenario(clock, CaptureSeconds(), body))
     assert len(set(sink.names)) == len(sink.names)
@@ -176,11 +182,11 @@ def test_master_restarted_with_clock_behind_holds_then_acquires_past_its_data(tm
     seen: dict = {}
 
     async def body(loop, r, sink):
-        await _pump(clock, lambda: loop.held is not None)
+        await _pump(clock, lambda: loop.held is not None, loop)
         seen["held"] = dict(loop.held)
-        await _pump(clock, lambda: clock.time() >= START + 30)
+        await _pump(clock, lambda: clock.time() >= START + 30, loop)
         seen["during"] = len(sink.names)
-        await _pump(clock, lambda: len(sink.names) >= 3)
+        await _pump(clock, lambda: len(sink.names) >= 3, loop)
         seen["after"] = loop.held
 
     sink = asyncio.run(_loop_scenario(clock, capture_seconds(tmp_path), body))
@@ -194,11 +200,11 @@ def test_live_clock_step_back_neither_overwrites_nor_stops_acquisition():
     marks: dict = {}
 
     async def body(loop, r, sink):
-        await _pump(clock, lambda: len(sink.names) >= 3)
+        await _pump(clock, lambda: len(sink.names) >= 3, loop)
         clock.step(-60.0)  # NTP steps the master clock back a minute
         marks["mono"] = clock.monotonic()
         n = len(sink.names)
-        await _pump(clock, lambda: len(sink.names) >= n + 5)
+        await _pump(clock, lambda: len(sink.names) >= n + 5, loop)
         marks["elapsed"] = clock.monotonic() - marks["mono"]
         marks["lead"] = loop.timeline_lead_s()
 
@@ -216,7 +222,7 @@ def test_master_time_served_to_the_slave_does_not_step_back_with_the_clock():
 
     async def body(loop, r, sink):
         served = TimelineClock(clock, lambda: loop)  # what the master's link answers time requests with
-        await _pump(clock, lambda: len(sink.names) >= 2)
+        await _pump(clock, lambda: len(sink.names) >= 2, loop)
         seen["before"] = served.time()
         clock.step(-60.0)
         seen["after"] = served.time()

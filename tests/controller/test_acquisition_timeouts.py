@@ -59,8 +59,8 @@ def test_a_hung_call_times_out_and_its_thread_is_never_reused():
 
     async def scenario():
         caller = DeviceCaller("camera A")
-        first = await caller.call(1.0, ident)
-        assert await caller.call(1.0, ident) == first  # a healthy thread serves the device's calls in turn
+        first = await caller.call(30.0, ident)  # healthy calls: the limit is a safety net
+        assert await caller.call(30.0, ident) == first  # a healthy thread serves the device's calls in turn
         t0 = time.monotonic()
         with pytest.raises(DeviceTimeout, match="no answer within"):
             await caller.call(LIMIT_S, hang, late=on_late)
@@ -68,7 +68,7 @@ def test_a_hung_call_times_out_and_its_thread_is_never_reused():
         # It gave up at its limit while the device still hung (not when the device answered).
         assert not release.is_set() and not late_done.is_set()
         assert caller.hung == 1 and caller.timeouts == 1
-        second = await caller.call(1.0, ident)  # a fresh thread: the stuck one gets nothing more
+        second = await caller.call(30.0, ident)  # a fresh thread: the stuck one gets nothing more
         assert second != first
         for _ in range(MAX_HUNG_CALLS - 1):
             with pytest.raises(DeviceTimeout):

@@ -92,11 +92,11 @@ def test_worker_crash_restart_give_up_and_stop(tmp_path, fake_worker):
         # One restart policy: the supervisor's; the worker only reports crashes.
         assert machine.state == "running" and not hasattr(processing.worker, "RESTART_BACKOFF_S")
         worker.crash()
-        assert await machine.wait_for("crashed", 5)
-        assert await machine.wait_for("running", 5)
+        assert await machine.wait_for("crashed", 30)
+        assert await machine.wait_for("running", 30)
         worker.fail_next_start = True  # the restart after the next crash cannot spawn: one more crash
         worker.crash()
-        assert await machine.wait_for("disabled", 5)
+        assert await machine.wait_for("disabled", 30)
         assert sup.machines()["worker"] == "disabled" and sup.extra_status()["worker"] == "disabled"
         await sup.worker_service.stop()
         return sup, worker
@@ -166,9 +166,9 @@ def test_worker_events_drive_behind_caught_up_and_end_the_drain(tmp_path, fake_w
         await sup.worker_service.start()
         machine, worker = sup.worker_service.machine, FakeWorker.instances[0]
         worker.emit(Backlog(40), *[PairDone(f"k{i}") for i in range(40)])
-        assert await machine.wait_for("backlog", 5)
+        assert await machine.wait_for("backlog", 30)
         worker.emit(Idle(40))
-        assert await machine.wait_for("running", 5)
+        assert await machine.wait_for("running", 30)
         await sup.worker_service.drain()  # FakeWorker.rescan answers with backlog, 7 pairs, then idle with the token
         assert sup.worker_service.drain_waiters == {} and machine.state == "running"
         return sup

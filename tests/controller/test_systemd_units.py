@@ -105,9 +105,11 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-def installed(tmp_path):
-    """A master and a slave rendered under two roots, the slave with the master's link key."""
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """A master and a slave rendered under two roots, the slave with the master's link key (rendered once: the
+    tests only read them; the one that installs again checks that nothing changed)."""
+    tmp_path = tmp_path_factory.mktemp("installed")
     roots = {"master": tmp_path / "master", "slave": tmp_path / "slave"}
     out = run_install(roots["master"], "master", "--user", "pi", "--wittypi-dir", "/home/pi/wittypi")
     assert out.returncode == 0, out.stderr

@@ -33,6 +33,7 @@ def _truth_flux(cfg, scene, times) -> np.ndarray:  # noqa: ANN001
     return np.array([scene.flux_through_column(T0 + (t - _dt(T0)).total_seconds(), x) for t in times])
 
 
+@pytest.mark.slow  # the sim run: end-to-end, ~17 s of CPU (30 rendered pairs and spectra, the whole chain)
 def test_sim_doas_calibration_finds_fov_and_is_used(sim_run: tuple) -> None:
     cfg, scene, summary, out = sim_run
     assert summary["calibration_method"] == "doas", summary["calibration_notes"]
@@ -54,6 +55,7 @@ def test_sim_doas_calibration_finds_fov_and_is_used(sim_run: tuple) -> None:
     assert (out / "doas_calibration_pyplis.fts").stat().st_size > 0
 
 
+@pytest.mark.slow  # the sim run (above)
 @pytest.mark.parametrize("method", ["xcorr", "flow"])
 def test_sim_emission_rate_within_10_percent_of_truth(sim_run: tuple, method: str) -> None:
     cfg, scene, summary, out = sim_run
@@ -68,6 +70,7 @@ def test_sim_emission_rate_within_10_percent_of_truth(sim_run: tuple, method: st
     assert summary["background_mode"] == 0 and "I0 from none" in summary["background"]
 
 
+@pytest.mark.slow  # the sim run (above)
 def test_sim_plume_speed_within_10_percent(sim_run: tuple) -> None:
     cfg, scene, _, out = sim_run
     v_true = scene.truth(T0)["plume_speed_m_s"]
@@ -152,6 +155,7 @@ def test_process_command(shared_data: Path, repo_root: Path, tmp_path: Path) -> 
     assert summary["background_mode"] == 0  # no Clear images in that folder: recorded
 
 
+@pytest.mark.slow  # the sim run (above)
 def test_sim_fov_search_finds_the_scenes_fov_within_3_px(sim_run: tuple) -> None:
     """The honest simulator: the processing finds the spectrometer's FOV itself (centre and radius within 3 px)."""
     cfg, scene, summary, out = sim_run

@@ -85,6 +85,7 @@ def test_results_and_status_reach_the_observatory_and_stay_local(tmp_path, netns
         assert status["state"] == "idle" and status["lag_s"] == 0.0 and status["failures_in_a_row"] == 0
 
 
+@pytest.mark.slow  # end-to-end: a 3 MB transfer at 256 kbit/s through a real sshd, cut and resumed (15-35 s)
 @pytest.mark.parametrize("netns", [False, True], ids=["loopback-sshd-killed", "netns-veth-down"])
 def test_uplink_cut_mid_transfer_resumes_and_the_file_arrives_whole(tmp_path, netns):
     processed = tmp_path / "processed"

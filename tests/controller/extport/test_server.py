@@ -433,8 +433,8 @@ def test_bad_input_is_reported_to_the_hook(tmp_path):
             reader, writer = await asyncio.open_connection("127.0.0.1", st.port)
             writer.write(b"IDN EXN END\r\nSSA 12x END\r\n" + b"\xff\xfe garbage" * 400 + b" END\r\n")
             await writer.drain()
-            await asyncio.wait_for(reader.readuntil(b"END\r\n"), 3)
-            await asyncio.wait_for(reader.readuntil(b"END\r\n"), 3)
+            await asyncio.wait_for(reader.readuntil(b"END\r\n"), 30)
+            await asyncio.wait_for(reader.readuntil(b"END\r\n"), 30)
             writer.close()
         finally:
             await st.server.stop()

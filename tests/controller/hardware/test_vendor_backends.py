@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 import types
@@ -117,8 +118,7 @@ class FakePicamera2:
         self.calls.append("close")
 
     def scene_pixels(self) -> np.ndarray:
-        yy, xx = np.mgrid[0:FULL_H, 0:FULL_W]
-        return ((3 * (xx // 4) + 5 * (yy // 4)) % (1 << FakePicamera2.bits)).astype(np.uint16)
+        return _scene_pixels(FakePicamera2.bits)
 
     def raw_buffer(self, frame: dict) -> np.ndarray:
         from controller.hardware.raw import pack_csi2p
@@ -160,6 +160,15 @@ class FakePicamera2:
         if not self.queue:
             self.queue.append(self._frame(max(time.monotonic_ns(), flush or 0), stale=False))
         yield FakeRequest(self, self.queue.pop(0))
+
+
+@functools.cache
+def _scene_pixels(bits: int) -> np.ndarray:
+    """The full-size sensor's test pattern (made once per bit depth, read-only)."""
+    yy, xx = np.ogrid[0:FULL_H, 0:FULL_W]
+    pixels = ((3 * (xx // 4) + 5 * (yy // 4)) % (1 << bits)).astype(np.uint16)
+    pixels.setflags(write=False)
+    return pixels
 
 
 @pytest.fixture

@@ -20,6 +20,9 @@ from controller.storage.names import ImageName, SpectrumName
 from controller.timekeeping.clock import SystemClock
 
 FAST = {"heartbeat_s": 0.05, "link_timeout_s": 0.4, "backoff_max_s": 0.1}
+# For tests whose point is that nothing reconnects: a peer counts as silent only after 5 s, so a busy machine (an
+# event loop held up longer than FAST's 0.4 s) cannot cause a reconnect the test did not make. Heartbeats stay fast.
+STEADY = {"link_timeout_s": 5.0}
 _KEY: dict[str, Path] = {}  # the link key every test station shares, made once per test session
 
 
@@ -110,7 +113,7 @@ class EventCounter:
             self.infos.append(info)
             self._changed.set()
 
-    async def wait(self, count: int = 1, timeout_s: float = 3.0) -> None:
+    async def wait(self, count: int = 1, timeout_s: float = 30.0) -> None:
         import asyncio
 
         async def reached() -> None:
@@ -126,7 +129,7 @@ def port() -> int:
     return free_port()
 
 
-def run(coro, timeout_s: float = 15.0):
+def run(coro, timeout_s: float = 60.0):
     """Run a coroutine in a fresh loop with a hard timeout (no pytest-asyncio in this project). On timeout the
     stacks of all tasks are printed, so a hang shows where it waits."""
     import asyncio
@@ -146,14 +149,14 @@ def run(coro, timeout_s: float = 15.0):
 
 
 @contextlib.asynccontextmanager
-async def proxied_pair(tmp: Path, port: int, **pair_kwargs):
+async def proxied_pair(tmp: Path, port: int, network: dict | None = None, **pair_kwargs):
     """A running master on `port` and a fault-injecting proxy in front of it; the slave (not started) dials
-    the proxy. Everything is stopped on exit."""
-    pair = LinkPair(tmp, link_config(port), **pair_kwargs)
+    the proxy. `network` overrides link settings of both ends. Everything is stopped on exit."""
+    pair = LinkPair(tmp, link_config(port, **(network or {})), **pair_kwargs)
     await pair.start_master()
     proxy: FaultyProxy
     async with faulty_proxy("127.0.0.1", port) as proxy:
-        pair.slave_cfg = link_config(proxy.port)
+        pair.slave_cfg = link_config(proxy.port, **(network or {}))
         try:
             yield pair, proxy
         finally:

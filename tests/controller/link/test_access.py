@@ -38,7 +38,7 @@ def test_link_accepts_a_slave_inside_the_allowed_networks(tmp_path, port):
         pair = LinkPair(tmp_path, link_config(port, link_allowed_networks=["127.0.0.0/8"]))
         await pair.start_master()
         slave = await pair.start_slave()
-        connected = await slave.wait_connected(3)
+        connected = await slave.wait_connected(30)
         await pair.stop()
         return connected
 

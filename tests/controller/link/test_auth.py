@@ -20,7 +20,7 @@ from controller.sim.faults import faulty_proxy
 from controller.sim.forged import FakeMaster, forged_slave
 from controller.timekeeping.clock import SystemClock
 
-from .conftest import EventCounter, LinkPair, link_config, run, station_names
+from .conftest import STEADY, EventCounter, LinkPair, link_config, run, station_names
 
 
 def test_key_is_32_random_bytes_mode_600_and_never_replaced(tmp_path):
@@ -65,10 +65,10 @@ def test_one_ends_proof_is_never_valid_as_the_others():
 
 def test_forged_hello_neither_takes_the_session_nor_stores_a_file(tmp_path, port):
     async def scenario():
-        pair = LinkPair(tmp_path, link_config(port))
+        pair = LinkPair(tmp_path, link_config(port, **STEADY))
         master = await pair.start_master()
         slave = await pair.start_slave()
-        assert await master.wait_connected(3)
+        assert await master.wait_connected(30)
         real_boot = master.peer["boot_id"]
         down = EventCounter(master, "disconnected")
         fake_b = station_names(1)[0]
@@ -156,11 +156,11 @@ def test_fake_master_behind_the_slaves_cable_deletes_nothing_and_the_real_one_ge
 
 def test_second_slave_is_refused_without_disturbing_the_first(tmp_path, port):
     async def scenario():
-        cfg = link_config(port)
+        cfg = link_config(port, **STEADY)
         pair = LinkPair(tmp_path, cfg)
         master = await pair.start_master()
         first = await pair.start_slave()
-        assert await master.wait_connected(3)
+        assert await master.wait_connected(30)
         down_master, down_first = EventCounter(master, "disconnected"), EventCounter(first, "disconnected")
         second = SlaveLink(cfg, SystemClock(), Spool(tmp_path / "second"))  # even with the key
         await second.start()

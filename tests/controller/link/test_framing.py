@@ -167,6 +167,6 @@ def test_fuzz_mutated_valid_frames(header, payload, data):
 def test_fuzz_stream_reader_never_hangs(data):
     """With EOF after the bytes, read_message ends (message, None, ProtocolError or LinkError) without waiting."""
     try:
-        run(_read_all(data, FrameLimits(max_header_bytes=1024, max_payload_bytes=4096)), timeout_s=2.0)
+        run(_read_all(data, FrameLimits(max_header_bytes=1024, max_payload_bytes=4096)), timeout_s=10.0)
     except (ProtocolError, LinkError):
         pass

@@ -18,7 +18,7 @@ from controller.link.slave import SlaveLink
 from controller.link.spool import Spool
 from controller.timekeeping.clock import SystemClock
 
-from .conftest import EventCounter, LinkPair, link_config, proxied_pair, run, station_names
+from .conftest import STEADY, EventCounter, LinkPair, link_config, proxied_pair, run, station_names
 
 
 def spool_files(spool: Spool, names: list[str], size: int = 2000) -> dict[str, bytes]:
@@ -48,7 +48,7 @@ def test_handshake_requests_both_ways_and_states(tmp_path, port):
         m_events = await events(master)
         assert master.state == "listening" and not master.connected
         slave = await pair.start_slave()
-        assert await slave.wait_connected(3) and await master.wait_connected(3)
+        assert await slave.wait_connected(30) and await master.wait_connected(30)
         assert master.peer["role"] == "slave" and slave.peer["role"] == "master"
         assert master.peer["boot_id"] == slave.boot_id
 
@@ -90,7 +90,7 @@ def test_request_when_down_fails_at_once_and_timeout_is_a_link_error(tmp_path, p
             await slave.request("status", {}, 60)
         assert loop.time() - t0 < 30  # at once, not after its 60 s timeout (far apart even on a busy machine)
         master = await pair.start_master()
-        assert await slave.wait_connected(3)
+        assert await slave.wait_connected(30)
         never, calls = asyncio.Event(), []
         called = asyncio.Event()
 
@@ -124,7 +124,7 @@ def test_measure_offset_ntp_style(tmp_path, port):
         slave = SlaveLink(cfg, SystemClock(offset_s=-3.25), Spool(tmp_path / "s"))  # slave clock 3.25 s behind
         await master.start()
         await slave.start()
-        assert await slave.wait_connected(3)
+        assert await slave.wait_connected(30)
         offset, rtt = await slave.measure_offset(8)
         assert abs(offset - 3.25) < 0.01
         assert 0 <= rtt < 0.05
@@ -159,7 +159,7 @@ def test_spool_drains_oldest_first_and_new_files_join(tmp_path, port):
 
 def test_corrupted_transfer_is_detected_and_resent(tmp_path, port):
     async def scenario():
-        async with proxied_pair(tmp_path, port) as (pair, proxy):
+        async with proxied_pair(tmp_path, port, network=STEADY) as (pair, proxy):
             names = station_names(3)
             content = spool_files(pair.spool, names, size=50_000)
             # the hello is ~150 bytes: flip a byte deep inside the first file's payload
@@ -224,7 +224,7 @@ def test_storage_failure_is_a_nack_not_a_dead_link(tmp_path, port):
             return super().finish(incoming, sha256_hex)
 
     async def scenario():
-        cfg = link_config(port, backoff_max_s=0.05)
+        cfg = link_config(port, backoff_max_s=0.05, **STEADY)
         master = MasterLink(cfg, SystemClock(), FailingReceiver(tmp_path / "data"))
         spool = Spool(tmp_path / "spool")
         content = spool_files(spool, station_names(4))
@@ -245,14 +245,14 @@ def test_stalled_peer_is_detected_and_the_link_recovers(tmp_path, port):
         async with proxied_pair(tmp_path, port) as (pair, proxy):
             master = pair.master
             slave = await pair.start_slave()
-            assert await slave.wait_connected(3)
+            assert await slave.wait_connected(30)
             seen = await events(slave)
             slave_down, master_down = EventCounter(slave, "disconnected"), EventCounter(master, "disconnected")
             proxy.stall()  # nothing passes, nobody closes anything: only the heartbeat timeout can tell
             await slave_down.wait()
             await master_down.wait()
             proxy.resume()
-            assert await slave.wait_connected(3) and await master.wait_connected(3)
+            assert await slave.wait_connected(30) and await master.wait_connected(30)
             assert [e for e, _ in seen] == ["disconnected", "connected"]
             assert "silent" in seen[0][1]["reason"] or "stopped reading" in seen[0][1]["reason"]
 
@@ -267,12 +267,12 @@ def test_new_hello_replaces_a_stale_session(tmp_path, port):
         pair = LinkPair(tmp_path, cfg)
         master = await pair.start_master()
         old = await pair.start_slave()
-        assert await master.wait_connected(3)
+        assert await master.wait_connected(30)
         old_boot = master.peer["boot_id"]
         old._runner.cancel()  # vanish without a goodbye, like a power cut (the socket stays open)
         new = SlaveLink(cfg, SystemClock(), Spool(tmp_path / "spool"))
         await new.start()
-        assert await new.wait_connected(3)
+        assert await new.wait_connected(30)
         assert master.peer["boot_id"] == new.boot_id != old_boot
         assert master.connected and master.state == "connected"
         await new.stop()
@@ -288,7 +288,7 @@ def test_bug2_slave_link_drops_mid_acquisition_and_comes_back(tmp_path, port):
         async with proxied_pair(tmp_path, port) as (pair, proxy):
             master = pair.master
             slave = await pair.start_slave()
-            assert await slave.wait_connected(3)
+            assert await slave.wait_connected(30)
             content: dict[str, bytes] = {}
             names = iter(station_names(200))
             loop = asyncio.get_running_loop()
@@ -307,7 +307,7 @@ def test_bug2_slave_link_drops_mid_acquisition_and_comes_back(tmp_path, port):
             await acquire(30)  # acquisition goes on into the spool
             assert not master.connected
             proxy.refuse(False)
-            assert await master.wait_connected(3)  # the master accepts the same slave again
+            assert await master.wait_connected(30)  # the master accepts the same slave again
             await acquire(20)
             assert await slave.flush(60)
             assert_all_stored_once(pair, content)
@@ -324,10 +324,10 @@ def test_bug3_master_restart_rebinds_link_port_at_once(tmp_path, port):
         await pair.start_master()
         slave = await pair.start_slave()
         for restart in range(3):
-            assert await slave.wait_connected(3), restart
+            assert await slave.wait_connected(30), restart
             await pair.master.stop()  # master closes first: its side of the connection goes to TIME_WAIT
             await pair.start_master()  # at once, same port: must not raise "address in use"
-            assert await pair.master.wait_connected(3)
+            assert await pair.master.wait_connected(30)
         await pair.stop()
 
     run(scenario())
@@ -337,7 +337,7 @@ def test_bug4_broken_pipe_reconnects_without_restart(tmp_path, port):
     """Bug 4: a broken pipe during manual acquisition needed a restart of everything. Same objects here."""
 
     async def scenario():
-        async with proxied_pair(tmp_path, port) as (pair, proxy):
+        async with proxied_pair(tmp_path, port, network=STEADY) as (pair, proxy):
             master = pair.master
 
             async def status(body):
@@ -351,7 +351,7 @@ def test_bug4_broken_pipe_reconnects_without_restart(tmp_path, port):
             assert await slave.flush(60)
             assert proxy.count("cut_at") == 1
             assert slave.stats["connects"] == 2 and master.state == "connected"
-            assert await slave.request("status", {}, 1) == {"ok": True}
+            assert await slave.request("status", {}, 10) == {"ok": True}
             assert_all_stored_once(pair, content)
 
     run(scenario())
@@ -379,10 +379,10 @@ def test_reconnect_after_slave_restart_resumes_the_spool(tmp_path, port):
 
 def test_master_refuses_a_second_master_and_garbage(tmp_path, port):
     async def scenario():
-        pair = LinkPair(tmp_path, link_config(port))
+        pair = LinkPair(tmp_path, link_config(port, **STEADY))
         master = await pair.start_master()
         slave = await pair.start_slave()
-        assert await slave.wait_connected(3)
+        assert await slave.wait_connected(30)
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET / HTTP/1.0\r\n\r\n" * 10)
         await writer.drain()

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from controller.link.framing import encode_frame
 
-from .conftest import LinkPair, free_port, link_config, run
+from .conftest import STEADY, LinkPair, free_port, link_config, run
 
 valid_frames = st.sampled_from(
     [
@@ -35,7 +35,7 @@ def garbage(draw) -> bytes:
 @given(st.lists(garbage(), min_size=1, max_size=6))
 def test_garbage_from_strangers_never_hurts_the_slave_session(tmp_path, blobs):
     async def scenario():
-        pair = LinkPair(tmp_path, link_config(free_port()))
+        pair = LinkPair(tmp_path, link_config(free_port(), **STEADY))
         master = await pair.start_master()
 
         async def status(body):
@@ -43,7 +43,7 @@ def test_garbage_from_strangers_never_hurts_the_slave_session(tmp_path, blobs):
 
         master.on_request("status", status)
         slave = await pair.start_slave()
-        assert await slave.wait_connected(3)
+        assert await slave.wait_connected(30)
         port = master.cfg.network.link_port
         for blob in blobs:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -54,7 +54,7 @@ def test_garbage_from_strangers_never_hurts_the_slave_session(tmp_path, blobs):
         await asyncio.sleep(0.05)  # let the master read and refuse the last one
         assert master.connected and master.peer["boot_id"] == slave.boot_id
         assert slave.stats["connects"] == 1
-        assert await slave.request("status", {}, 1) == {"ok": True}
+        assert await slave.request("status", {}, 10) == {"ok": True}
         await pair.stop()
 
     run(scenario())

@@ -139,7 +139,7 @@ def test_slave_never_wakes_bounded_retries_then_failed(rig_factory):
     async def main():
         handoff = rig.start()
         # Start-up never blocks forever: the whole attempt is bounded by (1 + retries) x (pulse + timeout).
-        ok = await asyncio.wait_for(handoff.wake_slave(), 5.0)
+        ok = await asyncio.wait_for(handoff.wake_slave(), 60.0)  # returns: forever would hit this net
         return handoff, ok
 
     with structlog.testing.capture_logs() as logs:

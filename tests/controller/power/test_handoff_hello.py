@@ -23,7 +23,7 @@ def test_hello_from_listener_during_wake_and_from_wake_slave_is_one_change():
             asyncio.get_running_loop().create_task(handoff.link_changed(up))
 
         rig.link.set_connected = on_up
-        up = await asyncio.wait_for(handoff.wake_slave(), 5)
+        up = await asyncio.wait_for(handoff.wake_slave(), 60)
         await asyncio.sleep(0.01)  # the listener's task, if it has not run yet
         await handoff.link_changed(True)  # a replayed report changes nothing either
         return up, handoff.state

@@ -9,12 +9,12 @@ from gpiozero import DigitalOutputDevice
 
 from controller.hardware import factory
 from controller.hardware.gpio import GpioPowerLines, mock_station_factory
-from tests.controller.supervisor.conftest import START_EPOCH, run_async, station, wait_for  # noqa: F401 - fixture
+from tests.controller.supervisor.conftest import run_async, station, wait_for  # noqa: F401 - fixture
 
 
 @run_async
 async def test_busy_gpio_line_at_start_is_no_crash_and_is_retried(station, monkeypatch):  # noqa: F811
-    pair = station(factor=10.0, start=START_EPOCH + 50)
+    pair = station(factor=10.0)
     pin_factory, _slave_pin = mock_station_factory(pair.master_cfg.gpio)
     holder = DigitalOutputDevice(pair.master_cfg.gpio.halt_pin, pin_factory=pin_factory)  # the hook's pulse
     monkeypatch.setattr(factory, "open_power_lines", lambda cfg, **kw: GpioPowerLines(cfg.gpio, factory=pin_factory))

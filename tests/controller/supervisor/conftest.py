@@ -15,8 +15,8 @@ from controller.link.auth import create_key
 from controller.supervisor.base import RunOptions
 from controller.timekeeping.clock import ScaledClock
 
-# 2024-06-01T10:59:00Z: one minute before a window opens.
-START_EPOCH = 1717239540.0
+# 2024-06-01T10:59:50Z: ten seconds before a window opens (half a second of real time at the usual factor 20).
+START_EPOCH = 1717239590.0
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ import pytest
 from controller.acquisition import CaptureJournal
 from controller.errors import DeviceUnavailable
 from controller.hardware import factory
-from tests.controller.supervisor.conftest import START_EPOCH, run_async, wait_for
+from tests.controller.supervisor.conftest import run_async, wait_for
 
 LIMIT_S = 0.3  # real seconds per device call; opening gets OPEN_FACTOR times this
 
@@ -41,7 +41,7 @@ async def test_boot_with_camera_a_missing_reaches_degraded_and_a_joins_later(sta
         return real_open(cfg, band, clock, scene=scene)
 
     monkeypatch.setattr(factory, "open_camera", open_camera)
-    pair = station(factor=10.0, start=START_EPOCH + 50, camera={"call_timeout_s": LIMIT_S})
+    pair = station(factor=10.0, camera={"call_timeout_s": LIMIT_S})
     master, slave = pair.master(), pair.slave()
     tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
     try:
@@ -70,7 +70,7 @@ async def test_boot_with_camera_a_missing_reaches_degraded_and_a_joins_later(sta
 async def test_a_camera_stalled_mid_acquisition_holds_no_other_device_and_recovers(station):
     # The capture limit (about LIMIT_S real) is longer than a slot period (0.4 s real at factor 10): with the slot
     # loop waiting for every device, the spectrometer would miss slots while camera B hangs.
-    pair = station(factor=10.0, start=START_EPOCH + 50, camera={"call_timeout_s": 0.6})
+    pair = station(factor=10.0, camera={"call_timeout_s": 0.6})
     period = pair.master_cfg.schedule.period_s
     master, slave = pair.master(), pair.slave()
     tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]

@@ -88,7 +88,8 @@ async def test_dark_series_stop_start_restart_and_log_through_the_port(station):
 
         # SPC stops continuous capture on both cameras, STC starts it again.
         assert not any("ERR" in r for r in await client.command([("SPC", 1)]))
-        await asyncio.sleep(0.3)  # a capture already running may finish
+        # a capture already running may finish: wait for it (the fact, not a time)
+        await wait_for(lambda: not master.devices["A"].busy and not slave.devices["B"].busy, 20, "captures landed")
         a, b = _caps(master, "A"), _caps(slave, "B")
         await asyncio.sleep(3 * period / 20.0)  # three slots at this time scale
         assert (_caps(master, "A"), _caps(slave, "B")) == (a, b)

@@ -10,7 +10,7 @@ import re
 from structlog.testing import capture_logs
 
 from controller.supervisor.base import SHUTDOWN_BUDGET_S, STOP_RESERVE_S, STOP_STEP_LIMIT_S
-from tests.controller.supervisor.conftest import START_EPOCH, run_async, wait_for
+from tests.controller.supervisor.conftest import run_async, wait_for
 
 
 async def _hang_forever(*args, **kwargs) -> None:
@@ -18,7 +18,7 @@ async def _hang_forever(*args, **kwargs) -> None:
 
 
 async def _acquiring(station):
-    pair = station(factor=10.0, start=START_EPOCH + 50)
+    pair = station(factor=10.0)
     master, slave = pair.master(), pair.slave()
     tasks = [asyncio.create_task(master.run()), asyncio.create_task(slave.run())]
     await wait_for(lambda: master.station.state == "acquire" and slave.station.state == "acquire", 30, "acquire")

@@ -60,7 +60,7 @@ async def test_station_day_reaches_acquire_with_paired_files(station):
 
 @run_async
 async def test_slave_never_wakes_master_acquires_degraded_with_camera_a(station):
-    pair = station(factor=20.0, power={"hello_timeout_s": 2.0, "wake_retries": 1})
+    pair = station(factor=20.0, power={"hello_timeout_s": 1.0, "wake_retries": 1})  # no slave: every wait times out
     master = pair.master()
     task = asyncio.create_task(master.run())
     await wait_for(lambda: master.station.state == "degraded", 20, "degraded")
