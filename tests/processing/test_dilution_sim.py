@@ -153,6 +153,7 @@ def three_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return out
 
 
+@pytest.mark.slow  # three runs of the whole chain: ~25 s of CPU
 def test_pipeline_corrected_aa_matches_undiluted_run(three_runs: dict) -> None:
     """The chain's AA of the diluted scene, corrected, within 4 % of the same chain's on the undiluted scene and 5 %
     of the truth (measured: undiluted 1.007, corrected 1.005, uncorrected 0.661 of the truth)."""
@@ -163,6 +164,7 @@ def test_pipeline_corrected_aa_matches_undiluted_run(three_runs: dict) -> None:
     assert r["uncorrected"] < 0.75 * r["undiluted"], r
 
 
+@pytest.mark.slow  # the three runs (above)
 def test_emission_rate_with_dilution_correction_closer_to_truth(three_runs: dict) -> None:
     """Flux / truth (measured: undiluted 0.976, corrected 0.972, uncorrected 0.634): corrected within 10 % of the
     truth and 5 % of the undiluted run, the uncorrected error at least three times larger; the coefficients are in
@@ -179,6 +181,7 @@ def test_emission_rate_with_dilution_correction_closer_to_truth(three_runs: dict
         assert state[f"band_{band}"]["ext_per_m"] == pytest.approx(EXT[band], rel=0.10), state
 
 
+@pytest.mark.slow  # two runs of the whole chain with spectra: ~18 s of CPU
 def test_doas_columns_are_the_plumes_own_and_match_the_corrected_aa(tmp_path: Path) -> None:
     """The spectrometer sees the plume through the same air as the cameras: `pycam process` fits each spectrum with
     its SO2 absorption diluted by the cameras' fitted on-band T (the first spectrum waits for the first pair's fit).
