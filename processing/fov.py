@@ -21,6 +21,7 @@ spectra (3-4 % noise) gave 5-12 px off across the plume; 100 pairs of co-added s
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ from controller.errors import ProcessingError
 __all__ = [
     "FovResult",
     "bench_fov",
+    "confirm_fov",
     "disk_mask",
     "disk_radius_search",
     "find_fov",
@@ -186,6 +188,30 @@ def find_fov(
 
 
 REFINE_STEPS = 3
+CONFIRM_CENTRE_PX = 3  # the halves' centres agree within max(this, half the radius found) ...
+CONFIRM_RADIUS_RATIO = 2.0  # ... and their radii within this factor of it
+CONFIRM_MIN_FRAMES = 25  # per half: fewer frames are too noisy to confirm anything (the search is then taken)
+
+
+def confirm_fov(stack: np.ndarray, series: np.ndarray, found: FovResult, **search) -> tuple[bool, list[tuple]]:
+    """Whether the FOV found is the data's and not its noise: the search run again on the even and on the odd
+    frames (two independent halves spanning the same time) finds the same disk in each. Across a smooth plume,
+    noisy DOAS columns can make a wrong disk correlate best by chance; a chance winner does not win in both
+    halves. Returns (confirmed, [(cx, cy, radius) of each half]); a search on fewer than 2 x CONFIRM_MIN_FRAMES
+    frames is taken as it is."""
+    if len(series) < 2 * CONFIRM_MIN_FRAMES:
+        return True, []
+    tol = max(CONFIRM_CENTRE_PX, found.radius / 2)
+    halves = []
+    for part in (slice(0, None, 2), slice(1, None, 2)):
+        h = find_fov(stack[part], series[part], **search)
+        halves.append((h.cx, h.cy, h.radius))
+    ok = all(
+        math.hypot(cx - found.cx, cy - found.cy) <= tol
+        and 1 / CONFIRM_RADIUS_RATIO <= r / found.radius <= CONFIRM_RADIUS_RATIO
+        for cx, cy, r in halves
+    )
+    return ok, halves
 
 
 def _refine_centre(

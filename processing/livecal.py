@@ -113,20 +113,20 @@ class LiveCalibration:
         self.dcal.add_doas(result)
         if result.time is not None and (self.newest_doas is None or _naive(result.time) > self.newest_doas):
             self.newest_doas = _naive(result.time)
-        if self.dcal.fov is None and len(self.dcal._frames) >= self.dcal.max_frames:
-            self._try_fov()  # the frame came first: the search waited for this result
+        if self.dcal.fov is None:
+            self._try_fov(self.dcal.search_if_due)  # the frame came first: the search waited for this result
         self._collect()
 
-    def _try_fov(self) -> None:
+    def _try_fov(self, search: Any) -> None:
         try:
-            self.dcal.finish()
+            search()
         except ProcessingError as e:  # a failed FOV search is retried with later frames
             log.warning("livecal_fov_failed", error=str(e))
 
     def finish(self) -> None:
         """End of the input (a folder's end, the worker's drain): the FOV search on what is buffered, if due."""
         if self.dcal.fov is None:
-            self._try_fov()
+            self._try_fov(self.dcal.finish)
             self._collect()
 
     @property

@@ -20,7 +20,7 @@ from controller.errors import ProcessingError
 from controller.logging import get_logger
 from processing.calibration.base import LinearFit, save_pyplis_fits, weighted_linear_fit
 from processing.doas import DoasResult
-from processing.fov import FovResult, find_fov
+from processing.fov import FovResult, confirm_fov, find_fov
 from processing.images import PLUME_KIND, ImageFile
 from processing.outputs import CALIBRATION_COLUMNS, CALIBRATION_UNITS, csv_meta, write_csv
 
@@ -117,6 +117,7 @@ class DoasCalibration:
     min_points: int = 5
     fov_min_frames: int = 20
     fov: FovResult | None = None
+    _wait_frames: int = field(default=0, repr=False)  # frames to collect before the next FOV search
     _frames: deque = field(default_factory=deque, repr=False)
     _doas: deque = field(default_factory=deque, repr=False)
     _matched: list = field(default_factory=list, repr=False)
@@ -133,10 +134,8 @@ class DoasCalibration:
             self._frames.append(frame)
             while len(self._frames) > self.max_frames:
                 self._frames.popleft()
-            if len(self._frames) == self.max_frames and self._matched_frames() >= self.fov_min_frames:
-                self.locate_fov()
-                return self._match_and_fit()
-            return None
+            self._wait_frames = max(0, self._wait_frames - 1)
+            return self.search_if_due()
         aa = float(frame.aa[self.fov.mask(frame.aa.shape)].mean())
         self._aa_fov.append((frame.time, aa))
         return self._match_and_fit()
@@ -154,10 +153,21 @@ class DoasCalibration:
         self._trim(result.time)
         return self._match_and_fit() if self.fov is not None else None
 
+    def search_if_due(self) -> CalibrationPoint | None:
+        """The FOV search, when the buffer is full, enough of its frames match DOAS results and the last search
+        (if it was not confirmed) is far enough behind."""
+        if self.fov is not None or len(self._frames) < self.max_frames or self._wait_frames > 0:
+            return None
+        return self.finish()
+
     def finish(self) -> CalibrationPoint | None:
-        """End of the input: run the FOV search on what is buffered if it has not run yet (and can)."""
+        """End of the input: run the FOV search on what is buffered if it has not run yet (and can). A FOV the
+        two halves of its frames do not confirm is not used (the pairs keep the fallback calibration); the search
+        runs again after fov_min_frames (or a quarter of the buffer) new frames."""
         if self.fov is None and self._matched_frames() >= self.fov_min_frames:
-            self.locate_fov()
+            if self.locate_fov(confirm=True) is None:
+                self._wait_frames = max(self.fov_min_frames, self.max_frames // 4)
+                return None
             return self._match_and_fit()
         return None
 
@@ -197,8 +207,9 @@ class DoasCalibration:
     def _matched_frames(self) -> int:
         return len(self._pairs([f.time for f in self._frames]))
 
-    def locate_fov(self, **search) -> FovResult:
-        """Pearson FOV search over the buffered Plume frames that match a DOAS result in time."""
+    def locate_fov(self, confirm: bool = False, **search) -> FovResult | None:
+        """Pearson FOV search over the buffered Plume frames that match a DOAS result in time; with `confirm`,
+        None when the two halves of those frames do not find the same disk (processing.fov.confirm_fov)."""
         frames = list(self._frames)
         pairs = self._pairs([f.time for f in frames])
         if len(pairs) < self.fov_min_frames:
@@ -207,7 +218,14 @@ class DoasCalibration:
             )
         stack = np.stack([frames[i].aa for i, _ in pairs]).astype(np.float32, copy=False)
         series = np.array([r.so2 for _, r in pairs])
-        self.fov = find_fov(stack, series, **search)
+        found = find_fov(stack, series, **search)
+        if confirm:
+            ok, halves = confirm_fov(stack, series, found, **search)
+            if not ok:
+                log.warning("fov_unconfirmed", cx=found.cx, cy=found.cy, radius=found.radius, r=found.disk_corr,
+                            halves=halves, frames=len(pairs))  # fmt: skip
+                return None
+        self.fov = found
         log.info("fov_found", cx=self.fov.cx, cy=self.fov.cy, radius=self.fov.radius, r=self.fov.disk_corr)
         mask = self.fov.mask(stack.shape[1:])
         self._aa_fov.extend((f.time, float(f.aa[mask].mean())) for f in frames)

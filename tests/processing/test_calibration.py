@@ -196,3 +196,26 @@ def test_pyplis_loads_the_saved_doas_calibration(tmp_path):
     assert (loaded.fov.result_pearson["cx_rel"], loaded.fov.result_pearson["cy_rel"]) == (cal.fov.cx, cal.fov.cy)
     slope, _ = loaded.fit_calib_data()
     assert slope == pytest.approx(1e19, rel=0.1)  # the synthetic series: AA x 1e19 molecules/cm²
+
+
+def test_fov_search_on_uncorrelated_columns_is_not_used_and_searched_again_later():
+    """A chance winner (DOAS columns that have nothing to do with the images) is not confirmed by the two halves of
+    its frames: no FOV, the pairs keep the fallback, and the search runs again when enough frames are new;
+    the true FOV of the same images is confirmed."""
+    from processing.fov import confirm_fov, find_fov
+
+    n = 120
+    stack, series = synthetic_fov_stack(n, (120, 160), (100, 50), 6, seed=11)
+    ok, halves = confirm_fov(stack[:60], series[:60], find_fov(stack[:60], series[:60]))
+    assert ok and len(halves) == 2
+    noise = np.random.default_rng(5).normal(1e18, 2e17, n)
+    cal = DoasCalibration(ProcessingConfig(calibration_window_s=600.0), max_frames=60, fov_min_frames=30)
+    times = [T0 + timedelta(seconds=2 * i) for i in range(n)]
+    searches = []
+    for i in range(n):
+        cal.add_doas(_doas(times[i], noise[i]))
+        cal.add_frame(PlumeFrame(times[i], stack[i]))
+        if cal._wait_frames == 30:  # an unconfirmed search just ran (fov_min_frames new frames to wait)
+            searches.append(i)
+    assert cal.fov is None and cal.finish() is None and cal.fov is None
+    assert searches == [59, 89, 119]
