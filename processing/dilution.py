@@ -6,7 +6,10 @@ band is fitted on dark terrain at known distances (pyplis `DilutionCorr.fit`, mo
 
     I_meas(d) = I0 · exp(-ε d) + I_A · (1 - exp(-ε d))
 
-(I0 the terrain's own radiance, I_A the ambient sky radiance, from a sky region). Each plume pixel is then corrected
+(I0 the terrain's own radiance, I_A the ambient sky radiance, from a sky region). pyplis fits vignetting-corrected
+images: the pipeline divides each image by `processing.flat_field` (the lens's relative sensitivity, `read_flat_field`)
+first; without one the vignetting between the sky region and the terrain biases ε (+5-7 % on the sim scene's flank).
+Each plume pixel is then corrected
 before its optical depth is used (pyplis `correct_img`, Campion eq. 4):
 
     I_corr = (I - I_bg · (1 - T)) / T,    T = exp(-ε · d_plume)
@@ -220,6 +223,19 @@ class TerrainSamples:
             raise ConfigError("processing.dilution_distance_map", f"{path} is {dist.shape}, the images {shape}")
         y, x = np.nonzero(np.isfinite(dist) & (dist > 0))
         return cls(x.astype(float), y.astype(float), dist[y, x].astype(float), f"distance map {Path(path).name}")
+
+
+def read_flat_field(path: str) -> np.ndarray | None:
+    """processing.flat_field: relative sensitivity per pixel (float64, > 0), or None when not configured."""
+    if not path:
+        return None
+    try:
+        flat = np.load(path, allow_pickle=False).astype(np.float64)
+    except (OSError, ValueError) as e:
+        raise ConfigError("processing.flat_field", f"{path}: {e}") from e
+    if flat.ndim != 2 or not (np.all(np.isfinite(flat)) and flat.min() > 0):
+        raise ConfigError("processing.flat_field", f"{path}: must be a 2-D array of finite values > 0")
+    return flat
 
 
 class DilutionCorrection:

@@ -98,7 +98,7 @@ class DoasResult:
     success: bool
     ppmm_factor: float
     stray_light: float
-    ldf: float = 0.0  # light dilution is not fitted; 0 keeps the original's column meaningful
+    ldf: float = 0.0  # light-dilution factor 1 - T the fit assumed (DoasRetrieval.dilution_transmission); 0: none
     source: str = ""
     max_residual: float = float("nan")  # largest |measured - model| / mean measured in the fit window
     dark: str = ""  # the dark spectrum subtracted (file name), "" when none
@@ -171,6 +171,10 @@ class DoasRetrieval:
         self.fit_offset = fit_offset
         self.max_shift = float(max_shift_nm)
         self.saturation = float(saturation_counts)
+        # Light dilution (processing.dilution): the fraction T of the plume's light that reaches the instrument; the
+        # model dilutes the SO2 absorption as the air between plume and instrument does, I = F·(T·e^-τ_SO2 + 1 - T),
+        # so the column is the plume's own. 1: no dilution (set per spectrum by processing.stream).
+        self.dilution_transmission = 1.0
         self._grid: _Grid | None = None
 
     # ------------------------------------------------------------------ preparation
@@ -253,6 +257,10 @@ class DoasRetrieval:
         poly, cols, shift, stretch, offset = self._unpack(p)
         od = cols @ g.absorbers
         hi_res = g.solar * (g.vander @ poly) * np.exp(-od)
+        t = self.dilution_transmission
+        if t < 1.0:  # the SO2 absorption (absorber 0) diluted; ozone and Ring act on the diluting light too
+            so2 = np.exp(-cols[0] * g.absorbers[0])
+            hi_res = hi_res / so2 * (t * so2 + 1.0 - t)
         conv = np.convolve(hi_res, g.kernel, mode="valid")
         lam = g.lam if lam is None else lam
         where = lam + shift + stretch * (lam - g.centre)
@@ -348,6 +356,7 @@ class DoasRetrieval:
             success=bool(sol.success),
             ppmm_factor=self.ppmm_factor,
             stray_light=stray,
+            ldf=1.0 - self.dilution_transmission,
             source=spectrum.source,
             kind=spectrum.kind,
             max_residual=float(np.max(np.abs(resid))),
@@ -420,7 +429,7 @@ def doas_csv_header(ppmm_factor: float) -> str:
 def doas_csv_meta(ppmm_factor: float) -> dict:
     units = {
         "Time": "UTC, %Y-%m-%d %H:%M:%S", "Column density": "molecules/cm2", "CD error": "molecules/cm2",
-        "LDF": "light dilution factor (not fitted: 0)",
+        "LDF": "light dilution factor 1 - T the fit assumed (cameras' on-band T; 0: not corrected)",
     }  # fmt: skip
     return csv_meta("SO2 column densities (iFit-style DOAS, pycam processing.doas)", ppmm_factor, units)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from controller.config import Config
-from controller.errors import ProcessingError
+from controller.errors import ConfigError, ProcessingError
 from controller.logging import get_logger
 from processing.background import BackgroundChoice, OpticalDepth, choose_background
 from processing.calibration import (
@@ -27,7 +27,7 @@ from processing.calibration import (
     default_calibration,
 )
 from processing.darks import DarkLibrary
-from processing.dilution import NOT_CORRECTED, DilutionCorrection
+from processing.dilution import NOT_CORRECTED, DilutionCorrection, read_flat_field
 from processing.emission import emission_rate, ica_mass, offset_line, pcs_lines, profile
 from processing.flow import CrossCorrelationVelocity, FlowVelocity, LineVelocity
 from processing.geometry import PlumeGeometry, geometry_from_config
@@ -100,6 +100,7 @@ class Setup:
     clear: dict[str, np.ndarray | None]
     registration: Registration
     calibration: Calibration
+    flat: np.ndarray | None = None  # processing.flat_field (vignetting), divided out of every image
 
 
 def _mean_clear(files: list[ImageFile], darks: DarkLibrary, band: str) -> np.ndarray | None:
@@ -121,7 +122,20 @@ def build_setup(cfg: Config, scan: FolderScan, calibration: Calibration | None =
     choice = choose_background(cfg.processing.background_mode, {b: clear[b] is not None for b in clear})
     reg_path = cfg.processing.registration
     registration = Registration.from_file(reg_path) if reg_path else Registration()
-    return Setup(darks, choice, clear, registration, calibration or default_calibration(cfg))
+    flat = read_flat_field(cfg.processing.flat_field)
+    if flat is not None:
+        clear = {
+            b: None if c is None else _flat_corrected(c, flat, cfg.processing.flat_field) for b, c in clear.items()
+        }
+    return Setup(darks, choice, clear, registration, calibration or default_calibration(cfg), flat)
+
+
+def _flat_corrected(img: np.ndarray, flat: np.ndarray, path: str) -> np.ndarray:
+    """`img` divided by the flat field in place (vignetting corrected)."""
+    if flat.shape != img.shape:
+        raise ConfigError("processing.flat_field", f"{path} is {flat.shape}, the images {img.shape}")
+    img /= flat
+    return img
 
 
 class PairProcessor:
@@ -205,6 +219,8 @@ class PairProcessor:
         raw = read_image(f.path)
         img, match = self.setup.darks.correct(band, f.name.shutter_us, raw, out=self._buffer(band, raw.shape))
         img *= 1e6 / f.name.shutter_us
+        if self.setup.flat is not None:
+            _flat_corrected(img, self.setup.flat, self.cfg.processing.flat_field)
         desc = f"{band}:{match.description}"
         if not DilutionCorrection.configured(self.cfg.processing):
             return None, self.optical_depth.tau(band, img, time, overwrite=True), desc, None

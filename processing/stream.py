@@ -12,6 +12,9 @@ give the same rows. What could make them differ is handled here, not in either c
 - The last LOOKBACK AA frames are kept before the first Plume spectrum, so the frame of the slot whose spectrum
   starts the DOAS calibration enters the FOV search however the two arrived.
 - Each spectrum is fitted after subtracting its matched dark spectrum (processing.darks.SpectrumDarks).
+- With light dilution corrected (processing.dilution), each spectrum is fitted with the plume's absorption diluted
+  by the on-band transmission the cameras' terrain fit gives (processing.doas), so the DOAS columns are the plume's
+  own as the corrected AA is. Spectra before the day's first pair (no fit yet) wait for it, in their order.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class Stream:
         self.held: deque[_Held] = deque()
         self.points: deque = deque(maxlen=POINTS_KEPT)  # DOAS calibration points, for pyplis's calibration file
         self.recent: deque[tuple[Any, np.ndarray]] = deque(maxlen=LOOKBACK)
+        self.waiting_spectra: deque[tuple[Path, Any]] = deque()  # spectra before the first light-dilution fit
         self.days = None  # processing.daily.DailyProducts
         self.rows = 0
         self.pairs = 0
@@ -176,18 +180,24 @@ class Stream:
              f"references converted to the spectrometer's medium ({self.cfg.processing.spectrometer_medium})"],
         )  # fmt: skip
 
-    def add_spectrum(self, path: Path, name: Any) -> bool:
+    def add_spectrum(self, path: Path, name: Any, transmission: float | None = None) -> bool:
         """A spectrum file (processing.images / controller.storage.names SpectrumName): dark spectra go to the dark
-        library, Plume spectra are fitted (dark subtracted) and feed the DOAS calibration. True when fitted."""
+        library, Plume spectra are fitted (dark subtracted; light dilution at `transmission`, by default the cameras'
+        fit, waiting for the first one) and feed the DOAS calibration. True when fitted."""
         if name.kind == "Dark":
             self._add_dark_spectrum(path, name)
             return False
         if name.kind != PLUME_KIND:  # known failure 6: only Plume spectra are retrieved for calibration
             return False
+        transmission = self._dilution_transmission() if transmission is None else transmission
+        if transmission is None:
+            self.waiting_spectra.append((path, name))
+            return False
         from processing.doas import doas_fit_row, doas_row, load_spectrum
 
         try:
             self._ensure_doas()
+            self.doas.dilution_transmission = transmission
             spec = load_spectrum(path, name)
             dark = self.spec_darks.match(name.time.timestamp(), name.integration_ms, name.coadd)
             dark_spec = None
@@ -213,6 +223,23 @@ class Stream:
         self._release()
         return True
 
+    def _dilution_transmission(self) -> float | None:
+        """On-band transmission T between plume and instruments for the DOAS fit: 1 without light-dilution
+        correction (or when the day's fit failed: the AA is not corrected either), None before the first pair."""
+        from processing.dilution import DilutionCorrection
+
+        proc = self.processor
+        if not DilutionCorrection.configured(self.cfg.processing):
+            return 1.0
+        if proc is None or proc.geometry is None:
+            return None
+        fit = proc.dilution.fits.get("A") if proc.dilution is not None else None
+        return 1.0 if fit is None else float(fit.transmission(proc.geometry.plume_distance_m))
+
+    def _fit_waiting_spectra(self) -> None:
+        while self.waiting_spectra and self._dilution_transmission() is not None:
+            self.add_spectrum(*self.waiting_spectra.popleft())
+
     # ------------------------------------------------------------------------------------------------ pairs
 
     def _add_frame(self, pair: Any, aa: np.ndarray) -> None:
@@ -228,6 +255,7 @@ class Stream:
             self.on_pair(pair.key, 0)  # a broken pair is not retried forever
             return
         aa32 = aa.astype(np.float32)
+        self._fit_waiting_spectra()
         if self.livecal is None:
             self.recent.append((pair, aa32))
             self._finish_pair(_Held(pair, aa32, dark_desc))
@@ -287,6 +315,9 @@ class Stream:
     def flush(self) -> list[Path]:
         """End of the input (a folder's end, the worker's drain in the process phase): the FOV search if it has
         not run, every held pair, and the daily products of the days seen. Returns the product files."""
+        while self.waiting_spectra:  # no pair came: no light-dilution fit, nothing to calibrate
+            log.warning("spectrum_without_dilution_fit", file=self.waiting_spectra[0][0].name)
+            self.add_spectrum(*self.waiting_spectra.popleft(), transmission=1.0)
         if self.livecal is not None:
             self.livecal.finish()
             self._calibration_rows()

@@ -227,7 +227,7 @@ def resolve_paths(cfg: Config, folder: Path) -> Config:
     proc = dataclasses.replace(
         proc, **{k: fix_str(getattr(proc, k)) for k in
                  ("solar_reference", "so2_xsec", "o3_xsec", "ring_spectrum", "ils", "registration",
-                  "dilution_distance_map", "dilution_dem")}
+                  "dilution_distance_map", "dilution_dem", "flat_field")}
     )  # fmt: skip
     sim = dataclasses.replace(cfg.sim, references_dir=fix_str(cfg.sim.references_dir))
     delivery = dataclasses.replace(

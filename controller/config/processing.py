@@ -107,6 +107,14 @@ class ProcessingConfig:
     dilution_distance_map: str = field(
         default="", metadata={"doc": "light dilution: .npy terrain distance (m) per pixel, NaN off terrain"}
     )
+    flat_field: str = field(
+        default="",
+        metadata={
+            "doc": ".npy relative sensitivity per pixel of both cameras (vignetting, pyplis's vign_mask): each image "
+            "is divided by it before its optical depth and the light-dilution fit, as pyplis corrects vignetting; "
+            "empty: none"
+        },
+    )
     dilution_ambient_roi: tuple[int, int, int, int] = field(
         default=(0, 0, 40, 20), metadata={"doc": "light dilution: sky region x0, y0, x1, y1 for the ambient radiance"}
     )

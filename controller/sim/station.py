@@ -50,7 +50,7 @@ from controller.sim.observe import (
 )
 from controller.sim.pace import MIN_FRACTION, start_pace
 from controller.sim.procs import Proc, ProcessMonitor, read_status, wait_until
-from controller.sim.scene import ILS_FWHM_NM
+from controller.sim.scene import ILS_FWHM_NM, station_dilution
 from controller.sim.summary import check_fault_visibility, summarize
 
 log = get_logger("sim.station")
@@ -224,6 +224,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
             "enabled": run.processing, "velocity_method": "xcorr", "flow_pyrlevel": 2, "background_mode": 0,
             "plume_distance_m": SIM_PLUME_DISTANCE_M, "plume_distance_err_m": SIM_PLUME_DISTANCE_ERR_M,
             "xcorr_min_window_s": SIM_XCORR_MIN_WINDOW_S,
+            **station_dilution(out, run.seed, run.image_size),  # light dilution: what a station knows of its terrain
         },
         "logging": {"format": "json", "level": run.log_level},
     }  # fmt: skip

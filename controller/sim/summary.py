@@ -129,6 +129,10 @@ def _flux(processed: Path, mcfg: dict) -> dict:
     result["scene_truth"] = {k: truth_now[k] for k in (
         "plume_distance_m", "so2_sigma_eff_cm2", "aerosol_optical_depth", "aerosol_optical_depth_b",
         "extinction_per_m", "dilution_transmission")}  # fmt: skip
+    fitted = {b: np.asarray(rows.get(f"ext_{b}_(1/m)", []), dtype=float)[ok] for b in "AB"}
+    result["light_dilution_fitted_per_m"] = {  # the worker's ε per band (median over the rows), scene's: scene_truth
+        b: round(float(np.median(v[np.isfinite(v)])), 9) if np.isfinite(v).any() else None for b, v in fitted.items()
+    }
     result["processing_told"] = {"plume_distance_m": cfg.processing.plume_distance_m,
                                  "plume_distance_err_m": cfg.processing.plume_distance_err_m,
                                  "default_calibration_slope": cfg.processing.default_calibration_slope}  # fmt: skip
