@@ -38,7 +38,10 @@ def _load(spool: Spool, name: str) -> tuple[int, Path, int, str]:
                 digest.update(chunk)
             size = fh.tell()
     except FileNotFoundError as e:
-        raise KeyError(name) from e  # acked and removed while we looked
+        # Acked and removed while we looked, or gone under the index (removed by another Spool object's late
+        # thread): forget the entry if it is still this one, or the sender would pick it again forever.
+        spool.remove(name, seq)
+        raise KeyError(name) from e
     except OSError as e:
         raise StorageError(e.errno, f"cannot read spool file {path}: {e.strerror or e}") from e
     return seq, path, size, digest.hexdigest()

@@ -400,3 +400,25 @@ def test_master_refuses_a_second_master_and_garbage(tmp_path, port):
         await pair.stop()
 
     run(scenario())
+
+
+def test_a_spool_file_gone_under_the_index_is_forgotten_and_the_flush_ends(tmp_path, port):
+    """Regression (seen on a busy machine): a stopped slave's late thread removed an acked file after a new Spool had
+    indexed it; the sender picked the vanished file again and again (a busy loop) and flush never returned."""
+
+    async def scenario():
+        pair = LinkPair(tmp_path, link_config(port))
+        await pair.start_master()
+        content = spool_files(pair.spool, station_names(4), size=1000)
+        spool = Spool(pair.spool_dir)  # a new Spool object indexes the four files
+        gone = next(iter(content))
+        spool.path(gone).unlink()  # as the old object's thread did, behind the new index's back
+        slave = SlaveLink(link_config(port), SystemClock(), spool)
+        await slave.start()
+        assert await slave.flush(30)
+        assert len(spool) == 0 and slave.stats["sent"] == 3
+        assert {p.name for p in (tmp_path / "data").rglob("*.*")} == set(content) - {gone}
+        await slave.stop()
+        await pair.stop()
+
+    run(scenario())
