@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ class LiveCalibration:
             self._try_fov(self.dcal.search_if_due)  # the frame came first: the search waited for this result
         self._collect()
 
-    def _try_fov(self, search: Any) -> None:
+    def _try_fov(self, search: Callable[[], object]) -> None:
         try:
             search()
         except ProcessingError as e:  # a failed FOV search is retried with later frames

@@ -96,6 +96,7 @@ class _ChildState:
     processing itself is processing.stream.Stream, the same as `pycam process`."""
 
     def __init__(self, cfg: Config, data_root: Path, out_dir: Path, events: Any) -> None:
+        from processing.calibration.cellsearch import LiveCellWindow
         from processing.pipeline import quiet_pyplis
         from processing.stream import Stream
 
@@ -110,6 +111,7 @@ class _ChildState:
         self.max_pending = max(8, cfg.processing.ring_buffer * 4)
         self.stream = Stream(cfg, out_dir, on_pair=self._pair_done, on_spectrum=self._spectrum_done)
         self._setup_key: tuple[int, int] | None = None
+        self.cell_window = LiveCellWindow(cfg.processing)
 
     @property
     def processor(self) -> Any:
@@ -142,7 +144,6 @@ class _ChildState:
         Ends with Idle(n) (n pairs processed; with the token when asked by `rescan(token)`: that is the process
         phase's drain, which also ends the held pairs and writes the daily products); a scan that finds more than
         BACKLOG_PAIRS pairs to do first says Backlog(n)."""
-        from processing.calibration.cellsearch import live_cell_window
         from processing.images import scan_folder
         from processing.pairing import pair_images
         from processing.stream import item_order
@@ -151,7 +152,7 @@ class _ChildState:
             self.emit(Idle(0, token))
             return
         scan = scan_folder(self.data_root, self._recent_files())
-        live_cell_window(scan, self.cfg.processing)  # cells among plume images, as `pycam process` finds them
+        self.cell_window.apply(scan)  # cells among plume images, as `pycam process` finds them
         self.ensure_setup(scan)
         pairs, unpaired = pair_images(scan.plume, self.cfg.processing.pair_tolerance_s)
         for half in unpaired[-self.max_pending :]:

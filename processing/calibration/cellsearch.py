@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
@@ -28,10 +29,10 @@ log = get_logger("processing.calibration.cellsearch")
 __all__ = [
     "CELL_TAU_MIN",
     "CLEAR_TAU_MAX",
+    "LiveCellWindow",
     "assign_cell_window",
     "cell_window_bounds",
     "in_cell_window",
-    "live_cell_window",
 ]
 
 CELL_TAU_MIN = 0.10
@@ -61,22 +62,40 @@ def in_cell_window(proc: ProcessingConfig, time: datetime) -> bool:
     return bounds is not None and bounds[0] <= time <= bounds[1]
 
 
-def live_cell_window(scan: FolderScan, proc: ProcessingConfig, reader=read_image) -> dict | None:
+class LiveCellWindow:
     """The live worker's form of `assign_cell_window`, so that it gives `pycam process`'s answer: while the window
     is still being taken (no plume image after its end yet) its frames wait, never processed as plume; once it is
     over they are assigned as `pycam process` assigns them. A window that cannot be assigned is logged, and its
-    frames stay out of the plume."""
-    found = _window_frames(scan, proc)
-    if found is None or not found[1]:
-        return None
-    (t0, t1), inside = found
-    if max(f.name.time for f in scan.plume) > t1:
-        try:
-            return assign_cell_window(scan, proc, reader)
-        except ProcessingError as e:
-            log.error("cell_window_unusable", error=str(e))
-    scan.plume = [f for f in scan.plume if not t0 <= f.name.time <= t1]
-    return {"window": [t0.isoformat(), t1.isoformat()], "waiting": len(inside)}
+    frames stay out of the plume. The worker rescans every minute: a finished window is read and assigned once
+    and the assignment replayed while its frames stay the same."""
+
+    def __init__(self, proc: ProcessingConfig, reader=read_image) -> None:
+        self.proc = proc
+        self.reader = reader
+        self._frames: frozenset[Path] | None = None  # the finished window's frames, as last assigned
+        self._added: dict[str, list] = {}  # what that assignment added to the scan's lists
+
+    def apply(self, scan: FolderScan) -> None:
+        found = _window_frames(scan, self.proc)
+        if found is None or not found[1]:
+            return
+        (t0, t1), inside = found
+        finished = max(f.name.time for f in scan.plume) > t1
+        frames = frozenset(f.path for f in inside)
+        if finished and frames != self._frames:
+            before = {k: set(getattr(scan, k)) for k in ("cells", "clears", "skipped")}
+            try:
+                assign_cell_window(scan, self.proc, self.reader)
+            except ProcessingError as e:
+                log.error("cell_window_unusable", error=str(e))
+            self._frames = frames
+            self._added = {k: [x for x in getattr(scan, k) if x not in v] for k, v in before.items()}
+        elif finished:
+            for k, items in self._added.items():
+                getattr(scan, k).extend(items)
+            scan.cells.sort()
+            scan.clears.sort()
+        scan.plume = [f for f in scan.plume if not t0 <= f.name.time <= t1]
 
 
 def _window_frames(scan: FolderScan, proc: ProcessingConfig) -> tuple[tuple[datetime, datetime], list] | None:

@@ -96,3 +96,25 @@ def test_a_cell_window_that_cannot_be_assigned_keeps_its_frames_out_of_the_plume
     state = _ChildState(cfg, folder, tmp_path / "live", None)
     state.full_scan(token="drain")
     assert state.journal.done["pairs"] == {_key(k) for k in range(len(SEQUENCE), len(SEQUENCE) + 6)}
+
+
+def test_a_finished_cell_window_is_read_once_however_often_the_worker_rescans(tmp_path: Path) -> None:
+    """The worker rescans every minute: the window's frames are read and assigned once, the assignment replayed."""
+    from processing.calibration.cellsearch import LiveCellWindow
+    from processing.images import read_image, scan_folder
+
+    folder, cfg = _cell_day(tmp_path, n_pairs=len(SEQUENCE) + 2)
+    reads = []
+    window = LiveCellWindow(cfg.processing, reader=lambda p: reads.append(p) or read_image(p))
+    scans = []
+    for _ in range(3):
+        scan = scan_folder(folder)
+        window.apply(scan)
+        scans.append(scan)
+    assert len(reads) == 2 * len(SEQUENCE)  # each window frame of each band, once
+    first, *later = scans
+    assert len(first.cells) == 8 and len(first.clears) == 8 and len(first.plume) == 4
+    for scan in later:
+        assert [f.path for f in scan.cells] == [f.path for f in first.cells]
+        assert [f.name.kind for f in scan.cells] == [f.name.kind for f in first.cells]
+        assert scan.clears == first.clears and scan.plume == first.plume and scan.skipped == first.skipped
