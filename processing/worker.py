@@ -32,6 +32,7 @@ from controller.config import Config
 from controller.errors import FileNameError
 from controller.logging import get_logger
 from controller.storage.atomic import atomic_write_text
+from controller.storage.index import is_day
 from controller.storage.names import ImageName, SpectrumName, parse_name
 from processing.events import Backlog, Idle, PairDone, SpectrumDone, Stopped, WorkerEvent
 from processing.memory import fix_mmap_threshold
@@ -174,7 +175,7 @@ class _ChildState:
 
     def _recent_files(self) -> list[Path]:
         """Files of the two newest date folders (the journal spans two days), or of a flat root."""
-        days = sorted(p for p in self.data_root.iterdir() if p.is_dir() and _is_date(p.name))
+        days = sorted(p for p in self.data_root.iterdir() if p.is_dir() and is_day(p.name))
         folders = days[-2:] if days else [self.data_root]
         files = [p for p in self.data_root.iterdir() if p.is_file()] if days else []
         for folder in folders:
@@ -250,14 +251,6 @@ class _ChildState:
         self.stream.add_pair(pair)
         if any(h.pair.key == pair.key for h in self.stream.held):
             self.journal.hold(pair.key)  # the sim station's pace counts it as taken, not as backlog
-
-
-def _is_date(text: str) -> bool:
-    try:
-        datetime.strptime(text, "%Y-%m-%d")
-    except ValueError:
-        return False
-    return True
 
 
 def run_child(cfg: Config, data_root: str, out_dir: str, commands: Any, events: Any) -> None:

@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 from controller.errors import FileNameError
@@ -31,7 +32,14 @@ FOREIGN_EXAMPLES = 20  # foreign entries named in the one report (the count says
 
 
 def is_day(text: str) -> bool:
-    return DAY_RE.fullmatch(text) is not None
+    """Whether `text` names a date folder (YYYY-MM-DD, a real date)."""
+    if DAY_RE.fullmatch(text) is None:
+        return False
+    try:
+        datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        return False
+    return True
 
 
 class StoreIndex:
