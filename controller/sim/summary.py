@@ -126,6 +126,7 @@ def _flux(processed: Path, mcfg: dict) -> dict:
     )
     result["flux_error_percent"] = round(100.0 * (result["flux_recovered_kg_s"] / result["flux_truth_kg_s"] - 1), 2)
     truth_now = scene.truth(times[0])
+    result["flux_factors"] = _flux_factors(processed, rows, ok, truth_now)
     result["scene_truth"] = {k: truth_now[k] for k in (
         "plume_distance_m", "so2_sigma_eff_cm2", "aerosol_optical_depth", "aerosol_optical_depth_b",
         "extinction_per_m", "dilution_transmission")}  # fmt: skip
@@ -139,6 +140,31 @@ def _flux(processed: Path, mcfg: dict) -> dict:
     result["daily_products"] = _daily(processed)
     result["plot"] = _plot(processed / "sim_station_flux.png", times, fluxes, truth)
     return result
+
+
+def _flux_factors(processed: Path, rows: dict, ok, truth: dict) -> dict:
+    """The two factors of the rows' emission rates beside what the scene knows, so that an emission rate that
+    misses the truth says whether the speed or the calibration did: median plume speed of the rows against the
+    scene's, and the median DOAS calibration slope (molecules/cm² per AA) against 1 / the scene's on-band σ."""
+    import numpy as np
+
+    from processing.outputs import read_series
+
+    def median(values) -> float | None:
+        v = np.asarray(values, dtype=float)
+        v = v[np.isfinite(v)]
+        return round(float(np.median(v)), 4) if v.size else None
+
+    slopes = []
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        slopes = read_series(processed / "calibration_series.csv").get("slope_(molecules/cm2)", [])
+    return {
+        "velo_eff_median_m_s": median(np.asarray(rows.get("velo_eff_(m/s)", []), dtype=float)[ok]),
+        "scene_plume_speed_m_s": truth["plume_speed_m_s"],
+        "calibration_slope_median_e18": None if not len(slopes) else median(np.asarray(slopes, dtype=float) / 1e18),
+        "scene_inverse_sigma_e18": round(1e-18 / truth["so2_sigma_eff_cm2"], 4),
+        "ica_median_kg_m": median(np.asarray(rows.get("ICA_mass_(kg/m)", []), dtype=float)[ok]),
+    }
 
 
 def _daily(processed: Path) -> list[dict]:

@@ -25,8 +25,8 @@ def _sim_station(tmp_path, *args: str, timeout_s: float = 600) -> dict:
 def test_sim_station_day_loses_nothing_and_recovers_the_emission_rate(tmp_path):
     s = _sim_station(tmp_path)
     print(json.dumps({k: s[k] for k in ("captured", "stored", "lost", "duplicates", "pairs_processed",
-                                        "flux_truth_kg_s", "flux_recovered_kg_s", "calibration", "calibration_rows", "fov",
-                                        "real_seconds")}))  # fmt: skip
+                                        "flux_truth_kg_s", "flux_recovered_kg_s", "flux_factors", "calibration", "calibration_rows",
+                                        "fov", "real_seconds")}))  # fmt: skip
     assert s["finished_cleanly"]
     assert s["captured"] > 0 and s["lost"] == 0 and s["corrupt"] == 0 and s["duplicates"] == 0
     assert s["stored_captured"] == s["captured"]
@@ -71,7 +71,8 @@ def test_sim_station_day_under_load_still_calibrates_by_doas(tmp_path):
         burner.kill()
         burner.wait()
     print(json.dumps({k: s[k] for k in ("pairs_processed", "flux_truth_kg_s", "flux_recovered_kg_s",
-                                        "flux_error_percent", "calibration_rows", "fov", "pace", "real_seconds")}))  # fmt: skip
+                                        "flux_error_percent", "flux_factors", "calibration_rows", "fov", "pace",
+                                        "real_seconds")}))  # fmt: skip
     assert s["finished_cleanly"] and s["lost"] == 0
     assert abs(s["flux_recovered_kg_s"] / s["flux_truth_kg_s"] - 1) < 0.10
     from controller.sim.station import references_available

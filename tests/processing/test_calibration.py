@@ -219,3 +219,32 @@ def test_fov_search_on_uncorrelated_columns_is_not_used_and_searched_again_later
             searches.append(i)
     assert cal.fov is None and cal.finish() is None and cal.fov is None
     assert searches == [59, 89, 119]
+
+
+def test_fov_confirmation_is_not_vetoed_by_a_half_search_that_stops_on_a_worse_disk(monkeypatch):
+    """A half whose own search ends on a disk that correlates worse there than the FOV found (a loaded sim day:
+    r 21 at 11 px off, r 0.9962 against the FOV's 0.9973 in the same frames) still confirms the FOV; a half whose
+    winner correlates better than the FOV found does not."""
+    import processing.fov as fov
+
+    stack, series = synthetic_fov_stack(60, (120, 160), (100, 50), 6, seed=11)
+    found = fov.find_fov(stack, series)
+    assert fov.confirm_fov(stack, series, found)[0]
+    real_find = fov.find_fov
+    elsewhere = fov.FovResult(30, 90, 20, 0.0, 0.0, np.zeros(stack.shape[1:]), *[np.zeros(0)] * 3)
+    for part in (slice(0, None, 2), slice(1, None, 2)):
+        assert fov._disk_corr(stack[part], series[part], elsewhere) < fov._disk_corr(stack[part], series[part], found)
+
+    def half_stops_elsewhere(s, y, **search):
+        if len(y) == len(series):
+            return real_find(s, y, **search)
+        h = elsewhere
+        return fov.FovResult(h.cx, h.cy, h.radius, 0.0, fov._disk_corr(s, y, h), h.corr_image, *[np.zeros(0)] * 3)
+
+    monkeypatch.setattr(fov, "find_fov", half_stops_elsewhere)
+    ok, halves = fov.confirm_fov(stack, series, found)
+    assert ok and halves == [(30, 90, 20), (30, 90, 20)]
+    # the other way round: the FOV "found" is the far disk, each half's winner correlates better there
+    monkeypatch.setattr(fov, "find_fov", real_find)
+    ok, _ = fov.confirm_fov(stack, series, elsewhere)
+    assert not ok
