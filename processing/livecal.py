@@ -8,8 +8,9 @@ when a frame and when a DOAS result arrives, so the arrival order of a slot's fi
 calibration point. A pair at time t is calibrated with the newest usable point at or before t and no older than the
 window (`at`), else with the fallback (gas cells or the configured slope); the method goes into each emission row.
 `settled(t)` says when that choice can no longer change (the FOV is known and a spectrum at or after t is in).
-The FOV and the window's scalars are saved atomically (`livecal_state.json`) after every change once the FOV is
-known, so a restarted worker continues with them instead of searching again.
+The FOV and the window's scalars are saved atomically (`livecal_state.json`) after every change, so a restarted
+worker continues with them instead of searching again; before the FOV it keeps the DOAS results (their spectra are
+journalled as done) and rebuilds the frames from the pairs it still held.
 """
 
 from __future__ import annotations
@@ -84,12 +85,12 @@ class LiveCalibration:
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("livecal_state_unreadable", path=str(self.path), error=str(e))
             return
-        log.info("livecal_restored", fov=data["dcal"]["fov"][:3], newest=str(self.newest and self.newest.time))
+        fov = data["dcal"].get("fov")
+        log.info("livecal_restored", fov=fov and fov[:3], doas_results=len(self.dcal._doas),
+                 newest=str(self.newest and self.newest.time))  # fmt: skip
 
     def _save(self) -> None:
         state = self.dcal.state()
-        if state is None:
-            return
         newest_doas = self.newest_doas.isoformat() if self.newest_doas else None
         points = [_point_json(p) for p in self.points]
         atomic_write_text(self.path, json.dumps({"dcal": state, "points": points, "newest_doas": newest_doas}))

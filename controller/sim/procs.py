@@ -42,6 +42,21 @@ class Proc:
         if self.proc is not None and self.proc.returncode is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
+    def kill9_worker(self) -> bool:
+        """kill -9 the supervisor's processing worker child (a multiprocessing spawn child); True when one was."""
+        import psutil
+
+        if not self.running:
+            return False
+        try:
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+            workers = [k for k in kids if "spawn_main" in " ".join(k.cmdline())]
+            for k in workers:
+                k.kill()
+        except psutil.Error:
+            return False
+        return bool(workers)
+
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.returncode is None:
             os.kill(self.proc.pid, sig)

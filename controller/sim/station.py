@@ -103,8 +103,9 @@ SIM_FOV_FRAMES, SIM_SPECTRA_COADD = 100, 10
 class Fault:
     """A fault injected `at_s` real seconds after the window opens."""
 
-    # kill_slave, kill_master, drop_link, unplug, clock_step, garbage_ext, fill_disk, forged_peer,
-    # restart_master_behind (kill -9, restarted with its clock behind_s sim seconds behind its data),
+    # kill_slave, kill_master, kill_worker (the master's processing child), drop_link, unplug, clock_step,
+    # garbage_ext, fill_disk, forged_peer, restart_master_behind (kill -9, restarted with its clock behind_s sim
+    # seconds behind its data),
     # singles (TPA/TPB/TPS during continuous capture), abuse_ext (controller/sim/abuse.py)
     kind: str
     at_s: float
@@ -400,6 +401,8 @@ async def _drive_faults(run, master, slave, out, proxy, use_netns, window_real, 
             await asyncio.sleep(float(fault.args.get("down_s", 2.0)))
             behind = float(fault.args.get("behind_s", 0.0))
             await target.start(["--clock-offset", repr(-behind)] if behind else None)
+        elif fault.kind == "kill_worker":
+            entry["killed"] = target.kill9_worker()
         elif fault.kind == "drop_link":
             if use_netns:
                 set_link(False)

@@ -190,7 +190,8 @@ def _fov_found(processed: Path, scene) -> dict:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError, ImportError):
         from processing.livecal import STATE_NAME
 
-        found = json.loads((processed / STATE_NAME).read_text())["dcal"]["fov"][:3]
+        fov = json.loads((processed / STATE_NAME).read_text())["dcal"]["fov"]
+        found = fov[:3] if fov else None
     return {"found_cx_cy_r": found, "scene_cx_cy_r": [*scene.fov_centre_px, scene.fov_radius_px]}
 
 
@@ -239,6 +240,7 @@ def _state_changes(out: Path) -> dict:
 EXPECTED_FAULTS = {
     "kill_slave": {"master": ("link_lost",), "slave": ("restarted_after_crash",)},
     "kill_master": {"master": ("restarted_after_crash",), "slave": ("link_lost",)},
+    "kill_worker": {"master": ("worker_crashed",)},
     "drop_link": {"master": ("link_lost",), "slave": ("link_lost",)},
     "unplug": {"slave": ("device_unplugged", "device_error")},
     "clock_step": {"slave": ("clock_offset", "offset_bad", "clock_lost")},

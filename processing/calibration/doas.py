@@ -259,14 +259,13 @@ class DoasCalibration:
         return last
 
     # -- restart safety: the worker persists this (small: scalars within the window) and restores it after a crash
-    def state(self) -> dict | None:
-        """The FOV and the rolling-window inputs as JSON-able data; None before the FOV is known (the buffered
-        frames are images: after a restart the FOV search starts again)."""
-        if self.fov is None:
-            return None
+    def state(self) -> dict:
+        """The FOV (None before it is known) and the rolling-window inputs as JSON-able data. Before the FOV the
+        buffered frames are images and are not kept: a restarted worker rebuilds them from the pairs still held
+        (not journalled as done), and matches them to the DOAS results kept here (their spectra are journalled)."""
         f = self.fov
         return {
-            "fov": [f.cx, f.cy, f.radius, f.pixel_corr, f.disk_corr],
+            "fov": None if f is None else [f.cx, f.cy, f.radius, f.pixel_corr, f.disk_corr],
             "matched": [[m.time.isoformat(), m.aa_fov, m.column, m.column_err] for m in self._matched],
             "aa_fov": [[t.isoformat(), a] for t, a in self._aa_fov],
             "doas": [[r.time.isoformat(), r.so2, r.so2_err] for r in self._doas],
@@ -274,10 +273,15 @@ class DoasCalibration:
         }
 
     def restore(self, state: dict) -> None:
-        """Continue from `state()` of an earlier process (FOV known, rolling window refilled)."""
-        cx, cy, radius, pixel_corr, disk_corr = state["fov"]
-        none = np.zeros(0)
-        self.fov = FovResult(int(cx), int(cy), int(radius), pixel_corr, disk_corr, np.zeros((0, 0)), none, none, none)
+        """Continue from `state()` of an earlier process: the FOV if it was known, the DOAS results and the rolling
+        window refilled."""
+        self.fov = None
+        if state.get("fov") is not None:
+            cx, cy, radius, pixel_corr, disk_corr = state["fov"]
+            none = np.zeros(0)
+            self.fov = FovResult(
+                int(cx), int(cy), int(radius), pixel_corr, disk_corr, np.zeros((0, 0)), none, none, none
+            )
         self._frames.clear()
         t = datetime.fromisoformat
         self._matched = [_Matched(t(a), aa, c, e) for a, aa, c, e in state.get("matched", [])]

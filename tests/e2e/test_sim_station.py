@@ -83,6 +83,25 @@ def test_sim_station_day_under_load_still_calibrates_by_doas(tmp_path):
     _check_honest_day(s)
 
 
+def test_sim_station_day_with_a_worker_crash_still_calibrates_by_doas(tmp_path):
+    """The processing worker is killed while its pairs wait for the FOV search: the restarted worker redoes them and
+    matches them to the DOAS results its spectra gave before the crash (it used to write them with the fallback
+    slope and start the search again, which a day's remaining frames could not confirm: no DOAS calibration)."""
+    s = _sim_station(tmp_path, "--fault=kill_worker@40")
+    (f,) = s["faults_injected"]
+    print(json.dumps({k: s[k] for k in ("pairs_processed", "flux_truth_kg_s", "flux_recovered_kg_s", "flux_factors",
+                                        "calibration_rows", "fov", "real_seconds")}), f)  # fmt: skip
+    assert f["killed"] and f["seen_in_status"]["master"] == ["worker_crashed"]
+    assert s["finished_cleanly"] and s["lost"] == 0 and s["duplicates"] == 0
+    assert abs(s["flux_recovered_kg_s"] / s["flux_truth_kg_s"] - 1) < 0.10
+    from controller.sim.station import references_available
+
+    if references_available():
+        assert s["calibration"] == "doas", s["calibration_rows"]
+        assert s["calibration_rows"]["doas"] >= s["pairs_processed"] // 2, s["calibration_rows"]
+    _check_honest_day(s)
+
+
 FAULTS = [
     "kill_slave@8:down_s=2",
     "drop_link@28:down_s=6",

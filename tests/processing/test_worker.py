@@ -148,6 +148,42 @@ def test_worker_uses_live_doas_calibration_and_continues_it_after_restart(tmp_pa
     assert rows["calibration"][-6:] == ["doas"] * 6
 
 
+@pytest.mark.slow  # ~40 s: 28 rendered pairs and spectra, DOAS fits, twice
+def test_worker_restarted_before_its_fov_search_still_calibrates_the_pairs_it_held(tmp_path: Path) -> None:
+    """A worker killed while its pairs wait for the FOV search: the restarted one redoes the held pairs and matches
+    them to the DOAS results of their spectra (journalled as done, kept in the calibration state), so they are
+    calibrated by DOAS like an uninterrupted day's (they were written with the fallback slope instead)."""
+    from processing.livecal import STATE_NAME
+    from processing.worker import _ChildState
+    from tests.processing.sim_frames import doas_sim_config, render_sequence, render_spectra
+
+    cfg = doas_sim_config(tmp_path, flow_pyrlevel=2, velocity_method="flow", ring_buffer=20)
+    data, out = tmp_path / "data", tmp_path / "out"
+    scene = render_sequence(cfg, data, n_pairs=12, period_s=2.0)
+    render_spectra(scene, data, 12)
+    first = _ChildState(cfg, data, out, None)
+    first.full_scan()
+    assert first.livecal.dcal.fov is None and len(first.stream.held) == 12  # waiting for 20 frames
+    assert (out / STATE_NAME).exists()
+    assert not (out / "emission_rates_line1_flow.csv").exists()
+    del first  # killed: its frames are gone
+    render_sequence(cfg, data, n_pairs=28, period_s=2.0, darks=False)
+    render_spectra(scene, data, 28)
+    restarted = _ChildState(cfg, data, out, None)
+    restarted.full_scan()
+    restarted.stream.flush()
+    assert restarted.livecal.dcal.fov is not None
+    rows = read_series(out / "emission_rates_line1_flow.csv")
+    assert len(rows["datetime"]) == len(set(rows["datetime"])) >= 25
+    uninterrupted = _ChildState(cfg, data, tmp_path / "uninterrupted", None)
+    uninterrupted.full_scan()
+    uninterrupted.stream.flush()
+    same = read_series(tmp_path / "uninterrupted" / "emission_rates_line1_flow.csv")
+    assert rows["datetime"] == same["datetime"]
+    # the first pairs precede the first usable calibration point (min_points spectra) in both runs
+    assert rows["calibration"] == same["calibration"] and rows["calibration"].count("doas") >= 20
+
+
 def _offset(t) -> float:  # noqa: ANN001
     """Seconds from the sim epoch T0 to a row's time (rows are naive UTC)."""
     from datetime import UTC, datetime
