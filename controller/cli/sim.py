@@ -111,7 +111,7 @@ def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed,
                 no_observatory, screenshot) -> None:  # fmt: skip
     """Run a master and a slave supervisor (separate processes) through a compressed station day."""
     from controller.logging import configure_logging
-    from controller.sim.station import StationRun, run_station
+    from controller.sim.station import SimStopped, StationRun, run_station
 
     configure_logging("console", "warning", stream=sys.stderr)  # stdout is for the summary (--json)
     run = StationRun(
@@ -122,7 +122,7 @@ def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed,
     )  # fmt: skip
     try:
         summary = run_station(run)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, SimStopped) as e:
         raise click.ClickException(str(e)) from e
     click.echo(json.dumps(summary, default=str) if as_json else format_summary(summary))
     sys.exit(0 if summary["lost"] == 0 and summary["finished_cleanly"] else 1)

@@ -259,18 +259,72 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
 
 
 async def _run_async(run: StationRun) -> dict:
+    """The run. Every resource it creates (the data filesystem, network namespaces, the observatory, the proxy,
+    the supervisors) is released by its exit stack, however the run ends: a SIGTERM (run_station) included."""
     out = run.out.resolve()
     for sub in ("master", "slave", "logs", "processed"):
         shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    data_fs = None
-    if run.data_fs_mb:
-        # Before the supervisors start: `ip netns exec` gives them a copy of the mounts as they are then.
-        data_fs = mount_tmpfs(out / "master" / DATA_FS, run.data_fs_mb)
+    async with contextlib.AsyncExitStack() as outer:  # the data filesystem outlives the summary that reads it
+        data_fs = None
+        if run.data_fs_mb:
+            # Before the supervisors start: `ip netns exec` gives them a copy of the mounts as they are then.
+            data_fs = mount_tmpfs(out / "master" / DATA_FS, run.data_fs_mb)
+            outer.callback(unmount_keep_copy, data_fs)
+        t_begin = time.time()
+        async with contextlib.AsyncExitStack() as stack:
+            st = await _start_station(run, out, stack)
+            done, fault_log, monitor, screenshot = await _run_day(run, out, st)
+        elapsed = time.time() - t_begin
+        summary = summarize(out, st.mcfg, st.scfg)
+        check_fault_visibility(out, fault_log)
+    summary["data_fs_mb"] = run.data_fs_mb if data_fs is not None else None
+    day = f"{DAY:%Y-%m-%d}"
+    summary.update(observatory_summary(summary, out / "master" / "state", st.processed, st.observatory, day))
+    summary["page_screenshot"] = screenshot
+    summary.update(
+        real_seconds=round(elapsed, 1), time_scale=round(st.scale, 2), network="netns" if st.use_netns else "loopback",
+        sim_hours=run.hours, period_s=run.period_s, finished_cleanly=done,
+        exit_codes={"master": st.master.exit_codes, "slave": st.slave.exit_codes}, faults_injected=fault_log,
+        processes=monitor.figures(elapsed), pace=st.pace.figures() if st.pace is not None else None,
+    )  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+@dataclass
+class _Station:
+    """What a started run holds: the two supervisors, their configs and the helpers around them."""
+
+    master: Proc
+    slave: Proc
+    mcfg: dict
+    scfg: dict
+    observatory: object | None
+    processed: Path
+    proxy: object | None
+    use_netns: bool
+    pace: object | None
+    window_real: float
+    ext_port: int
+
+    @property
+    def scale(self) -> float:
+        return self.mcfg["sim"]["time_scale"]
+
+    @property
+    def station_ns(self) -> str | None:
+        return NETNS[0] if self.use_netns else None
+
+
+async def _start_station(run: StationRun, out: Path, stack: contextlib.AsyncExitStack) -> _Station:
+    """Namespaces (or a loopback proxy), observatory, configs and the two supervisors, each registered on `stack`
+    for its release."""
     use_netns = run.netns == "on" or (run.netns == "auto" and netns_available())
     proxy = None
     if use_netns:
         netns_up()
+        stack.callback(netns_down)
         hosts = (NETNS_ADDR[0], NETNS_ADDR[0])
         link_port, ext_port = NETNS_PORTS
     else:
@@ -279,6 +333,8 @@ async def _run_async(run: StationRun) -> dict:
     mcfg, scfg = station_configs(run, link_port, ext_port, hosts)
     station_ns = NETNS[0] if use_netns else None
     observatory = start_observatory(out, use_netns, station_ns) if run.observatory else None
+    if observatory is not None:
+        stack.callback(observatory.stop)
     web_and_delivery_config(mcfg, observatory, hosts[0], 8080 if use_netns else _free_port(), out)
     processed = Path(mcfg["storage"]["data_root"]).parent / "processed"
     if not use_netns:
@@ -286,6 +342,7 @@ async def _run_async(run: StationRun) -> dict:
 
         proxy = FaultyProxy("127.0.0.1", link_port)
         scfg["network"]["link_port"] = await proxy.start()
+        stack.push_async_callback(proxy.stop)
     write_toml(out / "master.toml", mcfg)
     write_toml(out / "slave.toml", scfg)
     scale = mcfg["sim"]["time_scale"]
@@ -296,11 +353,26 @@ async def _run_async(run: StationRun) -> dict:
     pace = start_pace(run.processing, out, scale, sim_start, real_start, Path(mcfg["storage"]["data_root"]), clock_args)
     master = Proc("master", out / "master.toml", out, clock_args, NETNS[0] if use_netns else None)
     slave = Proc("slave", out / "slave.toml", out, clock_args, NETNS[1] if use_netns else None)
-    window_real = real_start + LEAD.total_seconds() / scale
-    minutes = round(run.hours * 60)
-    t_begin = time.time()
+    stack.push_async_callback(_stop_procs, slave, master)
     await master.start()
     await slave.start()
+    window_real = real_start + LEAD.total_seconds() / scale
+    return _Station(master, slave, mcfg, scfg, observatory, processed, proxy, use_netns, pace, window_real, ext_port)
+
+
+async def _stop_procs(*procs: Proc) -> None:
+    for p in procs:
+        if p.running:
+            p.kill9()
+            await p.wait()
+
+
+async def _run_day(run: StationRun, out: Path, st: _Station) -> tuple:
+    """Drive the day (faults, pace, progress, screenshot) until the master ends it; (finished cleanly, fault log,
+    process monitor, screenshot path)."""
+    master, slave, mcfg, pace = st.master, st.slave, st.mcfg, st.pace
+    scale, window_real = st.scale, st.window_real
+    minutes = round(run.hours * 60)
     fault_log: list[dict] = []
     monitor = ProcessMonitor({"master": master, "slave": slave})
     sampler = asyncio.ensure_future(monitor.run())
@@ -309,13 +381,14 @@ async def _run_async(run: StationRun) -> dict:
     if run.screenshot is not None:
         at = window_real + 0.75 * run.real_budget_s
         url = f"http://{mcfg['web']['bind']}:{mcfg['web']['port']}/"
-        shot = asyncio.ensure_future(screenshot_page(url, run.screenshot, at, station_ns))
+        shot = asyncio.ensure_future(screenshot_page(url, run.screenshot, at, st.station_ns))
     progress = None
     if run.progress is not None:
-        progress = asyncio.ensure_future(report_progress(out / "master" / "state", processed, run.progress))
+        progress = asyncio.ensure_future(report_progress(out / "master" / "state", st.processed, run.progress))
+    screenshot = None
     try:
         driver = asyncio.ensure_future(
-            _drive_faults(run, master, slave, out, proxy, use_netns, window_real, ext_port, fault_log)
+            _drive_faults(run, master, slave, out, st.proxy, st.use_netns, window_real, st.ext_port, fault_log)
         )
         timeout = LEAD.total_seconds() / scale + minutes * 60 / (scale * MIN_FRACTION) + 240.0  # a safety net
         done = await _wait_station(master, slave, timeout)
@@ -323,49 +396,17 @@ async def _run_async(run: StationRun) -> dict:
         with contextlib.suppress(asyncio.CancelledError):
             await driver
     finally:
-        for task in (sampler, pacer):
+        for task in (sampler, pacer, progress):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        screenshot = None
         if shot is not None:
             if not shot.done():
                 shot.cancel()  # the station ended before its time
             with contextlib.suppress(asyncio.CancelledError):
                 screenshot = await shot
-        if progress is not None:
-            progress.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await progress
-        for p in (slave, master):
-            if p.running:
-                p.kill9()
-                await p.wait()
-        if proxy is not None:
-            await proxy.stop()
-        if observatory is not None:
-            observatory.stop()
-        if use_netns:
-            netns_down()
-    elapsed = time.time() - t_begin
-    try:
-        summary = summarize(out, mcfg, scfg)
-        check_fault_visibility(out, fault_log)
-    finally:
-        if data_fs is not None:
-            unmount_keep_copy(data_fs)
-    summary["data_fs_mb"] = run.data_fs_mb if data_fs is not None else None
-    summary.update(observatory_summary(summary, out / "master" / "state", processed, observatory, f"{DAY:%Y-%m-%d}"))
-    summary["page_screenshot"] = screenshot
-    summary.update(
-        real_seconds=round(elapsed, 1), time_scale=round(scale, 2), network="netns" if use_netns else "loopback",
-        sim_hours=run.hours, period_s=run.period_s, finished_cleanly=done,
-        exit_codes={"master": master.exit_codes, "slave": slave.exit_codes}, faults_injected=fault_log,
-        processes=monitor.figures(elapsed), pace=pace.figures() if pace is not None else None,
-    )  # fmt: skip
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    return summary
+    return done, fault_log, monitor, screenshot
 
 
 async def _wait_station(master: Proc, slave: Proc, timeout_s: float) -> bool:
@@ -497,5 +538,25 @@ async def _fill_disk(out: Path, args: dict) -> dict:
     return seen
 
 
+class SimStopped(RuntimeError):
+    """The run was stopped by SIGTERM; what it created is released."""
+
+
 def run_station(run: StationRun) -> dict:
-    return asyncio.run(_run_async(run))
+    """Run the day. A SIGTERM (a CI timeout, an operator's kill) cancels it, so its exit stacks release the
+    supervisors, namespaces, observatory and mounts before SimStopped is raised."""
+    return asyncio.run(_stoppable(run))
+
+
+async def _stoppable(run: StationRun) -> dict:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await _run_async(run)
+    except asyncio.CancelledError:
+        raise SimStopped(
+            "the simulated station was stopped (SIGTERM); its processes and namespaces are removed"
+        ) from None
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

@@ -181,3 +181,37 @@ def test_master_disk_full_pauses_nothing_lost_resumes_by_itself(tmp_path):
     assert s["fault_counts"]["master"].get("store_failed", 0) == 0
     out = tmp_path / "sim-station"
     _check_faults_visible(s, {"master": out / "master" / "state"})
+
+
+def test_sim_station_stopped_by_sigterm_leaves_no_process_or_namespace(tmp_path):
+    """A SIGTERM (a CI timeout, an operator's kill) mid-day: the run releases what it created — supervisors, their
+    workers, network namespaces, the observatory — and says it was stopped (SIGTERM used to end it on the spot,
+    leaving the namespaces and the supervisors behind)."""
+    import asyncio
+    import shutil
+
+    import psutil
+
+    from controller.sim.procs import read_status, wait_until
+
+    out = tmp_path / "sim-station"
+    cmd = [sys.executable, "-c", "from controller.cli import main; main()", "sim", "station", "--json", "--out",
+           str(out), "--hours", "1", "--budget", "60", "--size", "160x120"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        acquiring = asyncio.run(
+            wait_until(lambda: read_status(out / "master" / "state").get("state") == "acquire", 180)
+        )
+        assert acquiring is not None, "the master never reached acquire"
+        proc.terminate()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1 and "stopped (SIGTERM)" in err, err[-2000:]
+    left = [p.info for p in psutil.process_iter(["pid", "cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])]
+    assert not left, left
+    if shutil.which("ip"):
+        spaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert not [s for s in spaces.splitlines() if f"{proc.pid}" in s.split()[0]], spaces
