@@ -159,6 +159,30 @@ def test_xcorr_lag_refuses_a_peak_at_the_longest_shift() -> None:
     assert xc.velocity(2.0).v_eff == pytest.approx(10 * 2.0 / 8.0, rel=0.05)
 
 
+def test_xcorr_speed_is_not_made_by_a_signal_common_to_both_lines() -> None:
+    """Both lines' series share a per-image signal (sky background, dilution, exposure changing from image to
+    image) of 20 % of the plume's variation: lags shorter than one sampling interval (the interpolation's zero-lag
+    peak) are refused, so the speeds stay right (they averaged 2.6x the truth, a sixth of the lags under 60 s)."""
+    from processing.flow import xcorr_lag
+
+    rng = np.random.default_rng(0)
+    tt = np.arange(0.0, 7200.0)
+    kernel = np.exp(-0.5 * (np.arange(-900, 901) / 240.0) ** 2)
+    plume = np.convolve(rng.normal(size=tt.size + 2000), kernel, "same")[1000 : 1000 + tt.size]
+    lag_true, noise = 180.0, 0.02 * np.std(plume)
+    lags = []
+    for _ in range(200):
+        times = rng.uniform(1000, 5700) + 60.0 * np.arange(20)  # 60 s slots, a 20-sample ring buffer
+        common = rng.normal(0, 0.2 * np.std(plume), times.size)
+        first = np.interp(times, tt, plume) + common + rng.normal(0, noise, times.size)
+        second = np.interp(times - lag_true, tt, plume) + common + rng.normal(0, noise, times.size)
+        lags.append(xcorr_lag(times, first, second)[0])
+    lags = np.array(lags)
+    found = lags[np.isfinite(lags)]
+    assert found.size >= 150 and found.min() >= 60.0
+    assert np.mean(lag_true / found) == pytest.approx(1.0, abs=0.05)
+
+
 def _villarrica_flows(repo_root, shared_data) -> list:
     from controller.config import load_config
     from processing.images import scan_folder
