@@ -248,3 +248,34 @@ def test_fov_confirmation_is_not_vetoed_by_a_half_search_that_stops_on_a_worse_d
     monkeypatch.setattr(fov, "find_fov", real_find)
     ok, _ = fov.confirm_fov(stack, series, elsewhere)
     assert not ok
+
+
+def test_fov_confirmation_takes_a_half_radius_that_gives_the_same_calibration(monkeypatch):
+    """Across a smooth plume the radius is weakly determined: a half finding the same centre with a radius beyond
+    CONFIRM_RADIUS_RATIO still confirms the FOV when its disk calibrates the frames within CONFIRM_SLOPE_TOL (a short
+    sim day's half found r 24 for r 10 at the same centre, 3.7 % apart, and the day kept the fallback slope); a
+    radius reaching other AA does not."""
+    import processing.fov as fov
+
+    rng = np.random.default_rng(4)
+    n, shape, (cx, cy) = 60, (120, 160), (80, 60)
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    pattern = np.where((x - cx) ** 2 + (y - cy) ** 2 < 30**2, 1.0, 0.3)  # uniform AA within 30 px of the centre
+    amp = rng.uniform(0.2, 1.0, n)
+    stack = (amp[:, None, None] * pattern).astype(np.float32)
+    series = amp * 5e18 * (1 + rng.normal(0, 0.01, n))
+    found = fov.FovResult(cx, cy, 10, 0.0, 0.0, np.zeros(shape), *[np.zeros(0)] * 3)
+    real_find = fov.find_fov
+
+    def half_finds(radius):
+        def find(s, y, **search):
+            if len(y) == n:
+                return real_find(s, y, **search)
+            return fov.FovResult(cx, cy, radius, 0.0, 1.0, np.zeros(shape), *[np.zeros(0)] * 3)  # beats the FOV
+
+        return find
+
+    monkeypatch.setattr(fov, "find_fov", half_finds(25))  # radius ratio 2.5, the same AA: the same calibration
+    assert fov.confirm_fov(stack, series, found) == (True, [(cx, cy, 25)] * 2)
+    monkeypatch.setattr(fov, "find_fov", half_finds(55))  # reaches the 0.3 region: a calibration far off
+    assert fov.confirm_fov(stack, series, found)[0] is False
