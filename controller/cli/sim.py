@@ -107,8 +107,15 @@ def _size(text: str) -> tuple[int, int]:
 @click.option("--data-fs-mb", type=int, help="root: the master's data root on a tmpfs of this size (fill_disk)")
 @click.option("--no-observatory", is_flag=True, help="no simulated observatory (sshd) to deliver to")
 @click.option("--screenshot", type=click.Path(dir_okay=False), help="PNG of the status page (headless Chromium)")
+@click.option(
+    "--air",
+    type=click.Choice(["clear", "hazy"]),
+    default="clear",
+    show_default=True,
+    help="hazy: light dilution between plume and station (controller/sim/scene.py SIM_AIR)",
+)
 def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed, size, data_fs_mb,
-                no_observatory, screenshot) -> None:  # fmt: skip
+                no_observatory, screenshot, air) -> None:  # fmt: skip
     """Run a master and a slave supervisor (separate processes) through a compressed station day."""
     from controller.logging import configure_logging
     from controller.sim.station import SimStopped, StationRun, run_station
@@ -118,7 +125,7 @@ def station_cmd(hours, as_json, out, budget, netns, faults, no_processing, seed,
         hours=hours, out=Path(out), real_budget_s=budget, netns=netns, faults=[_parse_fault(f) for f in faults],
         processing=not no_processing, seed=seed, image_size=_size(size), data_fs_mb=data_fs_mb,
         observatory=not no_observatory, progress=lambda line: click.echo(line, err=True),
-        screenshot=Path(screenshot) if screenshot else None,
+        screenshot=Path(screenshot) if screenshot else None, hazy=air == "hazy",
     )  # fmt: skip
     try:
         summary = run_station(run)

@@ -50,7 +50,7 @@ from controller.sim.observe import (
 )
 from controller.sim.pace import MIN_FRACTION, start_pace
 from controller.sim.procs import Proc, ProcessMonitor, read_status, wait_until
-from controller.sim.scene import ILS_FWHM_NM, station_dilution
+from controller.sim.scene import ILS_FWHM_NM, SIM_AIR, station_dilution
 from controller.sim.summary import check_fault_visibility, summarize
 
 log = get_logger("sim.station")
@@ -132,6 +132,7 @@ class StationRun:
     observatory: bool = True  # a simulated observatory (real sshd) the master delivers to; page on in [web]
     progress: Callable[[str], None] | None = None  # gets a progress line every few seconds while it runs
     screenshot: Path | None = None  # a screenshot of the status page (headless Chromium) at 3/4 of the window
+    hazy: bool = False  # light dilution between plume and station (scene.SIM_AIR); the default day is clear air
 
 
 def _toml_value(v) -> str:
@@ -219,7 +220,7 @@ def station_configs(run: StationRun, link_port: int, ext_port: int, hosts: tuple
         "clock": {"backend": "sim", "tolerance_ms": 50.0 * max(1.0, scale / 10), "sync_samples": 5, "resync_s": 600.0},
         "sim": {
             "seed": run.seed, "time_scale": scale, "wind_speed_m_s": SIM_WIND_M_S,
-            "emission_rate_kg_s": SIM_EMISSION_KG_S,
+            "emission_rate_kg_s": SIM_EMISSION_KG_S, **(SIM_AIR if run.hazy else {}),
         },
         "processing": {
             "enabled": run.processing, "velocity_method": "xcorr", "flow_pyrlevel": 2, "background_mode": 0,

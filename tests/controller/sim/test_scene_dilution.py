@@ -98,3 +98,18 @@ def test_flat_field_that_is_not_an_image_is_one_clear_config_error(tmp_path: Pat
         read_flat_field(str(bad))
     with pytest.raises(ConfigError, match="processing.flat_field"):
         read_flat_field(str(tmp_path / "missing.npy"))
+
+
+def test_sim_station_air_is_clear_by_default_and_hazy_on_request(tmp_path):
+    """`pycam sim station --air hazy` puts SIM_AIR's extinction between plume and station; the default day is
+    clear air (its FOV check holds to 3 px there; hazy days found it 1-3 px off)."""
+    from controller.config import config_from_dict
+    from controller.hardware.factory import make_scene
+    from controller.sim.station import StationRun, station_configs
+
+    for hazy, extinction in ((False, 0.0), (True, SIM_AIR["extinction_a_per_m"])):
+        run = StationRun(out=tmp_path / str(hazy), hazy=hazy, image_size=(160, 120))
+        mcfg, scfg = station_configs(run, 1, 2, ("127.0.0.1", "127.0.0.1"))
+        assert mcfg["sim"] == scfg["sim"]  # both Pis see the same sky
+        scene = make_scene(config_from_dict(mcfg))
+        assert scene.extinction("A") == extinction
