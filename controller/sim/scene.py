@@ -74,9 +74,9 @@ SPEC_READ_NOISE = 8.0
 N_TEXTURE_MODES = 6
 N_FINE_MODES = 4  # small-scale texture (8-24 px): the spectrometer's FOV disk mean depends on its radius
 # Hazy air: at the scene's 5 km, 74 % (on-band) and 80 % (off-band) of the plume's signal reach the cameras (issue
-# 12: 69-78 % at 5 km and 310 nm with pyplis's Etna coefficients). Not yet the sim station's (clear air): on three
-# station days in it (with the flat field) ε was fitted within 1 % and the flux recovered +1.6, +5.4, +6.1 %, but the
-# FOV centre was 0, 3 and 4 px off (the diluted DOAS columns are noisier), where the station test holds it to 3 px.
+# 12: 69-78 % at 5 km and 310 nm with pyplis's Etna coefficients). The sim station's on request (`--air hazy`), not
+# by default (clear air): three hazy station days gave ε_A 6.21-6.29e-5, flux +0.9, +0.5, +2.7 % and the FOV centre
+# 1, 3 and 3 px off (the diluted DOAS columns are noisier), where the station test holds it to 3 px.
 SIM_AIR = {"extinction_a_per_m": 6e-5, "extinction_b_per_m": 4.5e-5}
 FLAT_FIELD_NAME = "flat_field.npy"
 
