@@ -21,7 +21,8 @@ from pathlib import Path
 import psutil
 
 from controller.acquisition import CaptureJournal
-from controller.sim.station import StationRun, read_status, station_configs, write_toml
+from controller.sim.procs import read_status
+from controller.sim.station import StationRun, station_configs, write_toml
 
 CPU_TARGET_PERCENT = 1.0  # of one core, per supervisor, at 0.25 Hz (issue 10: the solar power budget)
 SPREAD_TARGET_MS = 20.0

@@ -160,11 +160,17 @@ class Observatory:
             kids = psutil.Process(proc.pid).children(recursive=True)
         except psutil.Error:
             kids = []
+        proc.kill()  # the listener first: no connection is accepted after this
+        proc.wait()
+        if self.use_netns:  # sessions sshd forked meanwhile (they setsid: not in its group), found by namespace
+            pids = subprocess.run(["ip", "netns", "pids", self.netns], capture_output=True, text=True).stdout
+            for pid in {int(p) for p in pids.split()} - {k.pid for k in kids}:
+                with contextlib.suppress(psutil.Error):
+                    kids.append(psutil.Process(pid))
         for p in kids:
             with contextlib.suppress(psutil.Error):
                 p.kill()
-        proc.kill()
-        proc.wait()
+        psutil.wait_procs(kids, timeout=5)
 
     # -------------------------------------------------------------------------------------------- control
 

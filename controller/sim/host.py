@@ -17,6 +17,7 @@ VETH = (f"pcm{os.getpid()}", f"pcs{os.getpid()}")
 
 # The station's own link-local network, as between the two Pis (and inside the default allowed networks).
 NETNS_ADDR = ("169.254.231.1", "169.254.231.2")
+NETNS_PORTS = (12345, 12347)  # link and control port of a run in network namespaces
 
 
 def netns_available() -> bool:
