@@ -102,8 +102,7 @@ class Fault:
 
     # kill_slave, kill_master, kill_worker (the master's processing child), drop_link, unplug, clock_step,
     # garbage_ext, fill_disk, forged_peer, restart_master_behind (kill -9, restarted with its clock behind_s sim
-    # seconds behind its data),
-    # singles (TPA/TPB/TPS during continuous capture), abuse_ext (controller/sim/abuse.py)
+    # seconds behind its data), singles (TPA/TPB/TPS during continuous capture), abuse_ext (controller/sim/abuse.py)
     kind: str
     at_s: float
     args: dict = field(default_factory=dict)
