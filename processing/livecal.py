@@ -67,6 +67,7 @@ class LiveCalibration:
         self.new_points: list[CalibrationPoint] = []
         self.newest_doas: datetime | None = None
         self.asked: datetime | None = None  # the latest pair time `at` was asked for
+        self._saved = ""  # the state last written: an unchanged state is not written again (an fsync per pair)
         self._load()
 
     @property
@@ -93,7 +94,10 @@ class LiveCalibration:
         state = self.dcal.state()
         newest_doas = self.newest_doas.isoformat() if self.newest_doas else None
         points = [_point_json(p) for p in self.points]
-        atomic_write_text(self.path, json.dumps({"dcal": state, "points": points, "newest_doas": newest_doas}))
+        text = json.dumps({"dcal": state, "points": points, "newest_doas": newest_doas})
+        if text != self._saved:  # before the FOV, a pair only adds to the frame buffer, which is not kept
+            atomic_write_text(self.path, text)
+            self._saved = text
 
     def _collect(self) -> None:
         points = self.dcal.pop_points()

@@ -143,9 +143,9 @@ def _flux(processed: Path, mcfg: dict) -> dict:
 
 
 def _flux_factors(processed: Path, rows: dict, ok, truth: dict) -> dict:
-    """The two factors of the rows' emission rates beside what the scene knows, so that an emission rate that
-    misses the truth says whether the speed or the calibration did: median plume speed of the rows against the
-    scene's, and the median DOAS calibration slope (molecules/cm² per AA) against 1 / the scene's on-band σ."""
+    """The factors of the rows' emission rates beside what the scene knows, so that an emission rate that misses
+    the truth says whether the speed or the calibration did: median plume speed of the rows against the scene's,
+    the median DOAS calibration slope (molecules/cm² per AA) against 1 / the scene's on-band σ, the median ICA."""
     import numpy as np
 
     from processing.outputs import read_series
@@ -161,7 +161,7 @@ def _flux_factors(processed: Path, rows: dict, ok, truth: dict) -> dict:
     return {
         "velo_eff_median_m_s": median(np.asarray(rows.get("velo_eff_(m/s)", []), dtype=float)[ok]),
         "scene_plume_speed_m_s": truth["plume_speed_m_s"],
-        "calibration_slope_median_e18": None if not len(slopes) else median(np.asarray(slopes, dtype=float) / 1e18),
+        "calibration_slope_median_e18": median(np.asarray(slopes, dtype=float) / 1e18),
         "scene_inverse_sigma_e18": round(1e-18 / truth["so2_sigma_eff_cm2"], 4),
         "ica_median_kg_m": median(np.asarray(rows.get("ICA_mass_(kg/m)", []), dtype=float)[ok]),
     }

@@ -57,3 +57,23 @@ def test_fov_buffer_longer_than_the_window_searches_every_frame_and_calibrates_e
     first = lc.dcal.min_points - 1
     assert methods[:first] == ["default"] * first
     assert methods[first:] == ["doas"] * (60 - first), methods
+
+
+def test_state_is_written_when_it_changes_not_for_every_pair(tmp_path, monkeypatch):
+    """Before the FOV, a pair only adds to the frame buffer (images, not kept): the state file is written for each
+    DOAS result, not again for each pair (an atomic, fsynced write on the station's SD card)."""
+    import processing.livecal as livecal
+
+    writes = []
+    real = livecal.atomic_write_text
+    monkeypatch.setattr(livecal, "atomic_write_text", lambda path, text: writes.append(text) or real(path, text))
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, processing=dataclasses.replace(cfg.processing, fov_frames=60))
+    lc = LiveCalibration(cfg, Calibration(5.7e18, 0.0, method="default"), tmp_path)
+    stack, series = synthetic_fov_stack(10, (48, 64), (32, 22), 4, seed=7)
+    for k, (aa, column) in enumerate(zip(stack, series, strict=True)):
+        lc.add_doas(_doas(T0 + PERIOD_S * k, column))
+        lc.add_pair(_pair(T0 + PERIOD_S * k), aa)
+    assert lc.dcal.fov is None and len(writes) == 10 and len(set(writes)) == 10
+    restored = LiveCalibration(cfg, Calibration(5.7e18, 0.0, method="default"), tmp_path)
+    assert len(restored.dcal._doas) == 10  # what was written is what a restarted worker continues with
